@@ -1,0 +1,25 @@
+# The README's two commands: `make serve` and `make test`. Everything else is a step of those.
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+SPACE ?= starter_e5
+
+.PHONY: install test lint serve bonds bench soak clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml scripts/install.sh
+	VENV=$(VENV) bash scripts/install.sh
+
+lint: install
+	$(BIN)/ruff check bonds training service tests bench
+
+test: lint
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+serve: install
+	$(BIN)/freebind serve --host $(HOST) --port $(PORT) --space $(SPACE)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

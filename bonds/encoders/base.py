@@ -1,0 +1,102 @@
+"""The one protocol every encoder implements, and the media item types it takes.
+
+An encoder maps items of its modalities to L2-normalised float32 vectors of one dimension in three
+steps (preprocess -> forward -> postprocess) so batching, devices and timing can wrap each step.
+Items are already decoded: text is `str`, images are RGB `PIL.Image.Image`, audio is `Audio`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bonds.errors import ModalityError
+
+MODALITIES = ("text", "image", "audio")
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Mono waveform in [-1, 1] at `sample_rate` Hz."""
+
+    samples: np.ndarray
+    sample_rate: int
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / float(self.sample_rate)
+
+
+@dataclass
+class Encoded:
+    """Vectors `(n, dim)` (rows unit-norm) and an optional note per item (e.g. "no speech detected")."""
+
+    vectors: np.ndarray
+    notes: list[str | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.notes:
+            self.notes = [None] * len(self.vectors)
+
+
+def l2_normalize(x_nd: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows of `x_nd` scaled to unit L2 norm (zero rows stay zero)."""
+    x_nd = np.asarray(x_nd, dtype=np.float32)
+    norms_n1 = np.linalg.norm(x_nd, axis=-1, keepdims=True)
+    return x_nd / np.maximum(norms_n1, eps)
+
+
+class Encoder(ABC):
+    """An embedding model: `dim`, `modalities`, and `encode(modality, items)`."""
+
+    name: str = "encoder"
+    dim: int
+    modalities: tuple[str, ...]
+    licence: str = "unknown"
+    max_batch_size: int = 32
+
+    def check_modality(self, modality: str) -> None:
+        if modality not in self.modalities:
+            raise ModalityError(
+                f"encoder {self.name!r} does not embed {modality!r}; it embeds {', '.join(self.modalities)}"
+            )
+
+    @abstractmethod
+    def preprocess(self, modality: str, items: Sequence[Any]) -> Any:
+        """Decoded items -> a model-ready batch (tensors, token ids, ...)."""
+
+    @abstractmethod
+    def forward(self, modality: str, batch: Any) -> Any:
+        """Model-ready batch -> raw outputs."""
+
+    def postprocess(self, modality: str, outputs: Any) -> Encoded:
+        """Raw outputs -> unit-norm float32 vectors. Override to attach per-item notes."""
+        array = outputs.detach().float().cpu().numpy() if hasattr(outputs, "detach") else outputs
+        return Encoded(l2_normalize(array))
+
+    def encode(self, modality: str, items: Sequence[Any]) -> Encoded:
+        self.check_modality(modality)
+        if len(items) == 0:
+            return Encoded(np.zeros((0, self.dim), dtype=np.float32), [])
+        out: list[Encoded] = []
+        for start in range(0, len(items), self.max_batch_size):
+            chunk = items[start : start + self.max_batch_size]
+            out.append(self._encode_chunk(modality, chunk))
+        vectors = np.concatenate([o.vectors for o in out]).astype(np.float32, copy=False)
+        return Encoded(vectors, [n for o in out for n in o.notes])
+
+    def _encode_chunk(self, modality: str, items: Sequence[Any]) -> Encoded:
+        try:
+            import torch
+
+            with torch.inference_mode():
+                return self.postprocess(modality, self.forward(modality, self.preprocess(modality, items)))
+        except ImportError:  # numpy-only encoders (the tiny test encoder) need no torch
+            return self.postprocess(modality, self.forward(modality, self.preprocess(modality, items)))
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "dim": self.dim, "modalities": list(self.modalities), "licence": self.licence}

@@ -1,0 +1,171 @@
+"""Decoding of media bytes into the items encoders take, shared by every space.
+
+Images: Pillow (JPEG, PNG, WebP, GIF first frame, BMP, TIFF), EXIF orientation applied, every mode
+converted to RGB, with a pixel limit checked before pixels are decoded. Audio: soundfile (WAV, FLAC,
+OGG/Vorbis/Opus, MP3 where libsndfile has it), mixed down to mono float32, with a duration limit.
+Each failure is a typed `MediaError` that the service turns into a 4xx.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from bonds.encoders.base import Audio
+from bonds.errors import MediaError, MediaTooLargeError, UnsupportedMediaError
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    max_image_pixels: int = 40_000_000  # 40 MP: larger is refused before decoding (bomb guard)
+    max_audio_seconds: float = 600.0
+    max_text_chars: int = 20_000
+
+
+DEFAULT_LIMITS = MediaLimits()
+_IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+
+def decode_image(data: bytes, limits: MediaLimits = DEFAULT_LIMITS):
+    """Bytes -> RGB `PIL.Image.Image`, or a `MediaError` that says why not."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not data:
+        raise MediaError("image is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=_IMAGE_FORMATS)
+            width, height = image.size
+            if width * height > limits.max_image_pixels:
+                raise MediaTooLargeError(
+                    f"image is {width}x{height} = {width * height} pixels; the limit is {limits.max_image_pixels}"
+                )
+            image.seek(0)  # first frame of animations
+            image.load()
+    except MediaError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        if isinstance(exc, UnidentifiedImageError):
+            raise UnsupportedMediaError(
+                f"not a decodable image; supported formats: {', '.join(_IMAGE_FORMATS)}"
+            ) from None
+        raise MediaTooLargeError(f"image refused as a decompression bomb: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise MediaError(f"image is corrupt or truncated: {exc}") from None
+    return _to_rgb(ImageOps.exif_transpose(image))
+
+
+def _to_rgb(image):
+    from PIL import Image
+
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grey: rescale to 8 bits rather than clip everything to white
+        array = np.asarray(image, dtype=np.float64)
+        top = array.max() or 1.0
+        return Image.fromarray((array / top * 255.0).astype(np.uint8)).convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        # transparent pixels become white, as a viewer shows them, not black
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def decode_audio(data: bytes, limits: MediaLimits = DEFAULT_LIMITS) -> Audio:
+    """Bytes -> mono float32 `Audio` at the file's own rate, or a `MediaError`."""
+    import soundfile as sf
+
+    if not data:
+        raise MediaError("audio is empty (0 bytes)")
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as handle:
+            rate, frames = handle.samplerate, handle.frames
+            if rate <= 0:
+                raise MediaError("audio has no valid sample rate")
+            if frames > 0 and frames / rate > limits.max_audio_seconds:
+                raise MediaTooLargeError(
+                    f"audio lasts {frames / rate:.1f} s; the limit is {limits.max_audio_seconds:g} s"
+                )
+            samples = handle.read(dtype="float32", always_2d=True)
+    except MediaError:
+        raise
+    except sf.LibsndfileError as exc:
+        raise UnsupportedMediaError(f"not a decodable audio file (WAV, FLAC, OGG, MP3): {exc}") from None
+    except (RuntimeError, ValueError, EOFError) as exc:
+        raise MediaError(f"audio is corrupt or truncated: {exc}") from None
+    if samples.shape[0] == 0:
+        raise MediaError("audio has no samples")
+    if samples.shape[0] / rate > limits.max_audio_seconds:
+        raise MediaTooLargeError(f"audio lasts {samples.shape[0] / rate:.1f} s; the limit is {limits.max_audio_seconds:g} s")
+    mono = samples.mean(axis=1)
+    if not np.isfinite(mono).all():
+        raise MediaError("audio contains NaN or infinite samples")
+    return Audio(np.ascontiguousarray(mono, dtype=np.float32), int(rate))
+
+
+def decode_text(text: str, limits: MediaLimits = DEFAULT_LIMITS) -> str:
+    if not isinstance(text, str):
+        raise MediaError(f"text must be a string, got {type(text).__name__}")
+    if len(text) > limits.max_text_chars:
+        raise MediaTooLargeError(f"text has {len(text)} characters; the limit is {limits.max_text_chars}")
+    return text
+
+
+def load(modality: str, source: str | bytes, limits: MediaLimits = DEFAULT_LIMITS):
+    """Text as is; image/audio from bytes or a file path."""
+    if modality == "text":
+        return decode_text(source, limits)  # type: ignore[arg-type]
+    data = source if isinstance(source, bytes) else open(source, "rb").read()
+    if modality == "image":
+        return decode_image(data, limits)
+    if modality == "audio":
+        return decode_audio(data, limits)
+    raise MediaError(f"unknown modality {modality!r}; valid: text, image, audio")
+
+
+@lru_cache(maxsize=32)
+def _sinc_kernels(orig: int, new: int, width_zeros: int = 6, rolloff: float = 0.99):
+    """Hann-windowed sinc low-pass kernels for rational resampling orig -> new (both reduced)."""
+    import torch
+
+    base_freq = min(orig, new) * rolloff
+    width = math.ceil(width_zeros * orig / base_freq)
+    idx = torch.arange(-width, width + orig, dtype=torch.float64)[None, None] / orig
+    t = torch.arange(0, -new, -1, dtype=torch.float64)[:, None, None] / new + idx
+    t = (t * base_freq).clamp(-width_zeros, width_zeros)
+    window = torch.cos(t * math.pi / width_zeros / 2) ** 2
+    t = t * math.pi
+    sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / torch.where(t == 0, torch.ones_like(t), t))
+    return (sinc * window * (base_freq / orig)).to(torch.float32), width
+
+
+def resample(samples: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
+    """Band-limited resampling (windowed sinc, anti-aliased when downsampling) of a mono waveform."""
+    import torch
+
+    if orig_rate == new_rate:
+        return np.asarray(samples, dtype=np.float32)
+    gcd = math.gcd(int(orig_rate), int(new_rate))
+    orig, new = orig_rate // gcd, new_rate // gcd
+    kernels, width = _sinc_kernels(orig, new)
+    wave = torch.as_tensor(np.asarray(samples, dtype=np.float32))[None, None]
+    length = wave.shape[-1]
+    wave = torch.nn.functional.pad(wave, (width, width + orig))
+    out = torch.nn.functional.conv1d(wave, kernels, stride=orig)  # (1, new, frames)
+    out = out.transpose(1, 2).reshape(-1)
+    target = math.ceil(new * length / orig)
+    return out[:target].numpy().astype(np.float32, copy=False)
+
+
+def resample_audio(audio: Audio, rate: int) -> Audio:
+    return Audio(resample(audio.samples, audio.sample_rate, rate), rate)

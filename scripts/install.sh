@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One install path for a fresh machine, `make`, CI and the Dockerfile alike.
+#   VENV (default .venv)   where the virtual environment goes
+#   FREEBIND_CUDA=1        install the CUDA torch build and faiss-gpu instead of the CPU ones
+#   FREEBIND_SKIP_APT=1    do not touch system packages
+set -euo pipefail
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+
+# System packages: libsndfile for audio decoding, WordNet glosses and espeak-ng speech for
+# bond training data and tests, chromium for the playground's browser test.
+APT_PACKAGES="libsndfile1 wordnet-base espeak-ng sound-theme-freedesktop"
+if [ "${FREEBIND_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null 2>&1; then
+  missing=""
+  for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+  if [ -n "$missing" ]; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+  fi
+fi
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip -q --disable-pip-version-check"
+$PIP install --upgrade pip >/dev/null
+
+# torch first and pinned: an unpinned torch drags in gigabytes of CUDA wheels.
+if [ "${FREEBIND_CUDA:-0}" = 1 ]; then
+  $PIP install "torch==2.13.0" faiss-gpu-cu12
+else
+  $PIP install "torch==2.13.0"
+fi
+$PIP install -e ".[models,dev]"
+touch "$VENV/.installed"
