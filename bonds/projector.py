@@ -90,6 +90,10 @@ class ProjectorMixture(nn.Module):
         self.train(was_training)
         return out.float().cpu().numpy()
 
+    def state_checksum(self) -> str:
+        """sha256 of the weights (stable across processes), computed once per module."""
+        return weights_checksum(self)
+
     def select_heads(self, names: Sequence[str]) -> ProjectorMixture:
         """A mixture of a subset of the heads (sharing their modules)."""
         missing = [n for n in names if n not in self.heads]
@@ -100,3 +104,22 @@ class ProjectorMixture(nn.Module):
         sub.config = ProjectorConfig(self.d_in, self.d_out, self.config.hidden, tuple(names))
         sub.heads = nn.ModuleDict({n: self.heads[n] for n in names})
         return sub
+
+
+def weights_checksum(module: nn.Module) -> str:
+    """sha256 over a module's state dict (names, dtypes, bytes); cached on the module.
+
+    Checkpoint loading sets it from the manifest's verified hash, so large models are not hashed twice.
+    """
+    cached = getattr(module, "_weights_checksum", None)
+    if cached is not None:
+        return cached
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    module._weights_checksum = digest.hexdigest()
+    return module._weights_checksum

@@ -26,10 +26,10 @@ def _load_optional() -> None:
                 raise
 
 
-def create_encoder(name: str, **options: Any) -> Encoder:
+def create_encoder(kind: str, **options: Any) -> Encoder:
     """Build a registered encoder: `create_encoder("tiny", dim=8)`."""
     _load_optional()
-    return ENCODERS.get(name)(**options)
+    return ENCODERS.get(kind)(**options)
 
 
 def list_encoders() -> list[str]:

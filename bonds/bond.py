@@ -1,0 +1,173 @@
+"""Bonds: spaces built from other spaces with trained projectors (FreeBind, ICML 2024).
+
+- `DisplacementBond` remaps a base space into an expert space (the result lives in the expert's space).
+- `CombinationBond` projects one or more experts into the base space (the result lives in the base's);
+  several experts make it a parallel bond, their projections pooled with per-expert weights.
+Both are `Space`s, so bonds compose in sequence with no special case. f always weights the projected
+term; factor 0 drops the projected side and its encoders never run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from bonds.errors import DimensionError, ModalityError
+from bonds.mixing import BondControls, ResolvedMixing
+from bonds.plan import Node, Project, weighted
+from bonds.projector import ProjectorMixture, weights_checksum
+from bonds.space import EncoderSpace, Space
+
+
+def _check_projector(bond: str, projector: ProjectorMixture, d_in: int, d_out: int, what: str) -> None:
+    if (projector.d_in, projector.d_out) != (d_in, d_out):
+        raise DimensionError(
+            f"bond {bond!r}: {what} projector maps {projector.d_in}->{projector.d_out}, "
+            f"but the spaces need {d_in}->{d_out}"
+        )
+
+
+class _Bond(Space):
+    kind: str
+
+    def __init__(self, name: str, base: Space, presets=None, default_preset: str | None = None):
+        self.name = name  # the space's name; a description file may rename the outermost space
+        self.bond_name = name  # the name mixings use; never changes
+        self.base = base
+        self.presets = dict(presets or {})
+        self.default_preset = default_preset
+
+    def encoder_spaces(self) -> dict[str, EncoderSpace]:
+        found = dict(self.base.encoder_spaces())
+        for expert in self.expert_spaces().values():
+            found.update(expert.encoder_spaces())
+        return found
+
+    def bonds(self) -> list[Any]:
+        inner = list(self.base.bonds())
+        for expert in self.expert_spaces().values():
+            inner.extend(b for b in expert.bonds() if b not in inner)
+        return [*inner, self]
+
+    def expert_spaces(self) -> dict[str, Space]:
+        raise NotImplementedError
+
+    def own_projectors(self) -> dict[str, ProjectorMixture]:
+        raise NotImplementedError
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "bond": self.bond_name,
+            "kind": self.kind,
+            "base": self.base.identity(),
+            "experts": {n: e.identity() for n, e in self.expert_spaces().items()},
+            "projectors": {pid: weights_checksum(p) for pid, p in self.own_projectors().items()},
+        }
+
+    def describe_bond(self) -> dict[str, Any]:
+        c = self.bond_controls()
+        return {"name": self.bond_name, "kind": self.kind, "experts": list(c.experts),
+                "modalities": list(c.modalities), "defaults": dict(c.defaults)}
+
+
+class DisplacementBond(_Bond):
+    kind = "displacement"
+
+    def __init__(self, name: str, base: Space, expert: Space, projector: ProjectorMixture,
+                 factors: Mapping[str, float] | None = None, presets=None, default_preset=None,
+                 expert_name: str | None = None):
+        super().__init__(name, base, presets, default_preset)
+        _check_projector(name, projector, base.dim, expert.dim, "the")
+        self.expert = expert
+        self.expert_name = expert_name or expert.name
+        self.projector = projector
+        self.dim = expert.dim
+        self.modalities = tuple(dict.fromkeys([*expert.modalities, *base.modalities]))
+        self.shared = tuple(m for m in self.modalities if m in base.modalities and m in expert.modalities)
+        self.defaults = {m: float((factors or {}).get(m, 0.0)) for m in self.shared}
+
+    def expert_spaces(self) -> dict[str, Space]:
+        return {self.expert_name: self.expert}
+
+    def own_projectors(self) -> dict[str, ProjectorMixture]:
+        return {f"{self.bond_name}/{self.expert_name}": self.projector}
+
+    def bond_controls(self) -> BondControls:
+        return BondControls(self.bond_name, self.kind, self.shared, (self.expert_name,), self.defaults)
+
+    def plan(self, modality: str, mixing: ResolvedMixing) -> Node:
+        self.check_modality(modality)
+        if modality not in self.base.modalities:
+            return self.expert.plan(modality, mixing)
+        projected = weighted([(1.0, Project(f"{self.bond_name}/{self.expert_name}", self.base.plan(modality, mixing)))])
+        if modality not in self.expert.modalities:
+            return projected  # the only route into the expert space: on whatever the mixing says
+        f = 0.0 if mixing.is_off(self.bond_name) else mixing.factor(self.bond_name, modality)
+        if f == 0.0:
+            return self.expert.plan(modality, mixing)
+        if f == 1.0:
+            return projected
+        return weighted([(f, projected), (1.0 - f, self.expert.plan(modality, mixing))])
+
+
+class CombinationBond(_Bond):
+    kind = "combination"
+
+    def __init__(self, name: str, base: Space, experts: Mapping[str, Space],
+                 projectors: Mapping[str, ProjectorMixture], factors: Mapping[str, float] | None = None,
+                 weights: Mapping[str, float] | None = None, presets=None, default_preset=None):
+        super().__init__(name, base, presets, default_preset)
+        if not experts:
+            raise ValueError(f"combination bond {name!r} needs at least one expert")
+        if set(experts) != set(projectors):
+            raise ValueError(f"bond {name!r}: experts {sorted(experts)} and projectors {sorted(projectors)} differ")
+        for expert_name, expert in experts.items():
+            _check_projector(name, projectors[expert_name], expert.dim, base.dim, f"expert {expert_name!r}'s")
+        self.experts = dict(experts)
+        self.projectors_by_expert = dict(projectors)
+        self.default_weights = {e: float((weights or {}).get(e, 1.0)) for e in experts}
+        self.dim = base.dim
+        expert_modalities = [m for e in experts.values() for m in e.modalities]
+        self.modalities = tuple(dict.fromkeys([*base.modalities, *expert_modalities]))
+        self.shared = tuple(m for m in base.modalities if m in expert_modalities)
+        self.defaults = {m: float((factors or {}).get(m, 0.0)) for m in self.shared}
+
+    def expert_spaces(self) -> dict[str, Space]:
+        return dict(self.experts)
+
+    def own_projectors(self) -> dict[str, ProjectorMixture]:
+        return {f"{self.bond_name}/{e}": p for e, p in self.projectors_by_expert.items()}
+
+    def bond_controls(self) -> BondControls:
+        return BondControls(self.bond_name, self.kind, self.shared, tuple(self.experts), self.defaults)
+
+    def pooled(self, modality: str, mixing: ResolvedMixing) -> Node | None:
+        """n(sum_j w_j * mean-of-heads_j) over the experts that are on and have the modality."""
+        terms = []
+        for expert_name, expert in self.experts.items():
+            if modality not in expert.modalities or mixing.is_off(self.bond_name, expert_name):
+                continue
+            w = mixing.weights.get(self.bond_name, {}).get(expert_name, self.default_weights[expert_name])
+            if w > 0:
+                terms.append((w, Project(f"{self.bond_name}/{expert_name}", expert.plan(modality, mixing))))
+        return weighted(terms) if terms else None
+
+    def plan(self, modality: str, mixing: ResolvedMixing) -> Node:
+        self.check_modality(modality)
+        bond_on = not mixing.is_off(self.bond_name)
+        if modality not in self.base.modalities:
+            pooled = self.pooled(modality, mixing) if bond_on else None
+            if pooled is None:
+                raise ModalityError(
+                    f"space {self.name!r} reaches {modality!r} only through bond {self.bond_name!r}, "
+                    "which this mixing switches off"
+                )
+            return pooled
+        f = mixing.factor(self.bond_name, modality) if bond_on and modality in self.shared else 0.0
+        pooled = self.pooled(modality, mixing) if f > 0 else None
+        if pooled is None:
+            return self.base.plan(modality, mixing)
+        if f == 1.0:
+            return pooled
+        return weighted([(1.0 - f, self.base.plan(modality, mixing)), (f, pooled)])

@@ -1,0 +1,189 @@
+"""Space description files: one YAML or JSON file describes a whole served space.
+
+    format_version: 1
+    name: starter_e5
+    encoders:                      # encoder spaces, by name: registry kind + options
+      starter: {kind: starter, options: {topk: 10}}
+      e5: {kind: e5}
+    base: starter
+    bonds:                         # applied in order, each on top of the space before it
+      - {name: e5, kind: combination, experts: {e5: {checkpoint: checkpoints/e5_into_starter}},
+         factors: {text: 0.1}}
+    presets: {english: {e5: {text: 0.1}}, multilingual: {e5: {text: 0.7}}}
+    default_preset: english
+
+A displacement bond names one `expert` and one `checkpoint`. Relative paths are relative to the file;
+`${models_root}` in any string is replaced by the models root given at load time. Names resolve
+through the registries; a missing checkpoint or a dimension that does not fit fails with a clear error.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Mapping, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from bonds.bond import CombinationBond, DisplacementBond
+from bonds.checkpoint import load_bond_checkpoint
+from bonds.encoders import ENCODERS, create_encoder
+from bonds.errors import DescriptionError, FreeBindError, UnknownNameError
+from bonds.space import EncoderSpace, Space
+
+FORMAT_VERSION = 1
+SHIPPED_DIR = Path(__file__).parent / "spaces"
+MODELS_ROOT_TOKEN = "${models_root}"
+
+
+def list_spaces(extra_dirs: list[Path] | None = None) -> dict[str, str]:
+    """Shipped (and extra) description files by space name."""
+    found: dict[str, str] = {}
+    for folder in [SHIPPED_DIR, *(extra_dirs or [])]:
+        for path in sorted(Path(folder).glob("*.y*ml")) + sorted(Path(folder).glob("*.json")):
+            found.setdefault(path.stem, str(path))
+    return found
+
+
+def resolve_space_path(name_or_path: str | Path, extra_dirs: list[Path] | None = None) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml", ".json") and path.is_file():
+        return path
+    shipped = list_spaces(extra_dirs)
+    if str(name_or_path) in shipped:
+        return Path(shipped[str(name_or_path)])
+    valid = ", ".join(shipped) or "(none)"
+    raise UnknownNameError(f"unknown space {str(name_or_path)!r}: not a description file; shipped spaces: {valid}")
+
+
+def read_description(path: Path) -> dict[str, Any]:
+    text = path.read_text()
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:
+        raise DescriptionError(f"{path}: cannot parse ({exc})") from None
+    if not isinstance(data, dict):
+        raise DescriptionError(f"{path}: a description must be a mapping at the top level")
+    if data.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
+        raise DescriptionError(f"{path}: format_version {data.get('format_version')!r} not supported")
+    return data
+
+
+def _substitute(value: Any, models_root: str | None, where: str) -> Any:
+    if isinstance(value, str) and MODELS_ROOT_TOKEN in value:
+        if models_root is None:
+            raise DescriptionError(f"{where} uses {MODELS_ROOT_TOKEN} but no models root was given (FREEBIND_MODELS_ROOT)")
+        return value.replace(MODELS_ROOT_TOKEN, str(models_root))
+    if isinstance(value, dict):
+        return {k: _substitute(v, models_root, where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, models_root, where) for v in value]
+    return value
+
+
+def load_space(
+    name_or_path: str | Path,
+    *,
+    models_root: str | Path | None = None,
+    device: str | None = None,
+    encoder_cache: MutableMapping[str, Any] | None = None,
+    extra_dirs: list[Path] | None = None,
+) -> Space:
+    """Build the space a description file describes. `encoder_cache` shares encoders between spaces."""
+    path = resolve_space_path(name_or_path, extra_dirs)
+    raw = read_description(path)
+    data = _substitute(raw, None if models_root is None else str(models_root), str(path))
+    cache = encoder_cache if encoder_cache is not None else {}
+    try:
+        return _build(data, path, device, cache)
+    except FreeBindError as exc:
+        if isinstance(exc, DescriptionError) and str(path) in exc.message:
+            raise
+        raise type(exc)(f"{path}: {exc}") from None
+
+
+def _require(data: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in data:
+        raise DescriptionError(f"{where} is missing {key!r}")
+    return data[key]
+
+
+def _encoder_space(name: str, spec: Mapping[str, Any], device: str | None, cache) -> EncoderSpace:
+    kind = _require(spec, "kind", f"encoder {name!r}")
+    options = dict(spec.get("options") or {})
+    key = json.dumps([kind, options, device], sort_keys=True, default=str)
+    if key not in cache:
+        factory = ENCODERS.get(kind) if kind in ENCODERS else None
+        build_options = dict(options)
+        if device is not None and factory is not None and "device" in inspect.signature(factory).parameters:
+            build_options.setdefault("device", device)
+        cache[key] = create_encoder(kind, **build_options)
+    return EncoderSpace(cache[key], name=name, identity={"kind": kind, "options": options})
+
+
+def _checkpoint(folder: str, root: Path) -> Path:
+    path = Path(folder)
+    return path if path.is_absolute() else (root / path)
+
+
+def _build(data: Mapping[str, Any], path: Path, device: str | None, cache) -> Space:
+    root = path.parent
+    encoders_spec = _require(data, "encoders", "description")
+    built: dict[str, Space] = {}
+
+    def named(name: str, where: str) -> Space:
+        """Encoders are built when a bond first uses them: an unused entry costs no memory."""
+        if name not in encoders_spec:
+            raise DescriptionError(f"{where} names unknown encoder {name!r}; valid: {', '.join(encoders_spec)}")
+        if name not in built:
+            built[name] = _encoder_space(name, encoders_spec[name], device, cache)
+        return built[name]
+
+    space = named(_require(data, "base", "description"), "base")
+    bond_specs = list(data.get("bonds") or [])
+    for i, bond in enumerate(bond_specs):
+        where = f"bonds[{i}]"
+        name, kind = _require(bond, "name", where), _require(bond, "kind", where)
+        last = i == len(bond_specs) - 1
+        presets = data.get("presets") if last else None
+        default_preset = data.get("default_preset") if last else None
+        if kind == "displacement":
+            expert = named(_require(bond, "expert", where), f"{where}.expert")
+            projector, _ = load_bond_checkpoint(
+                _checkpoint(_require(bond, "checkpoint", where), root), kind="displacement",
+                d_in=space.dim, d_out=expert.dim, device=device or "cpu",
+            )
+            space = DisplacementBond(name, space, expert, projector, bond.get("factors"), presets, default_preset,
+                                     expert_name=bond["expert"])
+        elif kind == "combination":
+            experts, projectors, weights = {}, {}, {}
+            for expert_name, spec in _require(bond, "experts", where).items():
+                expert = named(expert_name, f"{where}.experts")
+                experts[expert_name] = expert
+                projectors[expert_name], _ = load_bond_checkpoint(
+                    _checkpoint(_require(spec, "checkpoint", f"{where}.experts.{expert_name}"), root),
+                    kind="combination", d_in=expert.dim, d_out=space.dim, device=device or "cpu",
+                )
+                weights[expert_name] = float(spec.get("weight", 1.0))
+            space = CombinationBond(name, space, experts, projectors, bond.get("factors"), weights, presets,
+                                    default_preset)
+        else:
+            raise DescriptionError(f"{where}: unknown bond kind {kind!r}; valid: displacement, combination")
+    space.name = data.get("name", path.stem)
+    if not bond_specs:
+        space.presets = {}
+    _check_presets(space)
+    return space
+
+
+def _check_presets(space: Space) -> None:
+    """Resolve every preset once at load, so a bad preset fails at start-up, not on a request."""
+    for preset in getattr(space, "presets", {}) or {}:
+        space.resolve({"preset": preset})
+    if space.default_preset is not None:
+        space.resolve(None)

@@ -1,0 +1,199 @@
+"""The one protocol every embedding space implements, and the space made of a single encoder.
+
+`Space.embed(modality, items, mixing)` returns `(n, dim)` float32 rows of unit norm. Encoder spaces
+and bonded spaces (bonds.bond) both implement it, so a bonded space can be the base or the expert of
+another bond with no special case. Subclasses only say how to *plan* an embedding (bonds.plan);
+evaluation is shared here: each encoder runs at most once per call, however many bonds use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bonds.encoders.base import Encoder
+from bonds.errors import ModalityError
+from bonds.mixing import BondControls, Mixing, ResolvedMixing, resolve_mixing
+from bonds.plan import Encode, Leaf, Node, Project, gram, leaves, materialize
+from bonds.projector import ProjectorMixture
+
+
+@dataclass
+class Embedding:
+    vectors: np.ndarray  # (n, dim) float32, rows unit-norm
+    notes: list[str | None]  # per item, from encoders (e.g. "no speech detected")
+    mixing: ResolvedMixing
+    fingerprint: str  # identifies space + resolved mixing: only compare vectors with equal fingerprints
+
+
+@dataclass
+class Components:
+    """What an index stores to re-mix an item at search time: its leaf vectors and their Gram matrix."""
+
+    modality: str
+    keys: list[str]  # leaf keys, in order
+    leaves: np.ndarray  # (n, L, dim): every leaf of a plan lives in the space's dimension
+    gram: np.ndarray  # (n, L, L) float64
+    notes: list[str | None]
+
+
+class Space(ABC):
+    """An embedding space: `name`, `dim`, `modalities`, `embed`."""
+
+    name: str
+    dim: int
+    modalities: tuple[str, ...]
+    presets: dict[str, dict[str, dict[str, float]]]
+    default_preset: str | None = None
+
+    # --- what subclasses provide --------------------------------------------------------------
+    @abstractmethod
+    def plan(self, modality: str, mixing: ResolvedMixing) -> Node:
+        """The expression whose value is this space's embedding of `modality` under `mixing`."""
+
+    @abstractmethod
+    def encoder_spaces(self) -> dict[str, EncoderSpace]:
+        """Every encoder space in this space's tree, by name."""
+
+    def bonds(self) -> list[Any]:
+        """Every bond in this space's tree, innermost first."""
+        return []
+
+    def projectors(self) -> dict[str, ProjectorMixture]:
+        return {pid: p for bond in self.bonds() for pid, p in bond.own_projectors().items()}
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that determines the vectors apart from the mixing (hashed into fingerprints)."""
+        return {"name": self.name, "dim": self.dim}
+
+    # --- shared behaviour ---------------------------------------------------------------------
+    def controls(self) -> dict[str, BondControls]:
+        return {b.bond_name: b.bond_controls() for b in self.bonds()}
+
+    def resolve(self, mixing: Mixing | Mapping[str, Any] | ResolvedMixing | None = None) -> ResolvedMixing:
+        if isinstance(mixing, ResolvedMixing):
+            return mixing
+        return resolve_mixing(mixing, self.controls(), getattr(self, "presets", {}) or {}, self.default_preset)
+
+    def check_modality(self, modality: str) -> None:
+        if modality not in self.modalities:
+            raise ModalityError(
+                f"space {self.name!r} does not embed {modality!r}; it embeds {', '.join(self.modalities)}"
+            )
+
+    def space_id(self) -> str:
+        """Stable id of the space without any mixing."""
+        blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def fingerprint(self, mixing: Mixing | Mapping[str, Any] | ResolvedMixing | None = None) -> str:
+        resolved = self.resolve(mixing)
+        blob = f"{self.space_id()}|{resolved.canonical()}".encode()
+        return f"{self.name}@{hashlib.sha256(blob).hexdigest()[:16]}"
+
+    def encode(self, modality: str, items: Sequence[Any], mixing=None) -> Embedding:
+        self.check_modality(modality)
+        resolved = self.resolve(mixing)
+        node = self.plan(modality, resolved)
+        run = Evaluation(self.encoder_spaces(), self.projectors(), items)
+        vectors = run.value(node)
+        return Embedding(vectors.astype(np.float32), run.notes(), resolved, self.fingerprint(resolved))
+
+    def embed(self, modality: str, items: Sequence[Any], mixing=None) -> np.ndarray:
+        return self.encode(modality, items, mixing).vectors
+
+    def full_mixing(self) -> ResolvedMixing:
+        """A mixing under which every leaf any mixing could use appears in the plan.
+
+        Bonds on, every expert weighted, factors of exactly 0 or 1 moved to 0.5 (so both sides
+        appear); other factors stay at their defaults (they matter only where a later displacement
+        bond projects an already-mixed vector, which re-mixing cannot undo).
+        """
+        base = self.resolve(None)
+        factors = {b: {m: (0.5 if f in (0.0, 1.0) else f) for m, f in per.items()} for b, per in base.factors.items()}
+        return ResolvedMixing(factors=factors, off=frozenset(), weights={}, preset=None)
+
+    def components(self, modality: str, items: Sequence[Any]) -> Components:
+        """Leaf vectors of `items` under `full_mixing`: enough to score them under any mixing."""
+        self.check_modality(modality)
+        node = self.plan(modality, self.full_mixing())
+        run = Evaluation(self.encoder_spaces(), self.projectors(), items)
+        found = leaves(node)
+        stacked = np.stack([run.value(leaf) for leaf in found], axis=1).astype(np.float32)
+        return Components(modality, [leaf.key for leaf in found], stacked, gram(stacked), run.notes())
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dim": self.dim,
+            "modalities": list(self.modalities),
+            "space_id": self.space_id(),
+            "bonds": [b.describe_bond() for b in self.bonds()],
+            "presets": getattr(self, "presets", {}) or {},
+            "default_preset": self.default_preset,
+            "encoders": {name: s.encoder.info() for name, s in self.encoder_spaces().items()},
+        }
+
+
+class EncoderSpace(Space):
+    """The space of one encoder: its plan is a single leaf."""
+
+    def __init__(self, encoder: Encoder, name: str | None = None, identity: Mapping[str, Any] | None = None):
+        self.encoder = encoder
+        self.name = name or encoder.name
+        self.dim = encoder.dim
+        self.modalities = tuple(encoder.modalities)
+        self.presets = {}
+        self._identity = dict(identity or {"encoder": encoder.name})
+
+    def plan(self, modality: str, mixing: ResolvedMixing) -> Node:
+        self.check_modality(modality)
+        return Encode(self.name, modality)
+
+    def encoder_spaces(self) -> dict[str, EncoderSpace]:
+        return {self.name: self}
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name, "dim": self.dim, "encoder": self._identity}
+
+
+class Evaluation:
+    """One call's evaluation of plans: caches every leaf, so each encoder runs at most once."""
+
+    def __init__(self, encoders: Mapping[str, EncoderSpace], projectors: Mapping[str, ProjectorMixture], items):
+        self.encoders, self.projectors, self.items = encoders, projectors, items
+        self.cache: dict[str, np.ndarray] = {}
+        self._notes: dict[str, list[str | None]] = {}
+
+    def leaf(self, node: Leaf) -> np.ndarray:
+        if node.key not in self.cache:
+            if isinstance(node, Encode):
+                encoded = self.encoders[node.space].encoder.encode(node.modality, self.items)
+                self.cache[node.key] = encoded.vectors
+                self._notes[node.key] = encoded.notes
+            else:
+                source = self.value(node.source)
+                self.cache[node.key] = self.projectors[node.projector].project(source, normalize=False)
+        return self.cache[node.key]
+
+    def value(self, node: Node) -> np.ndarray:
+        if isinstance(node, Encode | Project):
+            return self.leaf(node)
+        for leaf in leaves(node):
+            self.leaf(leaf)
+        return materialize(node, self.cache)
+
+    def notes(self) -> list[str | None]:
+        """Per-item notes of every encoder that ran, joined."""
+        merged: list[str | None] = [None] * len(self.items)
+        for notes in self._notes.values():
+            for i, note in enumerate(notes):
+                if note:
+                    merged[i] = note if merged[i] is None or note in merged[i] else f"{merged[i]}; {note}"
+        return merged

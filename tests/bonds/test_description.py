@@ -1,0 +1,111 @@
+"""Space description files: built through the registries, with clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from bonds.checkpoint import save_bond_checkpoint
+from bonds.description import list_spaces, load_space
+from bonds.errors import CheckpointError, DescriptionError, DimensionError, UnknownNameError
+from tests.bonds.spaces import projector
+
+TEXTS = ["a dog", "a car"]
+
+
+def _write(tmp_path, bonds, presets=None, name="demo", suffix=".yaml"):
+    description = {
+        "format_version": 1,
+        "name": name,
+        "encoders": {
+            "base": {"kind": "tiny", "options": {"dim": 16, "seed": 0}},
+            "e5": {"kind": "tiny", "options": {"dim": 8, "seed": 1, "modalities": ["text"]}},
+            "internvl": {"kind": "tiny", "options": {"dim": 10, "seed": 3, "modalities": ["text", "image"]}},
+        },
+        "base": "base",
+        "bonds": bonds,
+        "presets": presets or {},
+    }
+    path = tmp_path / f"{name}{suffix}"
+    path.write_text(yaml.safe_dump(description) if suffix == ".yaml" else json.dumps(description))
+    return path
+
+
+def _checkpoint(folder, d_in, d_out, kind, seed=0):
+    mixture = projector(d_in, d_out, seed=seed)
+    save_bond_checkpoint(folder, mixture, kind=kind, source={"id": "s", "dim": d_in}, target={"id": "t", "dim": d_out},
+                         modalities=["text"])
+    return mixture
+
+
+def test_sequential_description_builds_the_space(tmp_path):
+    _checkpoint(tmp_path / "ckpt" / "disp", 16, 10, "displacement", seed=1)
+    _checkpoint(tmp_path / "ckpt" / "e5", 8, 10, "combination", seed=2)
+    path = _write(tmp_path, [
+        {"name": "internvl", "kind": "displacement", "expert": "internvl", "checkpoint": "ckpt/disp", "factors": {"text": 0.2}},
+        {"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "ckpt/e5"}}, "factors": {"text": 0.3}},
+    ], presets={"multilingual": {"e5": {"text": 0.8}}})
+    space = load_space(path)
+    assert space.name == "demo" and space.dim == 10
+    assert [b.bond_name for b in space.bonds()] == ["internvl", "e5"]
+    assert space.resolve({"preset": "multilingual"}).factors == {"internvl": {"text": 0.2, "image": 0.0}, "e5": {"text": 0.8}}
+    vectors = space.embed("text", TEXTS, {"preset": "multilingual"})
+    assert vectors.shape == (2, 10) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert load_space(path).fingerprint() == space.fingerprint()  # stable across loads
+
+
+def test_json_descriptions_and_shared_encoder_cache(tmp_path):
+    _checkpoint(tmp_path / "e5", 8, 16, "combination")
+    path = _write(tmp_path, [{"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "e5"}}}], suffix=".json")
+    cache: dict = {}
+    a, b = load_space(path, encoder_cache=cache), load_space(path, encoder_cache=cache)
+    assert len(cache) == 2  # only the encoders used (base, e5), each built once and shared
+    assert a.encoder_spaces()["base"].encoder is b.encoder_spaces()["base"].encoder
+
+
+@pytest.mark.parametrize(
+    "bonds, error, message",
+    [
+        ([{"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "nowhere"}}}], CheckpointError, "does not exist"),
+        ([{"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "wrongdim"}}}], DimensionError, "needs 16-d"),
+        ([{"name": "x", "kind": "sideways"}], DescriptionError, "unknown bond kind"),
+        ([{"name": "e5", "kind": "combination", "experts": {"clip": {"checkpoint": "x"}}}], DescriptionError, "unknown encoder 'clip'"),
+    ],
+)
+def test_bad_descriptions_fail_clearly(tmp_path, bonds, error, message):
+    _checkpoint(tmp_path / "wrongdim", 8, 12, "combination")
+    with pytest.raises(error, match=message):
+        load_space(_write(tmp_path, bonds))
+
+
+def test_unknown_encoder_kind_and_space_name(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text(yaml.safe_dump({"encoders": {"b": {"kind": "clipp"}}, "base": "b"}))
+    with pytest.raises(UnknownNameError, match="valid: .*tiny"):
+        load_space(path)
+    with pytest.raises(UnknownNameError, match="shipped spaces"):
+        load_space("no_such_space")
+
+
+def test_models_root_substitution(tmp_path):
+    _checkpoint(tmp_path / "models" / "bonds" / "e5", 8, 16, "combination")
+    path = _write(tmp_path, [{"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "${models_root}/bonds/e5"}}}])
+    with pytest.raises(DescriptionError, match="models root"):
+        load_space(path)
+    assert load_space(path, models_root=tmp_path / "models").dim == 16
+
+
+def test_bad_preset_fails_at_load(tmp_path):
+    _checkpoint(tmp_path / "e5", 8, 16, "combination")
+    path = _write(tmp_path, [{"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "e5"}}}],
+                  presets={"bad": {"e5": {"image": 0.5}}})
+    with pytest.raises(Exception, match="modality 'image'"):
+        load_space(path)
+
+
+def test_list_spaces_returns_description_paths(tmp_path):
+    path = _write(tmp_path, [])
+    assert list_spaces([tmp_path])["demo"] == str(path)
