@@ -1,0 +1,33 @@
+# FreeBind service image. CPU by default; `--build-arg CUDA=1` builds the CUDA variant
+# (torch CUDA build + faiss-gpu on an NVIDIA CUDA runtime base).
+# The install steps are scripts/install.sh, the same script `make install` and CI run.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE} AS build
+ARG CUDA=0
+ENV VENV=/opt/freebind/.venv FREEBIND_CUDA=${CUDA} PIP_NO_CACHE_DIR=1
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends make git && rm -rf /var/lib/apt/lists/*
+WORKDIR /opt/freebind
+COPY pyproject.toml README.md Makefile ./
+COPY scripts ./scripts
+COPY bonds ./bonds
+COPY training ./training
+COPY service ./service
+RUN bash scripts/install.sh && rm -rf /root/.cache
+
+FROM ${BASE_IMAGE} AS runtime
+# Runtime system packages only (audio decoding); the build stage's compilers stay behind.
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends libsndfile1 curl \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 10001 freebind
+COPY --from=build --chown=freebind:freebind /opt/freebind /opt/freebind
+ENV PATH=/opt/freebind/.venv/bin:$PATH \
+    FREEBIND_HOST=0.0.0.0 FREEBIND_PORT=8000 FREEBIND_DATA_DIR=/data \
+    OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1
+RUN mkdir -p /data && chown freebind:freebind /data
+VOLUME ["/data"]
+USER freebind
+WORKDIR /opt/freebind
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=120s --retries=3 \
+  CMD curl -fsS http://127.0.0.1:8000/health/ready || exit 1
+CMD ["freebind", "serve"]
