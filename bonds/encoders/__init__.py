@@ -12,7 +12,7 @@ from bonds.encoders import tiny  # noqa: F401  (registers "tiny")
 from bonds.encoders.base import MODALITIES, Audio, Encoded, Encoder, l2_normalize
 from bonds.encoders.registry import ENCODERS
 
-_OPTIONAL_MODULES = ("starter", "e5", "imagebind", "hf")
+_OPTIONAL_MODULES = ("starter", "e5", "imagebind", "hf", "internvl")
 
 
 def _load_optional() -> None:
