@@ -10,7 +10,7 @@ command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 
 # System packages: libsndfile for audio decoding, WordNet glosses and espeak-ng speech for
 # bond training data and tests, chromium for the playground's browser test.
-APT_PACKAGES="libsndfile1 wordnet-base espeak-ng sound-theme-freedesktop"
+APT_PACKAGES="libsndfile1 wordnet-base espeak-ng sound-theme-freedesktop chromium"
 if [ "${FREEBIND_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null 2>&1; then
   missing=""
   for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
