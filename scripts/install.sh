@@ -3,6 +3,7 @@
 #   VENV (default .venv)   where the virtual environment goes
 #   FREEBIND_CUDA=1        install the CUDA torch build and faiss-gpu instead of the CPU ones
 #   FREEBIND_SKIP_APT=1    do not touch system packages
+#   FREEBIND_EXTRAS        which extras to install (default models,dev; the Docker image uses models)
 set -euo pipefail
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3.11}
@@ -30,5 +31,5 @@ if [ "${FREEBIND_CUDA:-0}" = 1 ]; then
 else
   $PIP install "torch==2.13.0"
 fi
-$PIP install -e ".[models,dev]"
+$PIP install -e ".[${FREEBIND_EXTRAS:-models,dev}]"
 touch "$VENV/.installed"
