@@ -1,0 +1,196 @@
+"""`freebind train ...`: one subcommand per stage, each a thin wrapper over the library function.
+
+All stages share a work folder (`--workdir`); each stage reads what the one before wrote and skips
+what is already done, so any command can be re-run after an interruption. Every option also reads
+an environment variable `FREEBIND_TRAIN_<OPTION>`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="Train a bond: embed -> pairs -> fit -> eval -> export.", no_args_is_help=True,
+                  add_completion=False)
+log = logging.getLogger(__name__)
+
+WORKDIR = typer.Option(Path("artifacts/train"), "--workdir", envvar="FREEBIND_TRAIN_WORKDIR",
+                       help="work folder shared by all stages (embeddings/, pairs/, fit/, eval/)")
+NO_PROGRESS = typer.Option(False, "--no-progress", envvar="FREEBIND_TRAIN_NO_PROGRESS",
+                           help="turn the progress bars off (logs still say what happened)")
+DEVICE = typer.Option(None, "--device", envvar="FREEBIND_TRAIN_DEVICE", help="torch device for models (cpu, cuda)")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command("embed")
+def embed_command(
+    space: str = typer.Option(..., "--space", envvar="FREEBIND_TRAIN_SPACE", help="name of the space's embedding folder"),
+    encoder: str = typer.Option(None, "--encoder", envvar="FREEBIND_TRAIN_ENCODER",
+                                help="encoder registry name (e.g. tiny, starter, e5)"),
+    encoder_option: list[str] = typer.Option([], "--encoder-option", envvar="FREEBIND_TRAIN_ENCODER_OPTION",
+                                             help="KEY=VALUE encoder option (JSON values parse), repeatable"),
+    description: str = typer.Option(None, "--description", envvar="FREEBIND_TRAIN_DESCRIPTION",
+                                    help="a space description file (instead of --encoder)"),
+    pool: list[str] = typer.Option(..., "--pool", envvar="FREEBIND_TRAIN_POOL",
+                                   help="NAME=MODALITY:PATH[?field=&label=&start=&stop=&step=], repeatable"),
+    batch_size: int = typer.Option(64, "--batch-size", envvar="FREEBIND_TRAIN_BATCH_SIZE", help="items per encoder call"),
+    shard_size: int = typer.Option(8192, "--shard-size", envvar="FREEBIND_TRAIN_SHARD_SIZE", help="items per shard file"),
+    dtype: str = typer.Option("float32", "--dtype", envvar="FREEBIND_TRAIN_DTYPE", help="stored vectors: float32 or float16"),
+    num_shards: int = typer.Option(1, "--num-shards", envvar="FREEBIND_TRAIN_NUM_SHARDS",
+                                   help="split the work N ways (one machine computes every N-th shard)"),
+    shard_index: int = typer.Option(0, "--shard-index", envvar="FREEBIND_TRAIN_SHARD_INDEX",
+                                    help="which of the N ways this machine does, 0..N-1"),
+    ray: bool = typer.Option(False, "--ray", envvar="FREEBIND_TRAIN_RAY", help="one Ray task per missing shard"),
+    ray_address: str = typer.Option(None, "--ray-address", envvar="FREEBIND_TRAIN_RAY_ADDRESS",
+                                    help="Ray cluster address (default: start a local Ray)"),
+    workdir: Path = WORKDIR, device: str = DEVICE, no_progress: bool = NO_PROGRESS,
+) -> None:
+    """Encode pools in a space and write embedding shards (skips shards already written)."""
+    from training.embed import SpaceSpec, embed_pools, embed_pools_ray, parse_options
+    from training.pools import parse_pool
+
+    if dtype not in ("float32", "float16"):
+        _fail(f"--dtype must be float32 or float16, got {dtype!r}")
+    if bool(encoder) == bool(description):
+        _fail("give exactly one of --encoder or --description")
+    try:
+        spec = SpaceSpec(space, encoder, parse_options(encoder_option), description)
+        pools = [parse_pool(p) for p in pool]
+        if ray:
+            written = embed_pools_ray(workdir, spec, pools, shard_size=shard_size, batch_size=batch_size, dtype=dtype,
+                                      device=device, address=ray_address)
+        else:
+            written = embed_pools(workdir, spec, pools, shard_size=shard_size, batch_size=batch_size,
+                                  num_shards=num_shards, shard_index=shard_index, dtype=dtype, device=device,
+                                  progress=not no_progress)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps({"space": space, "written": written}))
+
+
+@app.command("pairs")
+def pairs_command(
+    source: str = typer.Option(..., "--source", envvar="FREEBIND_TRAIN_SOURCE", help="space the projector reads"),
+    target: str = typer.Option(..., "--target", envvar="FREEBIND_TRAIN_TARGET", help="space the projector writes"),
+    pool: list[str] = typer.Option(..., "--pool", envvar="FREEBIND_TRAIN_PAIR_POOL", help="embedded pool name, repeatable"),
+    bank: list[str] = typer.Option([], "--bank", envvar="FREEBIND_TRAIN_BANK",
+                                   help="pool(s) of a modality both spaces have: the retrieval memory bank"),
+    k: int = typer.Option(64, "--k", envvar="FREEBIND_TRAIN_K", help="neighbours the retrieval softmax runs over"),
+    tau: float = typer.Option(0.01, "--tau", envvar="FREEBIND_TRAIN_TAU", help="retrieval softmax temperature tau_r"),
+    block: int = typer.Option(1024, "--block", envvar="FREEBIND_TRAIN_BLOCK", help="queries per retrieval block"),
+    bank_limit: int = typer.Option(None, "--bank-limit", envvar="FREEBIND_TRAIN_BANK_LIMIT", help="use the first N bank rows"),
+    pseudo: str = typer.Option("own", "--pseudo", envvar="FREEBIND_TRAIN_PSEUDO",
+                               help="own: (item, n(w.M)) pairs; both: also (n(w.M_s), n(w.M_t))"),
+    mode: list[str] = typer.Option([], "--mode", envvar="FREEBIND_TRAIN_MODE", help="data modes to keep (default: all present)"),
+    workdir: Path = WORKDIR, no_progress: bool = NO_PROGRESS,
+) -> None:
+    """Build FreeBind pseudo-pairs (same-item pairs and top-k softmax retrieval through a memory bank)."""
+    from training.pairs import PairsConfig, build_pairs
+
+    config = PairsConfig(source, target, list(pool), list(bank), k, tau, block, bank_limit, pseudo, list(mode))
+    try:
+        summary = build_pairs(workdir, config, progress=not no_progress)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps({"centres": summary["centres"], "modes": summary["modes"]}))
+
+
+@app.command("fit")
+def fit_command(
+    kind: str = typer.Option(..., "--kind", envvar="FREEBIND_TRAIN_KIND", help="displacement or combination"),
+    epochs: int = typer.Option(None, "--epochs", envvar="FREEBIND_TRAIN_EPOCHS",
+                               help="epochs (default 5 displacement, 20 combination)"),
+    lr: float = typer.Option(1e-3, "--lr", envvar="FREEBIND_TRAIN_LR", help="Adam learning rate"),
+    batch_size: int = typer.Option(4096, "--batch-size", envvar="FREEBIND_TRAIN_FIT_BATCH_SIZE", help="pairs per step"),
+    temperature: float = typer.Option(1 / 50, "--temperature", envvar="FREEBIND_TRAIN_TEMPERATURE", help="InfoNCE temperature"),
+    hidden: int = typer.Option(2048, "--hidden", envvar="FREEBIND_TRAIN_HIDDEN", help="projector hidden width"),
+    seed: int = typer.Option(0, "--seed", envvar="FREEBIND_TRAIN_SEED", help="seed of the init and the shuffles"),
+    mode: list[str] = typer.Option([], "--mode", envvar="FREEBIND_TRAIN_FIT_MODE", help="heads to train (default: every mode)"),
+    stop_after: int = typer.Option(None, "--stop-after", envvar="FREEBIND_TRAIN_STOP_AFTER",
+                                   help="stop this run after N epochs (the next run resumes)"),
+    workdir: Path = WORKDIR, device: str = DEVICE, no_progress: bool = NO_PROGRESS,
+) -> None:
+    """Train one projector head per data mode with symmetric InfoNCE (resumes from the newest epoch)."""
+    from training.fit import FitConfig, fit
+
+    if kind not in ("displacement", "combination"):
+        _fail(f"--kind must be displacement or combination, got {kind!r}")
+    config = FitConfig(kind, epochs, lr, batch_size, temperature, hidden, seed, list(mode))
+    try:
+        fit(workdir, config, progress=not no_progress, stop_after=stop_after, device=device or "cpu")
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    report = json.loads((workdir / "fit" / "fit.json").read_text())
+    typer.echo(json.dumps({k: report[k] for k in ("epochs_done", "finished", "samples_per_second_this_run")}))
+
+
+@app.command("eval")
+def eval_command(
+    tasks: Path = typer.Option(..., "--tasks", envvar="FREEBIND_TRAIN_TASKS", help="YAML/JSON file of retrieval/zeroshot tasks"),
+    checkpoint: Path = typer.Option(None, "--checkpoint", envvar="FREEBIND_TRAIN_CHECKPOINT",
+                                    help="evaluate an exported bond folder instead of the work folder's fit"),
+    factor: list[float] = typer.Option([], "--factor", envvar="FREEBIND_TRAIN_FACTOR",
+                                       help="factors to sweep (default 0, 0.1, ..., 1)"),
+    report: Path = typer.Option(None, "--report", envvar="FREEBIND_TRAIN_REPORT", help="JSON report path (default workdir/eval)"),
+    plot: Path = typer.Option(None, "--plot", envvar="FREEBIND_TRAIN_PLOT", help="PNG plot path (default workdir/eval)"),
+    batch_size: int = typer.Option(64, "--batch-size", envvar="FREEBIND_TRAIN_BATCH_SIZE", help="items per encoder call"),
+    workdir: Path = WORKDIR, device: str = DEVICE, no_progress: bool = NO_PROGRESS,
+) -> None:
+    """R@1/5/10 both ways and zero-shot top-1 for source, target and bonded space over a factor sweep."""
+    from training import evaluate as ev
+
+    try:
+        source, target, kind, projector = _bond_to_evaluate(workdir, checkpoint)
+        task_list = ev.load_tasks(tasks, workdir)
+        result = ev.evaluate(workdir, task_list, projector, source=source, target=target, kind=kind,
+                             factors=tuple(factor) or ev.DEFAULT_FACTORS, batch_size=batch_size, device=device,
+                             progress=not no_progress)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        _fail(str(exc))
+    groups = {t["group"] for t in result["tasks"].values()}
+    if {"english", "multilingual"} <= groups:
+        result["suggested_presets"] = ev.suggest_presets(result)
+    report = report or workdir / "eval" / "report.json"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(result, indent=2) + "\n")
+    ev.plot(result, plot or workdir / "eval" / "plot.png")
+    typer.echo(json.dumps({"report": str(report), "suggested_presets": result.get("suggested_presets")}))
+
+
+def _bond_to_evaluate(workdir: Path, checkpoint: Path | None):
+    pairs = json.loads((workdir / "pairs" / "summary.json").read_text())["config"]
+    if checkpoint is None:
+        from training.fit import load_fitted
+
+        projector, report = load_fitted(workdir)
+        return pairs["source"], pairs["target"], report["config"]["kind"], projector
+    from bonds.checkpoint import load_bond_checkpoint
+
+    projector, manifest = load_bond_checkpoint(checkpoint)
+    return pairs["source"], pairs["target"], manifest.kind, projector
+
+
+@app.command("export")
+def export_command(
+    out: Path = typer.Option(..., "--out", envvar="FREEBIND_TRAIN_OUT", help="checkpoint folder to write"),
+    dtype: str = typer.Option("float32", "--dtype", envvar="FREEBIND_TRAIN_EXPORT_DTYPE",
+                              help="stored weights: float32, float16 or bfloat16"),
+    source_id: str = typer.Option(None, "--source-id", envvar="FREEBIND_TRAIN_SOURCE_ID", help="source space id in the manifest"),
+    target_id: str = typer.Option(None, "--target-id", envvar="FREEBIND_TRAIN_TARGET_ID", help="target space id in the manifest"),
+    workdir: Path = WORKDIR,
+) -> None:
+    """Write the fitted projector as a bond checkpoint folder (weights + manifest with config and data)."""
+    from training.export import export
+
+    try:
+        manifest = export(workdir, out, dtype=dtype, source_id=source_id, target_id=target_id)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps({"out": str(out), "kind": manifest.kind, "sha256": manifest.weights_sha256}))

@@ -1,0 +1,221 @@
+"""Stage 4, eval: retrieval and zero-shot for the source, the target and the bonded space over a factor sweep.
+
+Tasks come from a YAML/JSON file:
+
+    retrieval:                     # query i matches gallery item i; R@1/5/10 in both directions
+      - {name: m30k_de_en, group: multilingual, query: "de=text:...train.de.gz?start=28000",
+         gallery: "en=text:...train.en.gz?start=28000"}
+    zeroshot:                      # top-1: each item against one text embedding per class
+      - {name: cifar_en, group: english, items: "cifar=image:.../manifest.jsonl?label=label&step=2",
+         classes: {airplane: airplane, ...}, templates: ["a photo of a {c}."]}
+
+Every pool (class prompts too, written to a text file) goes through the embed stage, so eval embeds
+each item once per space and re-runs are cheap. The bonded space is then pure array math
+(bonds.mixing.combine / displace) on the cached leaves, one projection per item for the whole sweep.
+Which space is "base" follows the bond: a combination's base is the target, a displacement's the source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bonds.mixing import combine, displace, normalize
+from training.embed import SpaceSpec, embed_pools, load_embeddings, read_space_info
+from training.pools import PoolSpec, list_pool, parse_pool
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FACTORS = tuple(round(0.1 * i, 1) for i in range(11))
+RECALL_AT = (1, 5, 10)
+
+
+@dataclass
+class Task:
+    name: str
+    kind: str  # retrieval | zeroshot
+    group: str
+    pools: dict[str, PoolSpec]  # retrieval: query, gallery; zeroshot: items, prompts
+    classes: list[str] | None = None  # zeroshot: labels in prompt-file order (one block of templates each)
+    n_templates: int = 1
+
+
+def retrieval_metrics(q_nd: np.ndarray, g_nd: np.ndarray) -> dict[str, float]:
+    """R@k (percent) both ways; item i of the queries matches item i of the gallery."""
+    if len(q_nd) != len(g_nd):
+        raise ValueError(f"retrieval needs aligned sets, got {len(q_nd)} queries and {len(g_nd)} gallery items")
+    out = {}
+    sims = q_nd @ g_nd.T
+    for direction, s in (("q2g", sims), ("g2q", sims.T)):
+        rank = (s > np.diag(s)[:, None]).sum(axis=1)  # how many beat the true match (ties favour it)
+        for k in RECALL_AT:
+            out[f"{direction}_R@{k}"] = round(100.0 * float((rank < k).mean()), 2)
+    out["mean_R@1"] = round((out["q2g_R@1"] + out["g2q_R@1"]) / 2, 2)
+    return out
+
+
+def zeroshot_metrics(x_nd: np.ndarray, labels: list[str], class_nd: np.ndarray, classes: list[str]) -> dict[str, float]:
+    predicted = np.asarray(classes)[np.argmax(x_nd @ class_nd.T, axis=1)]
+    return {"top1": round(100.0 * float((predicted == np.asarray(labels)).mean()), 2)}
+
+
+def load_tasks(path: Path, workdir: Path) -> list[Task]:
+    import yaml
+
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    tasks = []
+    for spec in raw.get("retrieval", []):
+        tasks.append(Task(spec["name"], "retrieval", spec.get("group", "default"),
+                          {"query": parse_pool(spec["query"]), "gallery": parse_pool(spec["gallery"])}))
+    for spec in raw.get("zeroshot", []):
+        classes = _read_json_ref(spec["classes"], Path(path).parent)
+        templates = _read_json_ref(spec.get("templates", ["{c}"]), Path(path).parent)
+        labels = list(classes)
+        prompts = [t.replace("{c}", classes[label]) for label in labels for t in templates]
+        blob = "\n".join(prompts)
+        prompt_file = Path(workdir) / "eval" / "prompts" / f"{hashlib.sha256(blob.encode()).hexdigest()[:12]}.txt"
+        prompt_file.parent.mkdir(parents=True, exist_ok=True)
+        prompt_file.write_text(blob + "\n")
+        prompt_pool = PoolSpec(f"prompts-{prompt_file.stem}", "text", str(prompt_file))
+        tasks.append(Task(spec["name"], "zeroshot", spec.get("group", "default"),
+                          {"items": parse_pool(spec["items"]), "prompts": prompt_pool}, labels, len(templates)))
+    if not tasks:
+        raise ValueError(f"{path}: no retrieval or zeroshot tasks")
+    return tasks
+
+
+def _read_json_ref(value: Any, root: Path) -> Any:
+    """A literal, or "file.json#key" (relative to the tasks file) for shared class-name/template files."""
+    if not isinstance(value, str):
+        return value
+    file, _, key = value.partition("#")
+    data = json.loads((root / file).read_text() if not Path(file).is_absolute() else Path(file).read_text())
+    return data[key] if key else data
+
+
+class Leaves:
+    """A task's embeddings in each space and their projections, cached for the whole sweep."""
+
+    def __init__(self, workdir: Path, source: str, target: str, projector, kind: str):
+        self.workdir, self.source, self.target, self.projector, self.kind = workdir, source, target, projector, kind
+        self.info = {s: read_space_info(workdir, s) for s in (source, target)}
+
+    def has(self, space: str, modality: str) -> bool:
+        return modality in self.info[space]["modalities"]
+
+    def vectors(self, space: str, pool: PoolSpec) -> np.ndarray:
+        return load_embeddings(self.workdir, space, pool.name)[1]
+
+    def side(self, which: str, pool: PoolSpec, f: float | None = None) -> np.ndarray | None:
+        """`which` = source | target | bonded (at factor f); None where that space lacks the modality."""
+        m = pool.modality
+        if which in ("source", "target"):
+            space = self.source if which == "source" else self.target
+            return self.vectors(space, pool) if self.has(space, m) else None
+        has_s, has_t = self.has(self.source, m), self.has(self.target, m)
+        projected = self.projector.project(self.vectors(self.source, pool), normalize=False) if has_s else None
+        if self.kind == "combination":  # source = expert, target = base
+            if has_t and has_s:
+                return combine(self.vectors(self.target, pool), projected, f).astype(np.float32)
+            return self.vectors(self.target, pool) if has_t else normalize(projected).astype(np.float32)
+        if has_s and has_t:  # displacement: source = base, target = expert
+            return displace(projected, self.vectors(self.target, pool), f).astype(np.float32)
+        return normalize(projected).astype(np.float32) if has_s else self.vectors(self.target, pool)
+
+
+def score(task: Task, leaves: Leaves, which: str, f: float | None = None) -> dict[str, float] | None:
+    if task.kind == "retrieval":
+        q, g = leaves.side(which, task.pools["query"], f), leaves.side(which, task.pools["gallery"], f)
+        return None if q is None or g is None else retrieval_metrics(q, g)
+    x, prompts = leaves.side(which, task.pools["items"], f), leaves.side(which, task.pools["prompts"], f)
+    if x is None or prompts is None:
+        return None
+    class_nd = normalize(prompts.reshape(len(task.classes), task.n_templates, -1).mean(axis=1)).astype(np.float32)
+    labels = list_pool(task.pools["items"]).labels
+    if labels is None:
+        raise ValueError(f"zero-shot task {task.name!r}: its items pool has no label field (add ?label=...)")
+    return zeroshot_metrics(x, labels, class_nd, task.classes)
+
+
+def headline(metrics: dict[str, float] | None) -> float | None:
+    if metrics is None:
+        return None
+    return metrics["mean_R@1"] if "mean_R@1" in metrics else metrics["top1"]
+
+
+def evaluate(workdir: Path, tasks: list[Task], projector, *, source: str, target: str, kind: str,
+             factors=DEFAULT_FACTORS, batch_size: int = 64, device: str | None = None, progress: bool = True) -> dict:
+    """Embed what is missing, score every task in every space and at every factor; returns the report."""
+    workdir = Path(workdir)
+    for space in (source, target):
+        spec = SpaceSpec(**read_space_info(workdir, space)["spec"])
+        pools = {p.name: p for t in tasks for p in t.pools.values()}
+        embed_pools(workdir, spec, list(pools.values()), batch_size=batch_size, device=device, progress=progress)
+    leaves = Leaves(workdir, source, target, projector, kind)
+    report: dict[str, Any] = {"kind": kind, "source": source, "target": target,
+                              "base": target if kind == "combination" else source,
+                              "expert": source if kind == "combination" else target,
+                              "factors": list(factors), "tasks": {}}
+    for task in tasks:
+        entry = {"kind": task.kind, "group": task.group, "pools": {k: p.to_string() for k, p in task.pools.items()},
+                 "source": score(task, leaves, "source"), "target": score(task, leaves, "target"),
+                 "bonded": {str(f): score(task, leaves, "bonded", f) for f in factors}}
+        report["tasks"][task.name] = entry
+        line = " ".join(f"{f}:{headline(m):.1f}" for f, m in entry["bonded"].items())
+        log.info("%s: source %s, target %s; bonded %s", task.name, headline(entry["source"]), headline(entry["target"]), line)
+    return report
+
+
+def suggest_presets(report: dict, keep_group: str = "english", gain_group: str = "multilingual",
+                    max_drop: float = 2.0) -> dict[str, float]:
+    """`multilingual`: the factor best on average over the gain group's tasks. `english`: the factor best
+    on the gain group among those where no keep-group task drops more than `max_drop` points below f = 0."""
+    factors = [str(f) for f in report["factors"]]
+
+    def mean_over(group: str, f: str) -> float:
+        values = [headline(t["bonded"][f]) for t in report["tasks"].values() if t["group"] == group]
+        return float(np.mean(values)) if values else 0.0
+
+    def safe(f: str) -> bool:
+        return all(headline(t["bonded"][f]) >= headline(t["bonded"][factors[0]]) - max_drop
+                   for t in report["tasks"].values() if t["group"] == keep_group)
+
+    best = max(factors, key=lambda f: (mean_over(gain_group, f), -float(f)))
+    allowed = [f for f in factors if safe(f)] or [factors[0]]
+    english = max(allowed, key=lambda f: (mean_over(gain_group, f), -float(f)))
+    return {keep_group: float(english), gain_group: float(best)}
+
+
+def plot(report: dict, path: Path) -> None:
+    """One line per task: its headline metric against the factor, dashed lines for the unbonded spaces."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    factors = report["factors"]
+    for i, (name, task) in enumerate(report["tasks"].items()):
+        colour = f"C{i % 10}"
+        ax.plot(factors, [headline(task["bonded"][str(f)]) for f in factors], marker="o", color=colour, label=name)
+        base = headline(task["target" if report["kind"] == "combination" else "source"])
+        expert = headline(task["source" if report["kind"] == "combination" else "target"])
+        if base is not None:
+            ax.axhline(base, color=colour, linestyle=":", linewidth=1)
+        if expert is not None:
+            ax.axhline(expert, color=colour, linestyle="--", linewidth=1)
+    ax.set_xlabel("factor f (weight of the projected term)")
+    ax.set_ylabel("R@1 (mean of both directions) / zero-shot top-1, %")
+    ax.set_title(f"{report['kind']} {report['source']} -> {report['target']} (dotted: base, dashed: expert)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
