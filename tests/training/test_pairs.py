@@ -1,0 +1,117 @@
+"""Pseudo-pairs: softmax weights against a dense numpy reference, the top-k truncation error on a real
+bank, the pairing rules per modality, and the data modes."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+
+from bonds.encoders import create_encoder
+from training.embed import SpaceSpec, embed_pools, load_embeddings
+from training.pairs import PairsConfig, build_pairs, load_pairs, modes_for, normalize_rows, retrieve, topk_softmax
+from training.pools import parse_pool
+
+
+def dense_reference(xq, xb, banks, tau):
+    """w = softmax(xq . xb^T / tau) over the whole bank, then w . M: what the paper writes."""
+    s = xq.astype(np.float64) @ xb.T.astype(np.float64) / tau
+    w = np.exp(s - s.max(axis=1, keepdims=True))
+    w /= w.sum(axis=1, keepdims=True)
+    return w, [w @ b.astype(np.float64) for b in banks]
+
+
+def unit(rng, n, d):
+    return normalize_rows(rng.standard_normal((n, d)).astype(np.float32))
+
+
+def test_weights_with_k_equal_to_the_bank_are_the_dense_softmax():
+    import faiss
+
+    rng = np.random.default_rng(0)
+    xq, xb = unit(rng, 37, 12), unit(rng, 50, 12)
+    index = faiss.IndexFlatIP(12)
+    index.add(xb)
+    w_nk, I_nk = topk_softmax(xq, index, k=50, tau=0.01)
+    dense = np.zeros((37, 50))
+    np.put_along_axis(dense, I_nk, w_nk, axis=1)
+    w_ref, _ = dense_reference(xq, xb, [], 0.01)
+    np.testing.assert_allclose(dense, w_ref, rtol=1e-5, atol=1e-9)
+    assert np.all(np.diff(w_nk, axis=1) <= 1e-12)  # neighbours come best first
+
+
+def test_same_weights_in_both_spaces_blocks_do_not_matter():
+    rng = np.random.default_rng(1)
+    xq, xb, other = unit(rng, 300, 8), unit(rng, 200, 8), unit(rng, 200, 5)
+    whole = retrieve(xq, xb, [xb, other], k=200, tau=0.01, block=1000)
+    blocked = retrieve(xq, xb, [xb, other], k=200, tau=0.01, block=7)
+    _, ref = dense_reference(xq, xb, [xb, other], 0.01)
+    for a, b, r in zip(whole, blocked, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+        np.testing.assert_allclose(a, r, atol=1e-5)
+
+
+def test_topk_truncation_error_on_a_real_bank(shared_data):
+    """Bank: 8,000 Multi30k captions, queries: 500 other captions, tiny-encoder embeddings (64-d)."""
+    with gzip.open(shared_data / "text/multi30k/train.en.gz", "rt") as handle:
+        lines = [line.strip() for line in handle]
+    encoder = create_encoder("tiny", dim=64, seed=0)
+    xb, xq = encoder.encode("text", lines[:8000]).vectors, encoder.encode("text", lines[20000:20500]).vectors
+    w_ref, (exact,) = dense_reference(xq, xb, [xb], 0.01)
+    errors = {}
+    for k in (16, 64, 256):
+        (approx,) = retrieve(xq, xb, [xb], k=k, tau=0.01, block=128)
+        errors[k] = np.abs(approx - exact).max()
+        missing = 1 - np.sort(w_ref, axis=1)[:, ::-1][:, :k].sum(axis=1)
+        # the error of w.M is bounded by twice the softmax mass outside the top k
+        assert errors[k] <= 2 * missing.max() + 1e-5
+    assert errors[16] > errors[64] > errors[256]
+    cosine = (normalize_rows(approx) * normalize_rows(exact.astype(np.float32))).sum(axis=1)
+    assert errors[64] < 5e-3 and errors[256] < 5e-4 and cosine.min() > 1 - 1e-5
+
+
+@pytest.mark.models
+def test_topk_truncation_error_on_minilm_captions(shared_data):
+    """The same measurement in the starter space (MiniLM text) where the default k = 64 is used."""
+    from bonds.encoders import list_encoders
+
+    if "starter" not in list_encoders():
+        pytest.skip("starter encoder not available")
+    with gzip.open(shared_data / "text/multi30k/train.en.gz", "rt") as handle:
+        lines = [line.strip() for line in handle]
+    encoder = create_encoder("starter")
+    xb, xq = encoder.encode("text", lines[:4000]).vectors, encoder.encode("text", lines[20000:20200]).vectors
+    _, (exact,) = dense_reference(xq, xb, [xb], 0.01)
+    (approx,) = retrieve(xq, xb, [xb], k=64, tau=0.01)
+    assert np.abs(approx - exact).max() < 1e-2
+    cosine = (normalize_rows(approx) * normalize_rows(exact.astype(np.float32))).sum(axis=1)
+    assert cosine.min() > 0.999
+
+
+def test_modes():
+    assert list(modes_for(["A", "T", "V"])) == ["mix", "A", "T", "V", "AT", "AV", "TV"]
+    assert modes_for(["T", "V"]) == {"mix": ["T", "V"], "T": ["T"], "V": ["V"]}
+    assert modes_for(["T"]) == {"mix": ["T"]}
+    with pytest.raises(ValueError, match="no data"):
+        modes_for(["T"], ["AT"])
+
+
+def test_pairs_follow_the_modalities_of_each_space(tmp_path, shared_data):
+    """Text is in both spaces (same item), images only in the source (retrieved through the text bank)."""
+    text = parse_pool(f"en=text:{shared_data}/text/multi30k/train.en.gz?stop=400")
+    images = parse_pool(f"cifar=image:{shared_data}/cifar10-train-3k/manifest.jsonl?step=30")
+    embed_pools(tmp_path, SpaceSpec("s", "tiny", {"dim": 16}), [text, images], progress=False)
+    embed_pools(tmp_path, SpaceSpec("t", "tiny", {"dim": 12, "seed": 1, "modalities": ["text"]}), [text], progress=False)
+    for pseudo, n_images in (("own", 100), ("both", 200)):
+        summary = build_pairs(tmp_path, PairsConfig("s", "t", ["en", "cifar"], ["en"], k=32,
+                                                    pseudo=pseudo), progress=False)
+        assert summary["centres"]["V"]["pairs"] == n_images and list(summary["modes"]) == ["mix", "T", "V"]
+    _, centres = load_pairs(tmp_path)
+    s_text, t_text = load_embeddings(tmp_path, "s", "en")[1], load_embeddings(tmp_path, "t", "en")[1]
+    np.testing.assert_array_equal(centres["T"][0], s_text)
+    np.testing.assert_array_equal(centres["T"][1], t_text)
+    s_img = load_embeddings(tmp_path, "s", "cifar")[1]
+    (ref_t,) = [normalize_rows(a.astype(np.float32)) for a in dense_reference(s_img, s_text, [t_text], 0.01)[1]]
+    np.testing.assert_array_equal(centres["V"][0][:100], s_img)  # the image itself on the side that has images
+    np.testing.assert_allclose(centres["V"][1][:100], ref_t, atol=2e-2)  # k = 32 of 400: truncated, close
