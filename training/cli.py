@@ -194,3 +194,38 @@ def export_command(
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     typer.echo(json.dumps({"out": str(out), "kind": manifest.kind, "sha256": manifest.weights_sha256}))
+
+
+@app.command("prepare-wordnet")
+def prepare_wordnet_command(
+    out: Path = typer.Option(..., "--out", envvar="FREEBIND_TRAIN_WORDNET_OUT", help="text file to write, one gloss a line"),
+    source: Path = typer.Option(Path("/usr/share/wordnet/data.noun"), "--source", envvar="FREEBIND_TRAIN_WORDNET_SOURCE",
+                                help="WordNet data.noun (Debian wordnet-base)"),
+) -> None:
+    """Write WordNet noun glosses ("lemma, lemma: gloss") as a text pool."""
+    from training.corpora import wordnet_glosses
+
+    try:
+        typer.echo(json.dumps({"out": str(out), "lines": wordnet_glosses(out, source)}))
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+
+
+@app.command("prepare-speech")
+def prepare_speech_command(
+    pool: str = typer.Option(..., "--pool", envvar="FREEBIND_TRAIN_SPEECH_POOL", help="text pool whose items are read aloud"),
+    out: Path = typer.Option(..., "--out", envvar="FREEBIND_TRAIN_SPEECH_OUT", help="folder for the WAV files and manifest.jsonl"),
+    voice: str = typer.Option("en-us", "--voice", envvar="FREEBIND_TRAIN_SPEECH_VOICE", help="espeak-ng voice"),
+    workers: int = typer.Option(2, "--workers", envvar="FREEBIND_TRAIN_SPEECH_WORKERS", help="espeak-ng processes at once"),
+    no_progress: bool = NO_PROGRESS,
+) -> None:
+    """Synthesise speech for a text pool with espeak-ng (an audio pool: manifest.jsonl with `audio`)."""
+    from training.corpora import synthesize_speech
+    from training.pools import list_pool, parse_pool
+
+    try:
+        texts = list_pool(parse_pool(pool)).sources
+        manifest = synthesize_speech(texts, out, voice=voice, workers=workers, progress=not no_progress)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps({"manifest": str(manifest), "clips": len(texts)}))
