@@ -1,0 +1,33 @@
+"""Per-collection vector store: components for search-time mixing, FAISS candidates, SQLite metadata,
+durable writes. `CollectionStore(data_dir)` is what the app holds; see collection.py for the design."""
+
+from service.index.collection import Collection, Hit, Record
+from service.index.errors import (
+    CollectionExistsError,
+    CollectionNotFoundError,
+    InvalidCollectionError,
+    InvalidFilterError,
+    ItemNotFoundError,
+    SpaceMismatchError,
+    StoreError,
+)
+from service.index.search import RAW_MODALITY, RAW_PLAN
+from service.index.settings import IndexSettings
+from service.index.store import CollectionStore
+
+__all__ = [
+    "RAW_MODALITY",
+    "RAW_PLAN",
+    "Collection",
+    "CollectionExistsError",
+    "CollectionNotFoundError",
+    "CollectionStore",
+    "Hit",
+    "IndexSettings",
+    "InvalidCollectionError",
+    "InvalidFilterError",
+    "ItemNotFoundError",
+    "Record",
+    "SpaceMismatchError",
+    "StoreError",
+]

@@ -1,0 +1,389 @@
+"""One collection on disk and in memory.
+
+Durability: `items.sqlite` holds the metadata and string-id map (`items`) and a write-ahead log of
+components (`log`: leaves, Gram matrix, default-mixing vector per added item; a row per deletion).
+A write is one SQLite transaction in WAL journal mode with `synchronous=FULL`, i.e. appended to the
+journal and fsynced before the call returns: an acknowledged write survives `kill -9` and power loss,
+and a write cut short leaves nothing behind. The in-memory arrays and the FAISS index are rebuilt on
+open from the last snapshot (service.index.snapshot) plus the log entries after it; a snapshot lets
+the log be truncated.
+
+Concurrency: one lock per collection guards SQLite, the arrays' bookkeeping and FAISS. Callers encode
+before calling in (never under the lock); exact scoring runs outside it on immutable row views.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bonds.plan import Node
+from service.index import search, snapshot
+from service.index.ann import Ann
+from service.index.errors import CollectionNotFoundError, InvalidCollectionError, SpaceMismatchError
+from service.index.filters import to_sql
+from service.index.groups import Group
+from service.index.settings import IndexSettings
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL UNIQUE,
+                                  modality TEXT NOT NULL, metadata TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY AUTOINCREMENT, op TEXT NOT NULL, item INTEGER NOT NULL,
+                                modality TEXT, leaves BLOB, gram BLOB, vector BLOB);
+"""
+
+
+@dataclass
+class Record:
+    """One item to store: its components under the space's full mixing and its default-mixing vector."""
+
+    key: str
+    modality: str
+    metadata: dict[str, Any]
+    keys: list[str]  # leaf keys
+    leaves: np.ndarray  # (L, d) float32
+    gram: np.ndarray  # (L, L) float64
+    vector: np.ndarray  # (d,) float32
+
+
+@dataclass(frozen=True)
+class Hit:
+    key: str
+    score: float
+    modality: str
+    metadata: dict[str, Any]
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # used under the lock only
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+class Collection:
+    def __init__(self, folder: Path, conn: sqlite3.Connection, snapshot_every: int):
+        self.folder, self._conn, self.snapshot_every = folder, conn, snapshot_every
+        self._lock = threading.RLock()
+        self._snapshotting = threading.RLock()  # one snapshot at a time; close() holds it across its own
+        self.meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
+        self.name: str = self.meta["name"]
+        self.dim: int = self.meta["dim"]
+        self.settings = IndexSettings.model_validate(self.meta["index"])
+        self.groups: dict[str, Group] = {}
+        self.ann = Ann(self.settings, self.dim)
+        self.seq = 0  # last log entry reflected in memory
+        self._unsnapshotted = 0
+        self.closed = False
+        self.last_snapshot_s = 0.0
+
+    # --- lifecycle --------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, folder: Path, meta: Mapping[str, Any], snapshot_every: int) -> Collection:
+        conn = _connect(folder / "items.sqlite")
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
+        return cls(folder, conn, snapshot_every)
+
+    @classmethod
+    def open(cls, folder: Path, snapshot_every: int) -> Collection:
+        snapshot.clean(folder)
+        collection = cls(folder, _connect(folder / "items.sqlite"), snapshot_every)
+        collection._recover()
+        return collection
+
+    def _recover(self) -> None:
+        """Last snapshot + every log entry after it; then the ANN index and SQLite must agree."""
+        saved = snapshot.load(self.folder, self.dim)
+        if saved is not None:
+            self.groups, self.seq = saved.groups, saved.seq
+            self.ann.load_bytes(saved.ann, saved.trained_on)
+        rows = self._conn.execute("SELECT seq, op, item, modality, leaves, gram, vector FROM log WHERE seq > ? "
+                                  "ORDER BY seq", (self.seq,))
+        for seq, op, item, modality, leaves, gram, vector in rows:
+            if op == "add":
+                group = self._group(modality, self.meta["groups"][modality])
+                n_leaves = len(group.keys)
+                group.append(np.array([item]), np.frombuffer(leaves, np.float32).reshape(1, n_leaves, self.dim),
+                             np.frombuffer(gram, np.float64).reshape(1, n_leaves, n_leaves),
+                             np.frombuffer(vector, np.float32).reshape(1, self.dim))
+            else:
+                for group in self.groups.values():
+                    group.kill(item)
+            self.seq = seq
+            self._unsnapshotted += 1
+        live = self._live_ids()
+        stored = np.array([r[0] for r in self._conn.execute("SELECT id FROM items")], dtype=np.int64)
+        if not np.array_equal(np.sort(stored), np.sort(live)):
+            raise RuntimeError(f"collection {self.name!r}: {len(stored)} items in SQLite but {len(live)} with components")
+        indexed = self.ann.ids()
+        self.ann.remove(np.setdiff1d(indexed, live))
+        missing = np.setdiff1d(live, indexed)
+        for group in self.groups.values():
+            rows = np.array([group.row_of[i] for i in missing.tolist() if i in group.row_of], dtype=np.int64)
+            self.ann.add(group.ids[rows], group.vectors[rows])
+
+    def close(self) -> None:
+        """Snapshot what the log holds (so the next open replays nothing) and let go of the files."""
+        with self._snapshotting, self._lock:  # the order snapshot() takes them in
+            if self.closed:
+                return
+            if self._unsnapshotted:
+                self.snapshot()
+            self.discard()
+
+    def discard(self) -> None:
+        """Close without a snapshot (the collection is being deleted); later calls get a 404."""
+        with self._lock:
+            self.closed = True
+            self._conn.close()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise CollectionNotFoundError(f"collection {self.name!r} was deleted")
+
+    def _group(self, modality: str, keys: list[str]) -> Group:
+        if modality not in self.groups:
+            self.groups[modality] = Group(modality, keys, self.dim)
+        return self.groups[modality]
+
+    def _live_ids(self) -> np.ndarray:
+        found = [np.fromiter(g.row_of, dtype=np.int64, count=len(g.row_of)) for g in self.groups.values()]
+        return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+
+    # --- description ------------------------------------------------------------------------------
+    def check_space(self, space_id: str) -> None:
+        if space_id != self.meta["space_id"]:
+            raise SpaceMismatchError(
+                f"collection {self.name!r} holds vectors of space {self.meta['space']!r} with id {self.meta['space_id']}, "
+                f"but the space now served under that name has id {space_id}: its encoders or bonds changed; "
+                "re-create the collection and add the items again"
+            )
+
+    def info(self) -> dict[str, Any]:
+        with self._lock:
+            self._check_open()
+            counts = {m: g.live for m, g in self.groups.items() if g.live}
+        return {"name": self.name, "space": self.meta["space"], "space_id": self.meta["space_id"], "dim": self.dim,
+                "count": sum(counts.values()), "modalities": counts, "index": self.settings.model_dump(),
+                "mixing": self.meta["mixing"], "created": self.meta["created"]}
+
+    # --- writes -----------------------------------------------------------------------------------
+    def upsert(self, space_id: str, records: Sequence[Record]) -> int:
+        """Store (or replace, by key) every record in one durable transaction; returns how many."""
+        self.check_space(space_id)
+        latest = {r.key: r for r in records}  # the last of repeated keys wins
+        if not latest:
+            return 0
+        for r in latest.values():
+            self._validate(r)
+        with self._lock:
+            self._check_open()
+            replaced, added = [], []
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                groups = dict(self.meta.get("groups", {}))
+                for r in latest.values():
+                    if groups.setdefault(r.modality, r.keys) != r.keys:
+                        raise SpaceMismatchError(f"{r.modality} components with leaves {r.keys} do not match the "
+                                                 f"collection's {groups[r.modality]}")
+                    old = self._conn.execute("SELECT id FROM items WHERE key = ?", (r.key,)).fetchone()
+                    if old:
+                        self._conn.execute("DELETE FROM items WHERE id = ?", old)
+                        self._conn.execute("INSERT INTO log (op, item) VALUES ('del', ?)", old)
+                        replaced.append(old[0])
+                    item = self._conn.execute("INSERT INTO items (key, modality, metadata) VALUES (?, ?, ?)",
+                                              (r.key, r.modality, json.dumps(r.metadata))).lastrowid
+                    self._conn.execute(
+                        "INSERT INTO log (op, item, modality, leaves, gram, vector) VALUES ('add', ?, ?, ?, ?, ?)",
+                        (item, r.modality, r.leaves.astype(np.float32).tobytes(), r.gram.astype(np.float64).tobytes(),
+                         r.vector.astype(np.float32).tobytes()))
+                    added.append((item, r))
+                if groups != self.meta.get("groups"):
+                    self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('groups', ?)", (json.dumps(groups),))
+                seq = self._conn.execute("SELECT max(seq) FROM log").fetchone()[0]
+                self._conn.execute("COMMIT")  # the acknowledgement point: journal appended and fsynced
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self.meta["groups"] = groups
+            self._forget(replaced)
+            for modality in {r.modality for _, r in added}:
+                mine = [(i, r) for i, r in added if r.modality == modality]
+                ids = np.array([i for i, _ in mine], dtype=np.int64)
+                vectors = np.stack([r.vector for _, r in mine]).astype(np.float32)
+                self._group(modality, groups[modality]).append(
+                    ids, np.stack([r.leaves for _, r in mine]), np.stack([r.gram for _, r in mine]), vectors)
+                self.ann.add(ids, vectors)
+            self.seq = seq or self.seq
+            self._unsnapshotted += len(added) + len(replaced)
+        self._maybe_snapshot()
+        return len(latest)
+
+    def _validate(self, r: Record) -> None:
+        n_leaves = len(r.keys)
+        if r.leaves.shape != (n_leaves, self.dim) or r.gram.shape != (n_leaves, n_leaves) or r.vector.shape != (self.dim,):
+            raise InvalidCollectionError(f"item {r.key!r}: components do not fit a {self.dim}-d collection")
+        if not (np.isfinite(r.leaves).all() and np.isfinite(r.vector).all()):
+            raise InvalidCollectionError(f"item {r.key!r}: vector values must be finite")
+
+    def delete(self, keys: Sequence[str]) -> list[str]:
+        """Remove items by key in one durable transaction; returns the keys that existed."""
+        with self._lock:
+            self._check_open()
+            found = []
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for key in dict.fromkeys(keys):
+                    row = self._conn.execute("SELECT id FROM items WHERE key = ?", (key,)).fetchone()
+                    if row:
+                        self._conn.execute("DELETE FROM items WHERE id = ?", row)
+                        self._conn.execute("INSERT INTO log (op, item) VALUES ('del', ?)", row)
+                        found.append((key, row[0]))
+                seq = self._conn.execute("SELECT max(seq) FROM log").fetchone()[0]
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._forget([i for _, i in found])
+            self.seq = seq or self.seq
+            self._unsnapshotted += len(found)
+        self._maybe_snapshot()
+        return [key for key, _ in found]
+
+    def _forget(self, ids: list[int]) -> None:
+        for item in ids:
+            for group in self.groups.values():
+                group.kill(item)
+        self.ann.remove(np.array(ids, dtype=np.int64))
+
+    # --- reads ------------------------------------------------------------------------------------
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            self._check_open()
+            row = self._conn.execute("SELECT modality, metadata FROM items WHERE key = ?", (key,)).fetchone()
+        return None if row is None else {"id": key, "modality": row[0], "metadata": json.loads(row[1])}
+
+    def components(self, key: str) -> tuple[str, list[str], np.ndarray, np.ndarray] | None:
+        """`(modality, leaf keys, leaves (1, L, d), gram (1, L, L))` of one stored item."""
+        with self._lock:
+            self._check_open()
+            row = self._conn.execute("SELECT id, modality FROM items WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return None
+            group = self.groups[row[1]]
+            at = group.row_of[row[0]]
+            return row[1], group.keys, group.leaves[at: at + 1].copy(), group.gram[at: at + 1].copy()
+
+    def search(self, plans: Mapping[str, Node], query_d: np.ndarray, top_k: int, filter_=None,
+               modalities: Sequence[str] | None = None, exclude_keys: Sequence[str] = (),
+               mode: str | None = None) -> list[Hit]:
+        """The top_k items by exact score under `plans` (one per item modality), filters applied first."""
+        mode = mode or self.settings.search
+        with self._lock:
+            self._check_open()
+            allowed, exclude = self._select(filter_, modalities, exclude_keys)
+            views = {m: g.view() for m, g in self.groups.items() if g.live and (modalities is None or m in modalities)}
+            searched = len(allowed) if allowed is not None else sum(v.alive.sum() for v in views.values())
+            use_exact = mode == "exact" or (mode == "auto" and searched <= self.settings.exact_below)
+            if not use_exact:
+                want = self.settings.rerank_factor * top_k + len(exclude)
+                _, found = self.ann.search(query_d, want, allowed)
+                candidates = self._rows_of(found[0][found[0] >= 0])
+        if use_exact:
+            best = search.exact(views, plans, query_d, top_k, allowed, exclude)
+        else:
+            best = search.rerank(views, plans, query_d, top_k, {m: r for m, r in candidates.items() if m in views}, exclude)
+        return self._hits(best)
+
+    def item_vectors(self, plans: Mapping[str, Node], keys: Sequence[str]) -> np.ndarray:
+        """Vectors `(len(keys), d)` of stored items under `plans`, rebuilt from their components."""
+        with self._lock:
+            self._check_open()
+            marks = ", ".join("?" * len(keys))
+            ids = dict(self._conn.execute(f"SELECT key, id FROM items WHERE key IN ({marks})", list(keys)).fetchall())
+            located = self._rows_of(np.array([ids[k] for k in keys], dtype=np.int64))
+            views = {m: self.groups[m].view() for m in located}
+        out = np.zeros((len(keys), self.dim), dtype=np.float32)
+        position = {i: n for n, i in enumerate(ids[k] for k in keys)}
+        for modality, rows in located.items():
+            view = views[modality]
+            vectors = search.vectors_of_rows(search.plan_for(plans, modality), view, rows)
+            out[[position[int(i)] for i in view.ids[rows]]] = vectors
+        return out
+
+    def _select(self, filter_, modalities, exclude_keys) -> tuple[np.ndarray | None, set[int]]:
+        """Ids allowed by the filter and modalities (None: all), and ids to leave out."""
+        exclude = set()
+        if exclude_keys:
+            marks = ", ".join("?" * len(exclude_keys))
+            exclude = {r[0] for r in self._conn.execute(f"SELECT id FROM items WHERE key IN ({marks})", list(exclude_keys))}
+        if not filter_ and modalities is None:
+            return None, exclude
+        where, params = to_sql(filter_)
+        if modalities is not None:
+            where += f" AND modality IN ({', '.join('?' * len(modalities))})"
+            params += list(modalities)
+        try:
+            found = [r[0] for r in self._conn.execute(f"SELECT id FROM items WHERE {where} ORDER BY id", params)]
+        except sqlite3.OperationalError as exc:  # e.g. malformed JSON paths; the message is SQLite's own
+            raise InvalidCollectionError(f"filter cannot be applied: {exc}") from None
+        return np.array(found, dtype=np.int64), exclude
+
+    def _rows_of(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        rows: dict[str, list[int]] = {}
+        for item in ids.tolist():
+            for modality, group in self.groups.items():
+                if item in group.row_of:
+                    rows.setdefault(modality, []).append(group.row_of[item])
+                    break
+        return {m: np.array(r, dtype=np.int64) for m, r in rows.items()}
+
+    def _hits(self, best: list[search.Scored]) -> list[Hit]:
+        if not best:
+            return []
+        with self._lock:
+            self._check_open()
+            marks = ", ".join("?" * len(best))
+            rows = {r[0]: r[1:] for r in self._conn.execute(
+                f"SELECT id, key, metadata FROM items WHERE id IN ({marks})", [s.id for s in best])}
+        # An item deleted since its score was taken is left out rather than returned stale.
+        return [Hit(rows[s.id][0], s.score, s.modality, json.loads(rows[s.id][1])) for s in best if s.id in rows]
+
+    # --- snapshots --------------------------------------------------------------------------------
+    def _maybe_snapshot(self) -> None:
+        if self._unsnapshotted >= self.snapshot_every:
+            self.snapshot()
+
+    def snapshot(self) -> None:
+        """Persist the arrays and ANN index as of now and truncate the log behind them."""
+        with self._snapshotting:
+            with self._lock:
+                self._check_open()
+                if any(g.n > 2 * g.live for g in self.groups.values()) or self.ann.stale():
+                    self.groups = {m: g.compacted() for m, g in self.groups.items()}
+                    if self.ann.stale():
+                        live = [(g.ids[: g.n], g.vectors[: g.n]) for g in self.groups.values()]
+                        self.ann.rebuild(np.concatenate([i for i, _ in live] or [np.zeros(0, np.int64)]),
+                                         np.concatenate([v for _, v in live] or [np.zeros((0, self.dim), np.float32)]))
+                seq, views = self.seq, {m: g.view() for m, g in self.groups.items()}
+                ann, trained_on, pending = self.ann.to_bytes(), self.ann.trained_on, self._unsnapshotted
+            started = time.monotonic()
+            snapshot.save(self.folder, seq, views, ann, trained_on)  # outside the lock: views are immutable
+            with self._lock:
+                if not self.closed:
+                    self._conn.execute("DELETE FROM log WHERE seq <= ?", (seq,))
+                self._unsnapshotted -= pending
+            snapshot.clean(self.folder)
+            self.last_snapshot_s = time.monotonic() - started

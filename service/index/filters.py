@@ -1,0 +1,82 @@
+"""Metadata filters -> one SQL condition over the items table, with every value bound as a parameter.
+
+    {"kind": "dog"}                      equality (a list value means "equals this list": use "in")
+    {"year": {"gte": 2000, "lt": 2010}}  numeric ranges: gt, gte, lt, lte
+    {"kind": {"in": ["dog", "cat"]}}     membership; also "eq", "ne", "nin"
+    {"missing": null}                    the key is absent or null
+
+Conditions on several keys all have to hold. The search restricts its candidates to the ids that
+match *before* taking the top k, so a filter never silently shortens a result list.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from service.index.errors import InvalidFilterError
+
+_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+_COMPARE = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+_MAX_VALUES = 10_000
+
+
+def _path(key: str) -> str:
+    if not isinstance(key, str) or not _KEY.match(key):
+        raise InvalidFilterError(f"filter key {key!r}: use letters, digits, '_', '-' and '.' (a dot goes one level down)")
+    return "$." + ".".join(f'"{part}"' for part in key.split("."))
+
+
+def _scalar(key: str, value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)  # JSON true/false come back from json_extract as 1/0
+    if value is None or isinstance(value, int | float | str):
+        return value
+    raise InvalidFilterError(f"filter on {key!r}: compare with a string, number, boolean or null, not {json.dumps(value)[:60]}")
+
+
+def _number(key: str, op: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidFilterError(f"filter on {key!r}: {op!r} needs a number, got {value!r}")
+    return value
+
+
+def to_sql(filter_: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
+    """`(condition, parameters)` for `WHERE condition`; an empty filter is `1`."""
+    if not filter_:
+        return "1", []
+    if not isinstance(filter_, Mapping):
+        raise InvalidFilterError("a filter is an object: metadata key -> value or {operator: value}")
+    clauses, params = [], []
+    for key, condition in filter_.items():
+        field = "json_extract(metadata, ?)"
+        path = _path(key)
+        if not isinstance(condition, Mapping):
+            condition = {"eq": condition}
+        if not condition:
+            raise InvalidFilterError(f"filter on {key!r} has no operator")
+        for op, value in condition.items():
+            if op in ("eq", "ne"):
+                value = _scalar(key, value)
+                if value is None:
+                    clauses.append(f"{field} IS {'NOT ' if op == 'ne' else ''}NULL")
+                    params.append(path)
+                else:
+                    clauses.append(f"{field} {'=' if op == 'eq' else '!='} ?")
+                    params += [path, value]
+            elif op in _COMPARE:
+                clauses.append(f"{field} {_COMPARE[op]} ?")
+                params += [path, _number(key, op, value)]
+            elif op in ("in", "nin"):
+                if not isinstance(value, list) or not value or len(value) > _MAX_VALUES:
+                    raise InvalidFilterError(f"filter on {key!r}: {op!r} needs a list of 1 to {_MAX_VALUES} values")
+                values = [_scalar(key, v) for v in value]
+                marks = ", ".join("?" * len(values))
+                clauses.append(f"{field} {'NOT ' if op == 'nin' else ''}IN ({marks})")
+                params += [path, *values]
+            else:
+                valid = ", ".join(["eq", "ne", *_COMPARE, "in", "nin"])
+                raise InvalidFilterError(f"filter on {key!r}: unknown operator {op!r}; valid: {valid}")
+    return " AND ".join(f"({c})" for c in clauses), params

@@ -1,0 +1,29 @@
+"""A collection's index settings, chosen at creation and stored with it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class IndexSettings(BaseModel):
+    """How a collection finds candidates. Scores are always exact under the request's mixing.
+
+    `search="auto"` scores every item exactly while the collection (or the set a filter leaves) has at
+    most `exact_below` items; above that it asks the ANN index, built on the vectors under the
+    collection's default mixing, for `rerank_factor * top_k` candidates and re-scores those exactly.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["flat", "hnsw", "ivf"] = Field("flat", description="FAISS index for candidates")
+    search: Literal["auto", "exact", "ann"] = Field("auto", description="exact scoring, ANN + rerank, or by size")
+    exact_below: int = Field(20_000, ge=0, description="auto: exact while at most this many items are searched")
+    rerank_factor: int = Field(10, ge=1, le=1000, description="ANN candidates per requested result")
+    m: int = Field(32, ge=4, le=128, description="hnsw: graph degree")
+    ef_construction: int = Field(80, ge=8, le=2048, description="hnsw: build-time beam width")
+    ef_search: int = Field(128, ge=8, le=4096, description="hnsw: search-time beam width")
+    nlist: int = Field(1024, ge=1, le=1 << 20, description="ivf: number of inverted lists")
+    nprobe: int = Field(32, ge=1, le=1 << 20, description="ivf: lists visited per search")
+    gpu: bool = Field(True, description="search on all GPUs when faiss has them (flat and ivf)")

@@ -1,0 +1,107 @@
+"""Every collection under one data folder: create, list, get, delete; open all at start, close at stop.
+
+Layout: `<data_dir>/collections/<name>/` per collection (service.index.collection). Creation builds
+the folder under a hidden temporary name and renames it into place; deletion renames it out of the way
+before removing it. So after a crash a collection either exists whole or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from service.index.collection import Collection
+from service.index.errors import CollectionExistsError, CollectionNotFoundError, InvalidCollectionError
+from service.index.settings import IndexSettings
+from service.index.snapshot import fsync_dir
+
+log = logging.getLogger(__name__)
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+FORMAT_VERSION = 1
+
+
+class CollectionStore:
+    def __init__(self, data_dir: str | Path, snapshot_every: int = 10_000):
+        self.root = Path(data_dir) / "collections"
+        self.snapshot_every = snapshot_every
+        self._collections: dict[str, Collection] = {}
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        """Load every collection: last snapshot + write-ahead log replay each."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for leftover in self.root.glob(".*"):  # half-created or half-deleted folders
+            shutil.rmtree(leftover, ignore_errors=True)
+        started = time.monotonic()
+        with self._lock:
+            for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
+                self._collections[folder.name] = Collection.open(folder, self.snapshot_every)
+        log.info("opened %d collections from %s in %.2fs", len(self._collections), self.root, time.monotonic() - started)
+
+    def close(self) -> None:
+        with self._lock:
+            collections, self._collections = list(self._collections.values()), {}
+        for collection in collections:
+            collection.close()
+
+    def create(self, name: str, space: str, space_id: str, dim: int, index: IndexSettings | Mapping[str, Any] | None = None,
+               mixing: Mapping[str, Any] | None = None) -> Collection:
+        if not isinstance(name, str) or not NAME.match(name):
+            raise InvalidCollectionError(
+                f"collection name {name!r}: 1 to 64 letters, digits, '_' or '-', starting with a letter or digit")
+        settings = index if isinstance(index, IndexSettings) else IndexSettings.model_validate(dict(index or {}))
+        meta = {"format_version": FORMAT_VERSION, "name": name, "space": space, "space_id": space_id, "dim": dim,
+                "index": settings.model_dump(), "mixing": dict(mixing or {}), "groups": {}, "created": time.time()}
+        with self._lock:
+            if name in self._collections:
+                raise CollectionExistsError(f"collection {name!r} already exists; delete it first or pick another name")
+            temp = self.root / f".{name}.creating-{uuid.uuid4().hex[:8]}"
+            temp.mkdir(parents=True)
+            Collection.create(temp, meta, self.snapshot_every).discard()
+            fsync_dir(temp)
+            temp.rename(self.root / name)
+            fsync_dir(self.root)
+            collection = self._collections[name] = Collection.open(self.root / name, self.snapshot_every)
+        return collection
+
+    def get(self, name: str) -> Collection:
+        with self._lock:
+            return self._get(name)
+
+    def _get(self, name: str) -> Collection:
+        collection = self._collections.get(name)
+        if collection is None:
+            known = sorted(self._collections)
+            have = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "") if known else "(none yet)"
+            raise CollectionNotFoundError(f"unknown collection {name!r}; collections: {have}")
+        return collection
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._collections)
+
+    def list(self) -> list[dict[str, Any]]:
+        out = []
+        for name in self.names():
+            try:
+                out.append(self.get(name).info())
+            except CollectionNotFoundError:
+                continue  # deleted meanwhile
+        return out
+
+    def drop(self, name: str) -> None:
+        with self._lock:
+            collection = self._get(name)
+            del self._collections[name]
+            collection.discard()
+            gone = self.root / f".{name}.deleting-{uuid.uuid4().hex[:8]}"
+            (self.root / name).rename(gone)
+            fsync_dir(self.root)
+        shutil.rmtree(gone, ignore_errors=True)

@@ -1,0 +1,230 @@
+"""The collection store: persistence, crash recovery under SIGKILL, concurrency, ANN paths, errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.index import (
+    CollectionExistsError,
+    CollectionNotFoundError,
+    CollectionStore,
+    InvalidCollectionError,
+    InvalidFilterError,
+    SpaceMismatchError,
+)
+from tests.service.index.synthetic import (
+    BATCH,
+    PLANS,
+    SPACE_ID,
+    deleted_in,
+    open_store,
+    record,
+    records_for_batch,
+    vector,
+)
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def keys_of(hits):
+    return [h.key for h in hits]
+
+
+def brute_force(keys, query, k):
+    scores = np.array([vector(key) @ query for key in keys])
+    return [keys[i] for i in np.argsort(-scores, kind="stable")[:k]]
+
+
+def test_write_close_reopen_keeps_everything(tmp_path):
+    store = open_store(tmp_path)
+    collection = store.get("crash")
+    collection.upsert(SPACE_ID, [record(f"k{i}", n=i) for i in range(50)])
+    collection.delete(["k3", "k4"])
+    collection.upsert(SPACE_ID, [record("k5", n=500)])  # replace: new metadata, same key
+    query = vector("query")
+    before = keys_of(collection.search(PLANS, query, 10))
+    store.close()
+
+    again = CollectionStore(tmp_path)
+    again.open()
+    collection = again.get("crash")
+    assert collection.info()["count"] == 48
+    assert collection.get("k3") is None and collection.get("k5")["metadata"]["n"] == 500
+    assert keys_of(collection.search(PLANS, query, 10)) == before
+    assert keys_of(collection.search(PLANS, query, 10, mode="ann")) == before  # flat ANN index came back too
+    again.close()
+
+
+def test_reopen_without_close_replays_the_log(tmp_path):
+    """A second store on the same folder, the first never closed: what a crash leaves behind."""
+    first = open_store(tmp_path, snapshot_every=7)
+    collection = first.get("crash")
+    for batch in range(5):
+        collection.upsert(SPACE_ID, records_for_batch(batch))
+        collection.delete(deleted_in(batch))
+    expected = {f"b{b}-{i}" for b in range(5) for i in range(BATCH)} - {k for b in range(5) for k in deleted_in(b)}
+    second = open_store(tmp_path)
+    recovered = second.get("crash")
+    assert recovered.info()["count"] == len(expected)
+    query = vector("q")
+    assert keys_of(recovered.search(PLANS, query, 8)) == brute_force(sorted(expected), query, 8)
+    second.close()
+
+
+def test_sigkill_mid_ingestion_loses_no_acknowledged_write(tmp_path):
+    """Kill -9 a writer three times at different points: acknowledged batches all there, none half-written."""
+    open_store(tmp_path).close()
+    acked: set[int] = set()
+    next_batch = 0
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for stop_after in (7, 31, 18):
+        child = subprocess.Popen([sys.executable, "-m", "tests.service.index.ingest_child", str(tmp_path), str(next_batch)],
+                                 stdout=subprocess.PIPE, text=True, cwd=REPO, env=env)
+        seen = 0
+        for line in child.stdout:
+            acked.add(int(line.split()[1]))
+            seen += 1
+            if seen == stop_after:
+                break
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        store = CollectionStore(tmp_path)
+        store.open()
+        collection = store.get("crash")
+        last = max(acked)
+        stored = {}
+        for batch in range(last + 2):  # the batch after the last ack may or may not have committed
+            for key in [r.key for r in records_for_batch(batch)]:
+                item = collection.get(key)
+                if item is not None:
+                    stored[key] = item
+        deleted = {k for b in range(last + 2) for k in deleted_in(b)}
+        for batch in acked:
+            for r in records_for_batch(batch):
+                if r.key not in deleted:
+                    assert r.key in stored, f"acknowledged item {r.key} lost"
+        in_flight = [r.key for r in records_for_batch(last + 1) if r.key not in deleted]
+        assert len([k for k in in_flight if k in stored]) in (0, len(in_flight)), "a batch was half-written"
+        assert collection.info()["count"] == len(stored)
+        for key in list(stored)[:20]:  # components intact: the item is its own best match
+            assert collection.search(PLANS, vector(key), 1)[0].key == key
+        store.close()
+        next_batch = last + 2
+
+
+def test_concurrent_adds_deletes_and_searches(tmp_path):
+    store = open_store(tmp_path, snapshot_every=40)
+    collection = store.get("crash")
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def guard(fn):
+        def run():
+            try:
+                fn()
+            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                errors.append(exc)
+        return run
+
+    def writer(prefix):
+        for i in range(60):
+            collection.upsert(SPACE_ID, [record(f"{prefix}{i}-{j}") for j in range(3)])
+            if i % 4 == 0:
+                collection.delete([f"{prefix}{i}-0"])
+
+    def reader():
+        while not stop.is_set():
+            hits = collection.search(PLANS, vector("probe"), 5)
+            scores = [h.score for h in hits]
+            assert scores == sorted(scores, reverse=True)
+
+    writers = [threading.Thread(target=guard(lambda p=p: writer(p))) for p in "abc"]
+    readers = [threading.Thread(target=guard(reader)) for _ in range(3)]
+    for t in writers + readers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    for t in readers:
+        t.join()
+    assert not errors, errors
+    expected = {f"{p}{i}-{j}" for p in "abc" for i in range(60) for j in range(3)} - {f"{p}{i}-0" for p in "abc" for i in range(0, 60, 4)}
+    assert collection.info()["count"] == len(expected)
+    store.close()
+    again = open_store(tmp_path)
+    assert again.get("crash").info()["count"] == len(expected)
+    again.close()
+
+
+@pytest.mark.parametrize("index", [{"type": "flat"}, {"type": "hnsw"}, {"type": "ivf", "nlist": 8, "nprobe": 8}])
+def test_ann_rerank_finds_the_exact_top_k(tmp_path, index):
+    store = CollectionStore(tmp_path, snapshot_every=150)
+    store.open()
+    collection = store.create("c", "synthetic", SPACE_ID, 8, index, {})
+    keys = [f"k{i}" for i in range(400)]
+    collection.upsert(SPACE_ID, [record(k, even=i % 2 == 0) for i, k in enumerate(keys)])
+    collection.delete(keys[:100])  # HNSW: tombstones; the snapshot after 150 writes compacts them
+    collection.upsert(SPACE_ID, [record(f"x{i}") for i in range(60)])
+    live = keys[100:] + [f"x{i}" for i in range(60)]
+    query = vector("query")
+    assert keys_of(collection.search(PLANS, query, 5, mode="ann")) == brute_force(live, query, 5)
+    evens = [k for k in keys[100:] if int(k[1:]) % 2 == 0]
+    filtered = collection.search(PLANS, query, 5, filter_={"even": True}, mode="ann")
+    assert keys_of(filtered) == brute_force(evens, query, 5)
+    store.close()
+    again = CollectionStore(tmp_path)
+    again.open()
+    assert keys_of(again.get("c").search(PLANS, query, 5, mode="ann")) == brute_force(live, query, 5)
+    again.close()
+
+
+def test_filters_restrict_before_truncation(tmp_path):
+    store = open_store(tmp_path)
+    collection = store.get("crash")
+    collection.upsert(SPACE_ID, [record(f"k{i}", year=2000 + i, tag="rare" if i in (7, 42) else "common")
+                                 for i in range(60)])
+    query = vector("query")
+    for mode in ("exact", "ann"):
+        rare = collection.search(PLANS, query, 5, filter_={"tag": "rare"}, mode=mode)
+        assert sorted(keys_of(rare)) == ["k42", "k7"]  # both, although neither is in the unfiltered top 5
+        ranged = collection.search(PLANS, query, 100, filter_={"year": {"gte": 2010, "lt": 2020}}, mode=mode)
+        assert sorted(h.metadata["year"] for h in ranged) == list(range(2010, 2020))
+        member = collection.search(PLANS, query, 100, filter_={"year": {"in": [2001, 2003, 1999]}}, mode=mode)
+        assert sorted(keys_of(member)) == ["k1", "k3"]
+    with pytest.raises(InvalidFilterError, match="unknown operator"):
+        collection.search(PLANS, query, 5, filter_={"year": {"between": [1, 2]}})
+    with pytest.raises(InvalidFilterError, match="needs a number"):
+        collection.search(PLANS, query, 5, filter_={"year": {"gte": "2000"}})
+    with pytest.raises(InvalidFilterError, match="filter key"):
+        collection.search(PLANS, query, 5, filter_={"bad'key": 1})
+    store.close()
+
+
+def test_errors_say_what_is_wrong(tmp_path):
+    store = open_store(tmp_path)
+    with pytest.raises(CollectionExistsError):
+        store.create("crash", "synthetic", SPACE_ID, 8)
+    with pytest.raises(InvalidCollectionError, match="collection name"):
+        store.create("../escape", "synthetic", SPACE_ID, 8)
+    with pytest.raises(CollectionNotFoundError, match="crash"):
+        store.get("nope")  # the message lists the collections there are
+    collection = store.get("crash")
+    with pytest.raises(SpaceMismatchError, match="re-create"):
+        collection.upsert("another-space-id", [record("a")])
+    bad = record("a")
+    bad.vector = np.ones(3, dtype=np.float32)
+    with pytest.raises(InvalidCollectionError, match="do not fit"):
+        collection.upsert(SPACE_ID, [bad])
+    store.drop("crash")
+    assert not (tmp_path / "collections" / "crash").exists()
+    with pytest.raises(CollectionNotFoundError):
+        collection.search(PLANS, vector("q"), 3)  # a handle held across the delete
+    store.close()
