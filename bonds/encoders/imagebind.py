@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import html
+import json
 import unicodedata
 from collections.abc import Sequence
 from functools import lru_cache
@@ -29,6 +30,7 @@ from bonds.encoders.base import Audio, Encoded, Encoder, l2_normalize
 from bonds.encoders.registry import ENCODERS
 from bonds.errors import CheckpointError
 
+CONFIG_FILENAME = "imagebind_config.json"
 BPE_FILENAME = "bpe_simple_vocab_16e6.txt.gz"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -240,12 +242,17 @@ class ImageBindEncoder(Encoder):
     licence = "CC BY-NC-SA 4.0 (non-commercial)"
     max_batch_size = 16
 
-    def __init__(self, checkpoint: str, bpe_path: str | None = None, config: str | dict[str, Any] = "huge",
+    def __init__(self, checkpoint: str, bpe_path: str | None = None, config: str | dict[str, Any] | None = None,
                  device: str = "cpu", name: str = "imagebind"):
         import torch
 
         from bonds.encoders.imagebind_model import ImageBindConfig
 
+        if config is None:
+            # Sizes other than huge travel with the weights: an optional JSON of sizes beside the checkpoint,
+            # so one space description file serves any ImageBind size.
+            sidecar = Path(checkpoint).parent / CONFIG_FILENAME
+            config = json.loads(sidecar.read_text()) if sidecar.is_file() else "huge"
         try:
             self.config = ImageBindConfig.resolve(config)
         except (TypeError, ValueError) as exc:
