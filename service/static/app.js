@@ -183,7 +183,7 @@ async function runSearch() {
 function renderResults(results) {
   const list = $("results");
   list.innerHTML = "";
-  for (const r of results) {
+  for (const [rank, r] of results.entries()) {
     const li = document.createElement("li");
     li.dataset.id = r.id;
     const meta = r.metadata || {};
@@ -191,7 +191,7 @@ function renderResults(results) {
     if (meta.thumbnail) media = `<img src="${meta.thumbnail}" alt="${escapeHtml(meta.name || r.id)}">`;
     else if (meta.audio) media = `<audio controls src="${meta.audio}" aria-label="${escapeHtml(meta.name || r.id)}"></audio>`;
     const snippet = meta.text || meta.title || meta.name || "";
-    li.innerHTML = `${media}<div><span class="score">${r.score.toFixed(3)}</span> · ${escapeHtml(r.modality || "")}</div>
+    li.innerHTML = `${media}<div><span class="rank">#${rank + 1}</span><span class="score">${r.score.toFixed(3)}</span> · ${escapeHtml(r.modality || "")}</div>
       <div class="id">${escapeHtml(String(r.id))}</div><div class="small">${escapeHtml(String(snippet)).slice(0, 160)}</div>`;
     list.appendChild(li);
   }

@@ -1,0 +1,95 @@
+"""The playground page in headless Chromium against a real `freebind serve`: make a collection from
+real photos and texts, query, move a slider, and see the ranking the API gives for that mixing."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+import yaml
+
+from bonds.checkpoint import save_bond_checkpoint
+from bonds.projector import ProjectorConfig, ProjectorMixture
+from tests.e2e.server import REPO, running_server
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = REPO / "artifacts"
+TEXTS = ["a dog barks in the yard", "a cow in a green field", "a horse runs", "a small grey cat", "ducks on a pond"]
+
+
+@pytest.fixture(scope="module")
+def space_file(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("space")
+    torch.manual_seed(3)
+    save_bond_checkpoint(root / "aux", ProjectorMixture(ProjectorConfig(8, 16, hidden=32)).eval(), kind="combination",
+                         source={"id": "aux", "dim": 8}, target={"id": "base", "dim": 16}, modalities=["text"])
+    path = root / "playground_space.yaml"
+    path.write_text(yaml.safe_dump({
+        "format_version": 1, "name": "playground_space", "base": "base",
+        "encoders": {"base": {"kind": "tiny", "options": {"dim": 16, "seed": 0}},
+                     "aux": {"kind": "tiny", "options": {"dim": 8, "seed": 5, "modalities": ["text"]}}},
+        "bonds": [{"name": "aux", "kind": "combination", "experts": {"aux": {"checkpoint": "aux"}}, "factors": {"text": 0.2}}],
+        "presets": {"aux_heavy": {"aux": {"text": 0.9}}},
+    }))
+    return path
+
+
+def api_ranking(base: str, query: str, factor: float) -> list[str]:
+    body = {"collection": "farm", "query": {"text": query}, "top_k": 8, "mixing": {"factors": {"aux": {"text": factor}}}}
+    response = httpx.post(f"{base}/search", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    return [r["id"] for r in response.json()["results"]]
+
+
+def page_ranking(page) -> list[str]:
+    return page.eval_on_selector_all("#results li", "items => items.map(li => li.dataset.id)")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/install.sh installs it)")
+def test_query_slider_and_ranking_match_the_api(space_file, tmp_path, shared_data):
+    playwright = pytest.importorskip("playwright.sync_api")
+    photos = [shared_data / "gcompris-farm" / f"{name}.webp" for name in ("dog", "cow", "horse")]
+    with running_server([str(space_file)], tmp_path / "data") as (base, _), playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(base + "/")
+        page.wait_for_function("document.querySelectorAll('#space option').length > 0")
+        assert page.locator("label[for=query-text]").inner_text().startswith("Text")  # inputs carry labels
+
+        # make a collection from real photos and typed texts, through the page
+        page.click("#new-collection summary")
+        page.fill("#new-name", "farm")
+        page.set_input_files("#new-files", [str(p) for p in photos])
+        page.fill("#new-texts", "\n".join(TEXTS))
+        page.click("#create")
+        page.wait_for_function("[...document.querySelectorAll('#collection option')].some(o => o.value === 'farm')")
+        assert httpx.get(f"{base}/collections/farm", timeout=10).json()["count"] == len(TEXTS) + len(photos)
+
+        # a query at the default factor: the page shows the API's ranking
+        query = "a dog in a field"
+        page.fill("#query-text", query)
+        page.click("#search")
+        page.wait_for_selector("#results li[data-id]")
+        assert page_ranking(page) == api_ranking(base, query, 0.2)
+
+        # move the slider to 1 with the keyboard: the page re-ranks as the API does under that factor
+        low, high = api_ranking(base, query, 0.2), api_ranking(base, query, 1.0)
+        assert low != high, "fixture must make the factor matter"
+        page.focus("#f-aux-text")
+        page.keyboard.press("End")
+        page.wait_for_function("ids => [...document.querySelectorAll('#results li')].map(li => li.dataset.id).join() === ids",
+                               arg=",".join(high))
+        assert '"text": 1' in page.inner_text("#mixing-json")
+        assert "curl -s" in page.inner_text("#curl") and '"aux":{"text":1}' in page.inner_text("#curl")
+
+        # an API error reads as a message, not a blank page
+        page.click("#create")  # "farm" exists already
+        page.wait_for_selector("#error:not([hidden])")
+        assert "farm" in page.inner_text("#error")
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "playground.png"), full_page=True)
+        browser.close()
