@@ -23,3 +23,6 @@ serve: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+
+bonds: install
+	BIN=$(BIN) bash scripts/make_bonds.sh

@@ -90,11 +90,13 @@ def embed_shard(
     from safetensors.numpy import save_file
 
     start, stop = index * shard_size, min((index + 1) * shard_size, len(pool))
-    chunks = []
-    for at in range(start, stop, batch_size):
-        items = pool.load(range(at, min(at + batch_size, stop)))
-        chunks.append(space.embed(pool.spec.modality, items))
-    vectors = np.concatenate(chunks) if chunks else np.zeros((0, space.dim), np.float32)
+    order = list(range(start, stop))
+    if pool.spec.modality == "text":  # batches of similar length pad less; rows go back in pool order below
+        order.sort(key=lambda i: len(pool.sources[i]))
+    vectors = np.zeros((stop - start, space.dim), np.float32)
+    for at in range(0, len(order), batch_size):
+        batch = order[at : at + batch_size]
+        vectors[np.asarray(batch, dtype=np.int64) - start] = space.embed(pool.spec.modality, pool.load(batch))
     folder.mkdir(parents=True, exist_ok=True)
     target = shard_path(folder, index)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")

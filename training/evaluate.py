@@ -79,7 +79,10 @@ def load_tasks(path: Path, workdir: Path) -> list[Task]:
         labels = list(classes)
         prompts = [t.replace("{c}", classes[label]) for label in labels for t in templates]
         blob = "\n".join(prompts)
-        prompt_file = Path(workdir) / "eval" / "prompts" / f"{hashlib.sha256(blob.encode()).hexdigest()[:12]}.txt"
+        # Beside the (possibly shared, symlinked) embeddings folder, named by content: work folders that
+        # share embeddings share prompt pools too, and changed prompts are a new pool, never a stale one.
+        prompt_dir = (Path(workdir) / "embeddings").resolve().parent / "prompts"
+        prompt_file = prompt_dir / f"{hashlib.sha256(blob.encode()).hexdigest()[:12]}.txt"
         prompt_file.parent.mkdir(parents=True, exist_ok=True)
         prompt_file.write_text(blob + "\n")
         prompt_pool = PoolSpec(f"prompts-{prompt_file.stem}", "text", str(prompt_file))

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Reproduce the shipped bonds from scratch with the training pipeline (`freebind train ...`):
+#   e5_into_starter  combination, multilingual e5 (text) -> starter (text, image, audio); served default
+#   starter_into_e5  displacement, starter -> e5
+# Both are trained on the same real, unpaired pools, embedded once in each space (2-core CPU: ~30 min).
+#
+#   WORK   work folder (default artifacts/bonds; everything there is resumable and can be deleted)
+#   DATA   the shared data (default ../shared/data)
+#   OUT    where the checkpoints go (default bonds/spaces/checkpoints); EVAL: reports (default docs/eval)
+#   STARTER_ENCODER / E5_ENCODER   encoder registry names (tests swap in `tiny` for a dry run)
+#   N_M30K, WORDNET_STEP, N_SPEECH, FSDD_STEP, CIFAR_STEP, HIDDEN, EPOCHS_C, EPOCHS_D   data and model sizes
+#   PROGRESS=0  no progress bars
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${BIN:-.venv/bin}
+WORK=${WORK:-artifacts/bonds}
+DATA=${DATA:-../shared/data}
+OUT=${OUT:-bonds/spaces/checkpoints}
+EVAL=${EVAL:-docs/eval}
+STARTER_ENCODER=${STARTER_ENCODER:-starter}
+E5_ENCODER=${E5_ENCODER:-e5}
+read -r -a STARTER_OPTIONS <<< "${STARTER_OPTIONS:-}"
+read -r -a E5_OPTIONS <<< "${E5_OPTIONS:-}"
+N_M30K=${N_M30K:-12000}        # Multi30k English lines 0..N-1 (evaluation uses 28000..28999)
+WORDNET_STEP=${WORDNET_STEP:-12}  # every N-th WordNet noun gloss (82,115 in all)
+N_SPEECH=${N_SPEECH:-150}      # espeak-ng clips of Multi30k lines 27000.. (not in the text pools)
+FSDD_STEP=${FSDD_STEP:-10}     # FSDD items 0, N, 2N, ... (evaluation uses 2, 12, 22, ...)
+CIFAR_STEP=${CIFAR_STEP:-3}    # CIFAR-10 items 0, 3, 6, ... (evaluation uses 1, 4, 7, ...)
+HIDDEN=${HIDDEN:-1024}         # 7 heads x 384-1024-384 in float16: 11 MB per bond
+EPOCHS_C=${EPOCHS_C:-20}
+EPOCHS_D=${EPOCHS_D:-5}
+FT="$BIN/freebind train"
+QUIET=()
+[ "${PROGRESS:-1}" = 0 ] && QUIET=(--no-progress)
+
+started=$(date +%s)
+TIMINGS="$WORK/timings.txt"
+mkdir -p "$WORK/shared" "$EVAL"
+: > "$TIMINGS"
+stage() {  # stage NAME COMMAND...: run it and record its wall time
+  local name=$1 t0
+  shift
+  t0=$(date +%s)
+  echo "== $name" >&2
+  "$@"
+  echo "$name $(( $(date +%s) - t0 ))" >> "$TIMINGS"
+}
+
+# Pools: English text, images and speech. The e5 space embeds only the text ones.
+SPEECH_TEXT="speech_text=text:$DATA/text/multi30k/train.en.gz?start=27000&stop=$((27000 + N_SPEECH))"
+POOLS=(
+  --pool "m30k_en=text:$DATA/text/multi30k/train.en.gz?stop=$N_M30K"
+  --pool "wordnet=text:$WORK/corpora/wordnet_nouns.txt?step=$WORDNET_STEP"
+  --pool "coco_captions=text:$DATA/coco-mini/captions.jsonl?field=captions"
+  --pool "cifar_train=image:$DATA/cifar10-train-3k/manifest.jsonl?step=$CIFAR_STEP"
+  --pool "coco_images=image:$DATA/coco-mini/captions.jsonl?field=image"
+  --pool "fsdd_train=audio:$DATA/fsdd-dev/manifest.jsonl?step=$FSDD_STEP"
+  --pool "speech=audio:$WORK/corpora/speech/manifest.jsonl"
+)
+PAIR_POOLS=(--pool m30k_en --pool wordnet --pool coco_captions --pool cifar_train --pool coco_images
+            --pool fsdd_train --pool speech)
+BANK=(--bank m30k_en --bank wordnet --bank coco_captions)  # text: the one modality both spaces have
+
+stage prepare-wordnet $FT prepare-wordnet --out "$WORK/corpora/wordnet_nouns.txt"
+stage prepare-speech $FT prepare-speech --pool "$SPEECH_TEXT" --out "$WORK/corpora/speech" "${QUIET[@]}"
+stage embed-starter $FT embed --workdir "$WORK/shared" --space starter --encoder "$STARTER_ENCODER" \
+  "${STARTER_OPTIONS[@]}" "${POOLS[@]}" "${QUIET[@]}"
+stage embed-e5 $FT embed --workdir "$WORK/shared" --space e5 --encoder "$E5_ENCODER" \
+  "${E5_OPTIONS[@]}" "${POOLS[@]}" "${QUIET[@]}"
+
+# bond KIND SOURCE TARGET EPOCHS NAME: pairs -> fit -> eval (sweep) -> export, on the shared embeddings
+bond() {
+  local kind=$1 source=$2 target=$3 epochs=$4 name=$5 work="$WORK/$5"
+  mkdir -p "$work"
+  ln -sfn "$(cd "$WORK/shared" && pwd)/embeddings" "$work/embeddings"
+  stage "pairs-$name" $FT pairs --workdir "$work" --source "$source" --target "$target" "${PAIR_POOLS[@]}" \
+    "${BANK[@]}" "${QUIET[@]}"
+  stage "fit-$name" $FT fit --workdir "$work" --kind "$kind" --epochs "$epochs" --hidden "$HIDDEN" "${QUIET[@]}"
+  stage "export-$name" $FT export --workdir "$work" --out "$OUT/$name" --dtype float16 \
+    --source-id "$source" --target-id "$target"
+  stage "eval-$name" $FT eval --workdir "$work" --tasks training/recipes/shipped_eval.yaml \
+    --checkpoint "$OUT/$name" --report "$EVAL/$name.json" --plot "$EVAL/$name.png" "${QUIET[@]}"
+}
+
+bond combination e5 starter "$EPOCHS_C" e5_into_starter
+bond displacement starter e5 "$EPOCHS_D" starter_into_e5
+
+total=$(( $(date +%s) - started ))
+echo "total $total" >> "$TIMINGS"
+cat "$TIMINGS" >&2
+echo "make bonds: ${total} s; checkpoints in $OUT, reports in $EVAL" >&2
