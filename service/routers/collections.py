@@ -1,0 +1,206 @@
+"""/collections: create, list, describe and delete collections; add, fetch and delete their items.
+
+An item is stored as its *components* (leaf vectors and their Gram matrix, `Space.components`), so
+/search can score it under any mixing without re-embedding it. Items are encoded before the store is
+touched: a slow encode never holds a collection's lock.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request, status
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from bonds.errors import DimensionError
+from bonds.remix import remix_vectors
+from bonds.space import Space
+from service.deps import EngineDep, SettingsDep, StoreDep
+from service.engine import VECTOR, Engine
+from service.errors import InvalidInput
+from service.index import (
+    RAW_PLAN,
+    Collection,
+    CollectionStore,
+    IndexSettings,
+    ItemNotFoundError,
+    Record,
+    SpaceMismatchError,
+)
+from service.inputs import parse_inputs, parse_uploads
+from service.settings import Settings
+
+router = APIRouter(tags=["collections"])
+INPUT_KINDS = ("text", "image", "audio", VECTOR)
+
+
+class CreateCollection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., description="letters, digits, '_' and '-'")
+    space: str | None = Field(None, description="served space the items are embedded in (default: the default space)")
+    index: IndexSettings = Field(default_factory=IndexSettings, description="candidate index and search strategy")
+    mixing: dict[str, Any] | None = Field(None, description="mixing of the vectors the ANN index holds "
+                                          "(searches may use any mixing; this one only steers ANN candidates)")
+
+
+class ItemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(..., min_length=1, max_length=512)
+    text: str | None = None
+    image: str | None = Field(None, description="base64 or data URI")
+    audio: str | None = Field(None, description="base64 or data URI")
+    vector: list[float] | None = Field(None, description="a vector of the collection's space, stored as it is")
+    fingerprint: str | None = Field(None, description="the vector's fingerprint (from /embed): checked against the space")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    def input(self) -> dict[str, Any]:
+        given = {k: getattr(self, k) for k in INPUT_KINDS if getattr(self, k) is not None}
+        if len(given) != 1:
+            raise InvalidInput(f"item {self.id!r}: give exactly one of {', '.join(INPUT_KINDS)}")
+        return given
+
+
+class AddItems(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[ItemIn] = Field(..., min_length=1)
+
+
+# --- shared with /search ------------------------------------------------------------------------------
+def open_collection(engine: Engine, store: CollectionStore, name: str) -> tuple[Collection, Space]:
+    """The collection and its space, refusing (409) a space whose id changed since the collection was made."""
+    collection = store.get(name)
+    space = engine.space(collection.meta["space"])
+    collection.check_space(space.space_id())
+    return collection, space
+
+
+def check_vector(space: Space, vector: np.ndarray, fingerprint: str | None, allowed: set[str], what: str) -> np.ndarray:
+    """A client's vector: right size, unit-normalised, and (when it says) from this space and mixing."""
+    if vector.shape != (space.dim,):
+        raise DimensionError(f"{what}: vector has {vector.size} numbers; space {space.name!r} is {space.dim}-d")
+    if fingerprint is not None and fingerprint not in allowed:
+        raise SpaceMismatchError(f"{what}: fingerprint {fingerprint!r} is not one of this space's under the mixing in "
+                                 f"use ({', '.join(sorted(allowed))}); embed it with space {space.name!r} and that mixing")
+    norm = float(np.linalg.norm(vector))
+    if norm == 0.0:
+        raise InvalidInput(f"{what}: a zero vector has no direction")
+    return (vector / norm).astype(np.float32)
+
+
+# --- collections ------------------------------------------------------------------------------------
+@router.post("/collections", status_code=status.HTTP_201_CREATED)
+async def create_collection(body: CreateCollection, engine: EngineDep, store: StoreDep) -> dict[str, Any]:
+    space = engine.space(body.space)
+    resolved = space.resolve(body.mixing)  # a bad mixing is refused now, not at the first add
+    collection = await run_in_threadpool(store.create, body.name, space.name, space.space_id(), space.dim, body.index,
+                                         json.loads(json.dumps(body.mixing or {})))
+    info = collection.info()
+    info["mixing_resolved"] = resolved.to_dict()
+    return info
+
+
+@router.get("/collections")
+async def list_collections(store: StoreDep) -> dict[str, Any]:
+    return {"collections": await run_in_threadpool(store.list)}
+
+
+@router.get("/collections/{name}")
+async def get_collection(name: str, store: StoreDep) -> dict[str, Any]:
+    return store.get(name).info()
+
+
+@router.delete("/collections/{name}")
+async def delete_collection(name: str, store: StoreDep) -> dict[str, Any]:
+    await run_in_threadpool(store.drop, name)
+    return {"name": name, "deleted": True}
+
+
+# --- items ------------------------------------------------------------------------------------------
+@router.post("/collections/{name}/items", openapi_extra={"requestBody": {"content": {
+    "application/json": {"schema": AddItems.model_json_schema()},
+    "multipart/form-data": {"schema": {"type": "object", "properties": {
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+        "metadata": {"type": "string", "description": "JSON object: file name -> metadata"}}}}}}})
+async def add_items(name: str, request: Request, engine: EngineDep, store: StoreDep,
+                    settings: SettingsDep) -> dict[str, Any]:
+    """Add or replace items (by id): JSON `{"items": [...]}`, or multipart files (id = file name)."""
+    collection, space = open_collection(engine, store, name)
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        keys, metadata, parsed = await _from_files(request, settings)
+        fingerprints: list[str | None] = [None] * len(keys)
+    else:
+        try:
+            body = AddItems.model_validate_json(await request.body())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise InvalidInput(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+        keys = [item.id for item in body.items]
+        metadata = [item.metadata for item in body.items]
+        fingerprints = [item.fingerprint for item in body.items]
+        parsed = await run_in_threadpool(parse_inputs, [item.input() for item in body.items], settings)
+    records = await _records(engine, collection, space, keys, metadata, fingerprints, parsed)
+    count = await run_in_threadpool(collection.upsert, space.space_id(), records)
+    return {"collection": name, "upserted": count, "ids": list(dict.fromkeys(keys))}
+
+
+async def _from_files(request: Request, settings: Settings) -> tuple[list[str], list[dict], list[tuple[str, Any]]]:
+    """Multipart `files` (modality from each content type; id = file name) and optional `metadata`."""
+    form = await request.form()
+    files = [f for f in form.getlist("files") if hasattr(f, "read")]
+    if not files:
+        raise InvalidInput("multipart upload: send the media as one or more 'files' parts")
+    try:
+        by_name = json.loads(str(form.get("metadata") or "{}"))
+    except json.JSONDecodeError:
+        by_name = None
+    if not isinstance(by_name, dict):
+        raise InvalidInput("multipart 'metadata' must be a JSON object: file name -> metadata")
+    uploads = [(f.content_type, await f.read()) for f in files]
+    parsed = await run_in_threadpool(parse_uploads, uploads, settings)
+    keys = [f.filename or f"file-{i}" for i, f in enumerate(files)]
+    metadata = [{"filename": f.filename, **(by_name.get(f.filename) or {})} for f in files]
+    return keys, metadata, parsed
+
+
+async def _records(engine: Engine, collection: Collection, space: Space, keys: list[str], metadata: list[dict],
+                   fingerprints: list[str | None], parsed: list[tuple[str, Any]]) -> list[Record]:
+    """Components per modality (one batched call each) plus each item's vector under the default mixing."""
+    default = space.resolve(collection.meta["mixing"])
+    records: list[Record | None] = [None] * len(keys)
+    by_modality: dict[str, list[int]] = {}
+    for i, (modality, _) in enumerate(parsed):
+        by_modality.setdefault(modality, []).append(i)
+    for modality, where in by_modality.items():
+        if modality == VECTOR:
+            allowed = {space.fingerprint(default)}
+            for i in where:
+                v = check_vector(space, parsed[i][1], fingerprints[i], allowed, f"item {keys[i]!r}")
+                records[i] = Record(keys[i], VECTOR, metadata[i], [RAW_PLAN.key], v[None, :], np.ones((1, 1)), v)
+            continue
+        components = await engine.components(space, modality, [parsed[i][1] for i in where])
+        vectors = remix_vectors(space.plan(modality, default), components.keys, components.leaves, components.gram)
+        for n, i in enumerate(where):
+            records[i] = Record(keys[i], modality, metadata[i], components.keys, components.leaves[n],
+                                components.gram[n], vectors[n])
+    return [r for r in records if r is not None]
+
+
+@router.get("/collections/{name}/items/{item_id}")
+async def get_item(name: str, item_id: str, store: StoreDep) -> dict[str, Any]:
+    found = await run_in_threadpool(store.get(name).get, item_id)
+    if found is None:
+        raise ItemNotFoundError(f"collection {name!r} has no item {item_id!r}")
+    return found
+
+
+@router.delete("/collections/{name}/items/{item_id}")
+async def delete_item(name: str, item_id: str, store: StoreDep) -> dict[str, Any]:
+    if not await run_in_threadpool(store.get(name).delete, [item_id]):
+        raise ItemNotFoundError(f"collection {name!r} has no item {item_id!r}")
+    return {"collection": name, "id": item_id, "deleted": True}
