@@ -73,18 +73,20 @@ def test_topk_truncation_error_on_a_real_bank(shared_data):
 
 @pytest.mark.models
 def test_topk_truncation_error_on_minilm_captions(shared_data):
-    """The same measurement in the starter space (MiniLM text) where the default k = 64 is used."""
+    """The same measurement in MiniLM space (the starter's text side), where the default k = 64 is used."""
     from bonds.encoders import list_encoders
 
-    if "starter" not in list_encoders():
-        pytest.skip("starter encoder not available")
+    if "minilm" not in list_encoders():
+        pytest.skip("the MiniLM encoder (bonds.encoders.starter) is not available")
     with gzip.open(shared_data / "text/multi30k/train.en.gz", "rt") as handle:
         lines = [line.strip() for line in handle]
-    encoder = create_encoder("starter")
-    xb, xq = encoder.encode("text", lines[:4000]).vectors, encoder.encode("text", lines[20000:20200]).vectors
-    _, (exact,) = dense_reference(xq, xb, [xb], 0.01)
+    encoder = create_encoder("minilm")
+    xb, xq = encoder.encode("text", lines[:1500]).vectors, encoder.encode("text", lines[20000:20100]).vectors
+    w_ref, (exact,) = dense_reference(xq, xb, [xb], 0.01)
     (approx,) = retrieve(xq, xb, [xb], k=64, tau=0.01)
-    assert np.abs(approx - exact).max() < 1e-2
+    missing = 1 - np.sort(w_ref, axis=1)[:, ::-1][:, :64].sum(axis=1)
+    assert np.abs(approx - exact).max() <= 2 * missing.max() + 1e-5
+    assert np.abs(approx - exact).max() < 2e-2
     cosine = (normalize_rows(approx) * normalize_rows(exact.astype(np.float32))).sum(axis=1)
     assert cosine.min() > 0.999
 
