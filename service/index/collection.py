@@ -15,6 +15,7 @@ before calling in (never under the lock); exact scoring runs outside it on immut
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -26,22 +27,14 @@ from typing import Any
 import numpy as np
 
 from bonds.plan import Node
-from service.index import search, snapshot
+from service.index import items, search, snapshot
 from service.index.ann import Ann
 from service.index.errors import CollectionNotFoundError, InvalidCollectionError, SpaceMismatchError
-from service.index.filters import to_sql
 from service.index.groups import Group
 from service.index.settings import IndexSettings
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL UNIQUE,
-                                  modality TEXT NOT NULL, metadata TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY AUTOINCREMENT, op TEXT NOT NULL, item INTEGER NOT NULL,
-                                modality TEXT, leaves BLOB, gram BLOB, vector BLOB);
-"""
-
-
+log = logging.getLogger(__name__)
+TRUNCATE_SLICE = 2000  # log rows deleted per transaction after a snapshot
 @dataclass
 class Record:
     """One item to store: its components under the space's full mixing and its default-mixing vector."""
@@ -63,14 +56,6 @@ class Hit:
     metadata: dict[str, Any]
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # used under the lock only
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.executescript(SCHEMA)
-    return conn
-
-
 class Collection:
     def __init__(self, folder: Path, conn: sqlite3.Connection, snapshot_every: int):
         self.folder, self._conn, self.snapshot_every = folder, conn, snapshot_every
@@ -86,11 +71,12 @@ class Collection:
         self._unsnapshotted = 0
         self.closed = False
         self.last_snapshot_s = 0.0
+        self._snapshot_thread: threading.Thread | None = None
 
     # --- lifecycle --------------------------------------------------------------------------------
     @classmethod
     def create(cls, folder: Path, meta: Mapping[str, Any], snapshot_every: int) -> Collection:
-        conn = _connect(folder / "items.sqlite")
+        conn = items.connect(folder / "items.sqlite")
         with conn:
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
@@ -99,7 +85,7 @@ class Collection:
     @classmethod
     def open(cls, folder: Path, snapshot_every: int) -> Collection:
         snapshot.clean(folder)
-        collection = cls(folder, _connect(folder / "items.sqlite"), snapshot_every)
+        collection = cls(folder, items.connect(folder / "items.sqlite"), snapshot_every)
         collection._recover()
         return collection
 
@@ -145,7 +131,7 @@ class Collection:
 
     def discard(self) -> None:
         """Close without a snapshot (the collection is being deleted); later calls get a 404."""
-        with self._lock:
+        with self._snapshotting, self._lock:  # a running snapshot finishes first: its folder is about to go
             self.closed = True
             self._conn.close()
 
@@ -311,8 +297,7 @@ class Collection:
         """Vectors `(len(keys), d)` of stored items under `plans`, rebuilt from their components."""
         with self._lock:
             self._check_open()
-            marks = ", ".join("?" * len(keys))
-            ids = dict(self._conn.execute(f"SELECT key, id FROM items WHERE key IN ({marks})", list(keys)).fetchall())
+            ids = items.ids_of(self._conn, list(keys))
             located = self._rows_of(np.array([ids[k] for k in keys], dtype=np.int64))
             views = {m: self.groups[m].view() for m in located}
         out = np.zeros((len(keys), self.dim), dtype=np.float32)
@@ -325,23 +310,13 @@ class Collection:
 
     def _select(self, filter_, modalities, exclude_keys) -> tuple[np.ndarray | None, set[int]]:
         """Ids allowed by the filter and modalities (None: all), and ids to leave out."""
-        exclude = set()
-        if exclude_keys:
-            marks = ", ".join("?" * len(exclude_keys))
-            exclude = {r[0] for r in self._conn.execute(f"SELECT id FROM items WHERE key IN ({marks})", list(exclude_keys))}
+        exclude = set(items.ids_of(self._conn, list(exclude_keys)).values())
         if not filter_ and modalities is None:
             return None, exclude
-        where, params = to_sql(filter_)
-        if modalities is not None:
-            where += f" AND modality IN ({', '.join('?' * len(modalities))})"
-            params += list(modalities)
-        try:
-            found = [r[0] for r in self._conn.execute(f"SELECT id FROM items WHERE {where} ORDER BY id", params)]
-        except sqlite3.OperationalError as exc:  # e.g. malformed JSON paths; the message is SQLite's own
-            raise InvalidCollectionError(f"filter cannot be applied: {exc}") from None
-        return np.array(found, dtype=np.int64), exclude
+        return items.select(self._conn, filter_, modalities), exclude
 
     def _rows_of(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """Item ids -> their rows, per modality group (under the lock: rows move on compaction)."""
         rows: dict[str, list[int]] = {}
         for item in ids.tolist():
             for modality, group in self.groups.items():
@@ -351,23 +326,36 @@ class Collection:
         return {m: np.array(r, dtype=np.int64) for m, r in rows.items()}
 
     def _hits(self, best: list[search.Scored]) -> list[Hit]:
-        if not best:
-            return []
         with self._lock:
             self._check_open()
-            marks = ", ".join("?" * len(best))
-            rows = {r[0]: r[1:] for r in self._conn.execute(
-                f"SELECT id, key, metadata FROM items WHERE id IN ({marks})", [s.id for s in best])}
+            found = items.describe(self._conn, [s.id for s in best])
         # An item deleted since its score was taken is left out rather than returned stale.
-        return [Hit(rows[s.id][0], s.score, s.modality, json.loads(rows[s.id][1])) for s in best if s.id in rows]
+        return [Hit(found[s.id][0], s.score, s.modality, found[s.id][1]) for s in best if s.id in found]
 
     # --- snapshots --------------------------------------------------------------------------------
     def _maybe_snapshot(self) -> None:
-        if self._unsnapshotted >= self.snapshot_every:
+        """Snapshot in a background thread once the log holds `snapshot_every` entries and half as many as
+        there are live items (each snapshot rewrites every array, so this keeps the total cost linear)."""
+        with self._lock:
+            live = sum(g.live for g in self.groups.values())
+            if self._unsnapshotted < max(self.snapshot_every, live // 2) or self._snapshot_thread is not None:
+                return
+            self._snapshot_thread = threading.Thread(target=self._background_snapshot, daemon=True,
+                                                     name=f"snapshot-{self.name}")
+        self._snapshot_thread.start()
+
+    def _background_snapshot(self) -> None:
+        try:
             self.snapshot()
+        except CollectionNotFoundError:
+            pass  # deleted meanwhile
+        except Exception:  # the log still holds everything: nothing is lost, the next try may succeed
+            log.exception("snapshot of collection %r failed", self.name)
+        finally:
+            self._snapshot_thread = None
 
     def snapshot(self) -> None:
-        """Persist the arrays and ANN index as of now and truncate the log behind them."""
+        """Persist the arrays and ANN index as of now, then truncate the log behind them."""
         with self._snapshotting:
             with self._lock:
                 self._check_open()
@@ -381,9 +369,17 @@ class Collection:
                 ann, trained_on, pending = self.ann.to_bytes(), self.ann.trained_on, self._unsnapshotted
             started = time.monotonic()
             snapshot.save(self.folder, seq, views, ann, trained_on)  # outside the lock: views are immutable
+            # Truncate in slices, taking the lock per slice: freeing blob pages is slow, and searches
+            # and writes should interleave with it rather than wait for all of it.
+            while True:
+                with self._lock:
+                    if self.closed:
+                        break
+                    deleted = self._conn.execute("DELETE FROM log WHERE seq IN (SELECT seq FROM log WHERE seq <= ? "
+                                                 "LIMIT ?)", (seq, TRUNCATE_SLICE)).rowcount
+                if deleted < TRUNCATE_SLICE:
+                    break
             with self._lock:
-                if not self.closed:
-                    self._conn.execute("DELETE FROM log WHERE seq <= ?", (seq,))
                 self._unsnapshotted -= pending
             snapshot.clean(self.folder)
             self.last_snapshot_s = time.monotonic() - started

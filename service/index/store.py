@@ -7,6 +7,7 @@ before removing it. So after a crash a collection either exists whole or not at 
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import re
 import shutil
@@ -33,12 +34,21 @@ class CollectionStore:
         self.snapshot_every = snapshot_every
         self._collections: dict[str, Collection] = {}
         self._lock = threading.Lock()
+        self._owner = None  # the open lock file: one process per data folder (POSIX locks are per process)
 
     def open(self) -> None:
         """Load every collection: last snapshot + write-ahead log replay each."""
         self.root.mkdir(parents=True, exist_ok=True)
+        self._owner = open(self.root / ".lock", "w")  # noqa: SIM115 - held until close()
+        try:
+            fcntl.lockf(self._owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._owner.close()
+            raise RuntimeError(f"{self.root} is in use by another process (two servers on one data folder "
+                               "would overwrite each other's snapshots)") from None
         for leftover in self.root.glob(".*"):  # half-created or half-deleted folders
-            shutil.rmtree(leftover, ignore_errors=True)
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
         started = time.monotonic()
         with self._lock:
             for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
@@ -50,6 +60,9 @@ class CollectionStore:
             collections, self._collections = list(self._collections.values()), {}
         for collection in collections:
             collection.close()
+        if self._owner is not None:
+            self._owner.close()  # releases the lock
+            self._owner = None
 
     def create(self, name: str, space: str, space_id: str, dim: int, index: IndexSettings | Mapping[str, Any] | None = None,
                mixing: Mapping[str, Any] | None = None) -> Collection:

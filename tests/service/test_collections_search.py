@@ -138,15 +138,15 @@ def test_collection_lifecycle_and_items(client):
     assert client.get("/collections/things").status_code == 404
 
 
-def test_items_survive_a_restart(client, space_file, tmp_path):
-    make(client)
-    before = client.post("/search", json={"collection": "things", "query": {"text": "dog"}, "top_k": 4}).json()
-    client.__exit__(None, None, None)
+def test_items_survive_a_restart(space_file, tmp_path):
+    first = start(space_file, tmp_path / "data")
+    make(first)
+    before = first.post("/search", json={"collection": "things", "query": {"text": "dog"}, "top_k": 4}).json()
+    first.__exit__(None, None, None)
     again = start(space_file, tmp_path / "data")
     after = again.post("/search", json={"collection": "things", "query": {"text": "dog"}, "top_k": 4}).json()
-    assert after["results"] == before["results"]
     again.__exit__(None, None, None)
-    client.__enter__()  # the fixture closes it once more
+    assert after["results"] == before["results"]
 
 
 def test_vector_items_and_queries_check_the_space(client, space_file):

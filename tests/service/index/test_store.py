@@ -63,13 +63,22 @@ def test_write_close_reopen_keeps_everything(tmp_path):
     again.close()
 
 
-def test_reopen_without_close_replays_the_log(tmp_path):
-    """A second store on the same folder, the first never closed: what a crash leaves behind."""
-    first = open_store(tmp_path, snapshot_every=7)
+def crash(store: CollectionStore) -> None:
+    """Let go of the files as a killed process would: no snapshot, no log truncation."""
+    for collection in store._collections.values():
+        collection.discard()
+    store._owner.close()
+
+
+def test_reopen_after_a_crash_replays_the_log_over_the_snapshot(tmp_path):
+    first = open_store(tmp_path)
     collection = first.get("crash")
     for batch in range(5):
         collection.upsert(SPACE_ID, records_for_batch(batch))
         collection.delete(deleted_in(batch))
+        if batch == 2:
+            collection.snapshot()  # batches 0-2 in the snapshot, 3-4 only in the log
+    crash(first)
     expected = {f"b{b}-{i}" for b in range(5) for i in range(BATCH)} - {k for b in range(5) for k in deleted_in(b)}
     second = open_store(tmp_path)
     recovered = second.get("crash")
@@ -171,7 +180,8 @@ def test_ann_rerank_finds_the_exact_top_k(tmp_path, index):
     collection = store.create("c", "synthetic", SPACE_ID, 8, index, {})
     keys = [f"k{i}" for i in range(400)]
     collection.upsert(SPACE_ID, [record(k, even=i % 2 == 0) for i, k in enumerate(keys)])
-    collection.delete(keys[:100])  # HNSW: tombstones; the snapshot after 150 writes compacts them
+    collection.delete(keys[:100])  # HNSW: tombstones, dropped when the snapshot rebuilds the index
+    collection.snapshot()
     collection.upsert(SPACE_ID, [record(f"x{i}") for i in range(60)])
     live = keys[100:] + [f"x{i}" for i in range(60)]
     query = vector("query")
@@ -209,6 +219,15 @@ def test_filters_restrict_before_truncation(tmp_path):
 
 
 def test_errors_say_what_is_wrong(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from service.index import CollectionStore; "
+                               "s = CollectionStore(sys.argv[1]); s.open(); print('open', flush=True); time.sleep(60)",
+                               str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert holder.stdout.readline().strip() == "open"
+    with pytest.raises(RuntimeError, match="in use by another process"):
+        CollectionStore(tmp_path).open()
+    holder.kill()
+    holder.wait()
     store = open_store(tmp_path)
     with pytest.raises(CollectionExistsError):
         store.create("crash", "synthetic", SPACE_ID, 8)
