@@ -1,0 +1,72 @@
+"""`create_app(settings)`: the FastAPI app, built from settings it is given (nothing read at import).
+
+State on `app.state`: `settings`, `metrics` (this app's Prometheus registry), `engine` (spaces and
+batchers; loads in the background once the lifespan starts) and `store` (collections; opened at
+start-up, closed at shutdown). Every router but health needs the API key when keys are configured.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+from fastapi import Depends, FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from bonds.checkpoint import library_version
+from service.deps import require_api_key
+from service.engine import Engine
+from service.errors import install_error_handlers, problem_responses
+from service.index.store import CollectionStore
+from service.metrics import Metrics
+from service.middleware import BodyLimit, RequestContext
+from service.routers import classify, collections, embed, health, metrics, openai, search, spaces
+from service.settings import Settings, get_settings
+
+log = logging.getLogger("freebind.service")
+STATIC = Path(__file__).parent / "static"
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    store = CollectionStore(settings.data_dir)
+    await anyio.to_thread.run_sync(store.open)
+    app.state.store = store
+    await app.state.engine.start()  # returns at once: spaces load and warm up in the background
+    try:
+        yield
+    finally:
+        await app.state.engine.stop()
+        await anyio.to_thread.run_sync(store.close)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(title="FreeBind", version=library_version(), lifespan=lifespan, responses=problem_responses(),
+                  description="Multimodal embedding spaces with bonded experts, mixed per request.")
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.engine = Engine(settings, app.state.metrics)
+    install_error_handlers(app)
+    # Added innermost first: RequestContext wraps everything, so even a 413 carries a request id.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext, metrics=app.state.metrics)
+
+    app.include_router(health.router)
+    authed = [Depends(require_api_key)]
+    for module in (embed, openai, spaces, collections, search, classify, metrics):
+        app.include_router(module.router, dependencies=authed)
+    if settings.playground and (STATIC / "index.html").is_file():
+        app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+        @app.get("/", include_in_schema=False)
+        async def playground() -> FileResponse:  # the page is public; the API calls it makes are not
+            return FileResponse(STATIC / "index.html")
+
+    return app
+

@@ -1,0 +1,224 @@
+"""Dynamic batching: items of many requests share one model call, made in the encoder's own thread.
+
+A request's items go into a bounded queue, each with its own future. A worker task takes the oldest
+items as soon as `max_batch_size` are waiting or the oldest has waited `max_wait_s`, and runs the model
+once per modality of the batch in a dedicated thread (one thread per encoder: models are not called
+concurrently, and the event loop stays free). A queue that cannot take all of a request's items
+refuses them with `Overloaded` (HTTP 429) instead of growing without bound.
+
+Queue and futures live on the event loop, so a request costs no lock and no thread switch of its own:
+the only hand-offs are one per batch, to the model thread and back.
+
+If a batch fails, each of its items is retried alone, so one bad item fails only its own request.
+The worker counts model calls that fail for reasons other than bad input; after `FAILURE_LIMIT` in a
+row (and whenever the worker has died) `healthy` is false, which is what /health/ready reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bonds.encoders.base import Encoded, Encoder
+from bonds.errors import FreeBindError
+from service.errors import NotReady, Overloaded
+from service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+FAILURE_LIMIT = 5
+
+
+@dataclass
+class _Job:
+    modality: str
+    item: Any
+    enqueued: float
+    future: asyncio.Future
+
+
+class Batcher:
+    def __init__(self, name: str, encode: Callable[[str, Sequence[Any]], Encoded], *, max_batch_size: int,
+                 max_wait_s: float, max_queue: int, retry_after_s: int = 1, metrics: Metrics | None = None):
+        self.name, self._encode = name, encode
+        self.max_batch_size, self.max_wait_s, self.max_queue = max_batch_size, max_wait_s, max_queue
+        self.retry_after_s, self.metrics = retry_after_s, metrics
+        self._queue: deque[_Job] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix=f"model-{name}")
+        self._stopping = False
+        self.died: BaseException | None = None
+        self.consecutive_failures = 0
+        if metrics is not None:
+            metrics.queue_depth.labels(name).set_function(lambda: len(self._queue))
+
+    # --- lifecycle (on the event loop) ------------------------------------------------------------
+    def start(self) -> None:
+        self._loop, self._loop_thread, self._wakeup = asyncio.get_running_loop(), threading.get_ident(), asyncio.Event()
+        self._task = self._loop.create_task(self._run(), name=f"batcher-{self.name}")
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Finish what is queued, then end the worker and the model thread."""
+        self._stopping = True
+        if self._task is not None:
+            self._wakeup.set()
+            await asyncio.wait([self._task], timeout=timeout)
+        self._model_thread.shutdown(wait=False)
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def healthy(self) -> bool:
+        return self.alive and self.consecutive_failures < FAILURE_LIMIT
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    # --- callers' side ----------------------------------------------------------------------------
+    def submit(self, modality: str, items: Sequence[Any]) -> list[asyncio.Future]:
+        """Queue every item or none (a request is never half admitted). Call on the event loop."""
+        if self._stopping or not self.alive:
+            raise NotReady(f"the batching worker of encoder {self.name!r} is not running")
+        if len(self._queue) + len(items) > self.max_queue:
+            raise Overloaded(f"encoder {self.name!r} has {len(self._queue)} items queued (limit {self.max_queue}); "
+                             "retry later", retry_after_s=self.retry_after_s)
+        now = time.perf_counter()
+        jobs = [_Job(modality, item, now, self._loop.create_future()) for item in items]
+        self._queue.extend(jobs)
+        self._wakeup.set()
+        return [job.future for job in jobs]
+
+    async def encode_async(self, modality: str, items: Sequence[Any]) -> Encoded:
+        """What `Encoder.encode` returns, computed in batches shared with other requests."""
+        return _assemble(await asyncio.gather(*self.submit(modality, items), return_exceptions=True))
+
+    def encode(self, modality: str, items: Sequence[Any]) -> Encoded:
+        """The same from a thread other than the event loop's (blocks that thread)."""
+        if self._loop is None:
+            raise NotReady(f"the batching worker of encoder {self.name!r} is not running")
+        return asyncio.run_coroutine_threadsafe(self.encode_async(modality, items), self._loop).result()
+
+    def on_loop_thread(self) -> bool:
+        return self._loop_thread == threading.get_ident()
+
+    # --- the worker -------------------------------------------------------------------------------
+    async def _run(self) -> None:
+        jobs: list[_Job] | None = []
+        try:
+            while (jobs := await self._next_batch()) is not None:
+                await self._process(jobs)
+        except BaseException as exc:  # noqa: BLE001 - even SystemExit from the model thread: record, answer, end
+            self.died = exc
+            log.critical("batching worker of %s died; /health now fails", self.name, exc_info=exc)
+            left, self._queue = [*(jobs or []), *self._queue], deque()
+            for job in left:
+                if not job.future.done():
+                    job.future.set_exception(NotReady(f"the batching worker of encoder {self.name!r} stopped"))
+
+    async def _next_batch(self) -> list[_Job] | None:
+        """Wait for the first item, then for a full batch or the oldest item's deadline."""
+        while not self._queue:
+            if self._stopping:
+                return None
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        deadline = self._queue[0].enqueued + self.max_wait_s
+        while len(self._queue) < self.max_batch_size and not self._stopping:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                break
+        return [self._queue.popleft() for _ in range(min(self.max_batch_size, len(self._queue)))]
+
+    async def _process(self, jobs: list[_Job]) -> None:
+        started = time.perf_counter()
+        jobs = [job for job in jobs if not job.future.done()]  # a caller that went away costs no compute
+        if self.metrics is not None and jobs:
+            self.metrics.batch_size.labels(self.name).observe(len(jobs))
+            for job in jobs:
+                self.metrics.observe("queue", started - job.enqueued)
+        by_modality: dict[str, list[_Job]] = {}
+        for job in jobs:
+            by_modality.setdefault(job.modality, []).append(job)
+        for modality, group in by_modality.items():
+            await self._call(modality, group)
+
+    async def _call(self, modality: str, jobs: list[_Job]) -> None:
+        started = time.perf_counter()
+        try:
+            encoded = await self._loop.run_in_executor(self._model_thread, self._encode, modality,
+                                                       [job.item for job in jobs])
+        except Exception as exc:
+            if len(jobs) > 1:  # isolate the culprit: the other requests' items still get answers
+                for job in jobs:
+                    await self._call(modality, [job])
+                return
+            if not isinstance(exc, FreeBindError):
+                self.consecutive_failures += 1
+                log.error("encoder %s failed on one item", self.name, exc_info=exc)
+            if not jobs[0].future.done():
+                jobs[0].future.set_exception(exc)
+            return
+        self.consecutive_failures = 0
+        if self.metrics is not None:
+            self.metrics.observe("encode", time.perf_counter() - started)
+        for job, vector, note in zip(jobs, encoded.vectors, encoded.notes, strict=True):
+            if not job.future.done():
+                job.future.set_result((vector, note))
+
+
+def _assemble(outcomes: list) -> Encoded:
+    """Per-item `(vector, note)` results back into one `Encoded`; the first failure raised with the
+    item's position in the caller's own list (its batch position means nothing to the caller)."""
+    for i, outcome in enumerate(outcomes):
+        if isinstance(outcome, FreeBindError):
+            located = copy.copy(outcome)
+            located.index = i
+            raise located from None
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return Encoded(np.stack([v for v, _ in outcomes]).astype(np.float32, copy=False), [n for _, n in outcomes])
+
+
+# Encoder results the engine already awaited for the current request, by (id(encoder), modality). The
+# library's `Space.encode` then finds them instead of waiting on a batcher from inside a thread.
+PREFETCHED: ContextVar[dict[tuple[int, str], Encoded] | None] = ContextVar("prefetched", default=None)
+
+
+class BatchedEncoder:
+    """Stands in for an encoder inside a space: every attribute is the encoder's, `encode` is batched."""
+
+    def __init__(self, encoder: Encoder, batcher: Batcher):
+        self.inner, self.batcher = encoder, batcher
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def encode(self, modality: str, items: Sequence[Any]) -> Encoded:
+        self.inner.check_modality(modality)
+        found = (PREFETCHED.get() or {}).get((id(self.inner), modality))
+        if found is not None and len(found.vectors) == len(items):
+            return found
+        if len(items) == 0 or self.batcher.on_loop_thread():  # waiting here would deadlock the loop
+            return self.inner.encode(modality, items)
+        return self.batcher.encode(modality, list(items))

@@ -1,0 +1,49 @@
+"""`freebind serve`: settings from options and `FREEBIND_*` variables, then uvicorn on `create_app`.
+
+Every field of `service.settings.Settings` is also an environment variable; the options below are the
+ones worth a flag. API keys come only from `FREEBIND_API_KEYS` (a flag would show them in `ps`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+
+def serve_command(
+    host: str = typer.Option(None, "--host", envvar="FREEBIND_HOST", help="interface to listen on [127.0.0.1]"),
+    port: int = typer.Option(None, "--port", envvar="FREEBIND_PORT", help="TCP port [8000]"),
+    space: list[str] = typer.Option(None, "--space", envvar="FREEBIND_SPACES",
+                                    help="space name or description file; repeat for several [starter_e5]"),
+    default_space: str = typer.Option(None, "--default-space", envvar="FREEBIND_DEFAULT_SPACE",
+                                      help="space of requests that name none [the first]"),
+    data_dir: Path = typer.Option(None, "--data-dir", envvar="FREEBIND_DATA_DIR", help="collections folder [./data]"),
+    models_root: Path = typer.Option(None, "--models-root", envvar="FREEBIND_MODELS_ROOT",
+                                     help="folder ${models_root} in space descriptions points to"),
+    device: str = typer.Option(None, "--device", envvar="FREEBIND_DEVICE", help="torch device: cpu, cuda, cuda:1"),
+    max_batch_size: int = typer.Option(None, "--max-batch-size", envvar="FREEBIND_MAX_BATCH_SIZE",
+                                       help="items per model call [the encoder's own]"),
+    max_wait_ms: float = typer.Option(None, "--max-wait-ms", envvar="FREEBIND_MAX_WAIT_MS",
+                                      help="how long a batch waits to fill [5]"),
+    allow_urls: bool = typer.Option(None, "--allow-urls/--no-allow-urls", envvar="FREEBIND_ALLOW_URLS",
+                                    help="let media inputs be http(s) URLs the server fetches [off]"),
+    log_level: str = typer.Option(None, "--log-level", envvar="FREEBIND_LOG_LEVEL",
+                                  help="debug, info, warning, error [info]"),
+) -> None:
+    """Serve the embedding API (and the playground page) over HTTP."""
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import get_settings
+
+    settings = get_settings(
+        host=host, port=port, spaces=space or None, default_space=default_space, data_dir=data_dir,
+        models_root=models_root, device=device, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
+        allow_urls=allow_urls, log_level=log_level,
+    )
+    logging.getLogger().setLevel(settings.log_level.upper())
+    logging.getLogger(__name__).info("serving %s on http://%s:%d", ", ".join(settings.spaces), settings.host,
+                                     settings.port)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower())

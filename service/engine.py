@@ -1,0 +1,292 @@
+"""The engine: the served spaces, one batcher per encoder, and the async calls the routers make.
+
+Spaces load in the background after start-up (so /health/live answers while weights load); each
+distinct encoder object gets one `Batcher`, and every space that uses it sees a `BatchedEncoder` in
+its place. A request first awaits, in the batchers, every encoder output its plan needs (riding in
+batches with other requests' items, no thread held while it waits), then runs the library's own
+`Space.encode` / `Space.components`, which find those outputs and only do the bond math.
+Admission is by items in flight (`max_queue`): a request that does not fit is a 429.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import numpy as np
+
+from bonds.description import load_space
+from bonds.encoders.base import Audio, Encoder, l2_normalize
+from bonds.errors import DescriptionError, DimensionError, FreeBindError, UnknownNameError
+from bonds.mixing import ResolvedMixing
+from bonds.plan import Encode, Node, Project
+from bonds.space import Components, Embedding, Space
+from service.batcher import PREFETCHED, BatchedEncoder, Batcher
+from service.errors import NotReady, Overloaded, TooManyItems
+from service.metrics import Metrics
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+VECTOR = "vector"  # an input that is already a vector of the space: passed through, not encoded
+
+
+@dataclass
+class Embedded:
+    """The embeddings of one request's inputs, in input order."""
+
+    space: Space
+    vectors: np.ndarray  # (n, dim) float32
+    modalities: list[str]
+    notes: list[str | None]
+    mixing: ResolvedMixing
+    fingerprint: str
+
+
+class Engine:
+    def __init__(self, settings: Settings, metrics: Metrics):
+        self.settings, self.metrics = settings, metrics
+        self.spaces: dict[str, Space] = {}
+        self.batchers: dict[int, Batcher] = {}  # by id() of the encoder object spaces share
+        self._encoders: dict[int, Encoder] = {}
+        self.state = "starting"  # -> loading -> warming -> ready | failed; stopped
+        self.error: str | None = None
+        self._in_flight = 0
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._loaded = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._limiter = anyio.CapacityLimiter(self.settings.max_concurrency)
+        self._task = asyncio.create_task(self._load())
+
+    async def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        for batcher in self.batchers.values():
+            await batcher.stop()
+        self.state = "stopped"
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        await asyncio.wait_for(self._loaded.wait(), timeout)
+        return self.state == "ready"
+
+    async def _load(self) -> None:
+        try:
+            self.state = "loading"
+            started = time.perf_counter()
+            await anyio.to_thread.run_sync(self._load_spaces)
+            for batcher in self.batchers.values():
+                batcher.start()  # on the event loop, where their queues live
+            log.info("loaded spaces %s in %.1fs", ", ".join(self.spaces), time.perf_counter() - started)
+            self.state = "warming"
+            if self.settings.warmup:
+                await self.warm_up()
+            self.state = "ready"
+        except Exception as exc:
+            # /health shows our own messages (a bad description, a missing checkpoint); anything else
+            # only by type: the traceback is in the log
+            self.state = "failed"
+            self.error = str(exc) if isinstance(exc, FreeBindError) else f"{type(exc).__name__} (see the server log)"
+            log.exception("the engine failed to start; /health/live now fails")
+        finally:
+            self._loaded.set()
+
+    def _load_spaces(self) -> None:
+        cache: dict[str, Any] = {}  # one encoder object per (kind, options, device), however many spaces
+        for entry in self.settings.spaces:
+            space = load_space(entry, models_root=self.settings.models_root, device=self.settings.device,
+                               encoder_cache=cache)
+            if space.name in self.spaces:
+                raise DescriptionError(f"two served spaces are named {space.name!r} ({entry})")
+            for encoder_space in space.encoder_spaces().values():
+                encoder_space.encoder = self._batched(encoder_space.encoder)
+            self.spaces[space.name] = space
+        default = self.settings.default_space
+        if default is not None and default not in self.spaces:
+            raise DescriptionError(f"default space {default!r} is not served; served: {', '.join(self.spaces)}")
+
+    def _batched(self, encoder: Encoder) -> BatchedEncoder:
+        inner = encoder.inner if isinstance(encoder, BatchedEncoder) else encoder
+        if id(inner) not in self.batchers:
+            label = inner.name if all(b.name != inner.name for b in self.batchers.values()) else f"{inner.name}#{len(self.batchers)}"
+            batcher = Batcher(label, inner.encode, max_batch_size=self.settings.max_batch_size or inner.max_batch_size,
+                              max_wait_s=self.settings.max_wait_ms / 1000.0, max_queue=self.settings.max_queue,
+                              retry_after_s=self.settings.retry_after_s, metrics=self.metrics)
+            self.batchers[id(inner)], self._encoders[id(inner)] = batcher, inner
+        return BatchedEncoder(inner, self.batchers[id(inner)])
+
+    async def warm_up(self) -> None:
+        """One tiny input per space and modality: first calls (allocations, lazy init) are the slow ones."""
+        for space in self.spaces.values():
+            for modality in space.modalities:
+                await self.embed(space, modality, [_SAMPLES[modality]()])
+
+    async def probe(self) -> None:
+        """Send one tiny input through each failing batcher: a success clears its failure count, so a
+        transient failure does not leave the service unready with no traffic left to prove otherwise."""
+        for key, batcher in self.batchers.items():
+            if batcher.alive and not batcher.healthy:
+                encoder = self._encoders[key]
+                modality = encoder.modalities[0]
+                try:
+                    await batcher.encode_async(modality, [_SAMPLES[modality]()])
+                except Exception as exc:
+                    log.warning("health probe of encoder %s failed: %s", batcher.name, exc)
+
+    # --- health -----------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready" and all(b.healthy for b in self.batchers.values())
+
+    @property
+    def alive(self) -> bool:
+        """False only for what a restart would fix: a failed start or a dead batching worker."""
+        return self.state != "failed" and all(b.died is None for b in self.batchers.values())
+
+    def health(self) -> dict[str, Any]:
+        encoders = {b.name: {"alive": b.alive, "healthy": b.healthy, "queued": b.depth,
+                             "consecutive_failures": b.consecutive_failures} for b in self.batchers.values()}
+        return {"state": self.state, "error": self.error, "spaces": list(self.spaces), "encoders": encoders,
+                "items_in_flight": self._in_flight}
+
+    # --- what routers call ------------------------------------------------------------------------
+    @property
+    def default_space(self) -> str:
+        return self.settings.default_space or next(iter(self.spaces), self.settings.spaces[0])
+
+    def space(self, name: str | None = None) -> Space:
+        """The served space called `name` (None: the default); `UnknownNameError` lists the valid ones."""
+        if self.state in ("starting", "loading"):
+            raise NotReady("models are still loading; see /health/ready")
+        name = name or self.default_space
+        if name not in self.spaces:
+            raise UnknownNameError(f"unknown space {name!r}; served spaces: {', '.join(self.spaces) or '(none)'}")
+        return self.spaces[name]
+
+    async def embed(self, space: str | Space, modality: str, items: Sequence[Any], mixing: Any = None) -> Embedding:
+        """`Space.encode` with every encoder call batched across requests."""
+        target = space if isinstance(space, Space) else self.space(space)
+        target.check_modality(modality)
+        resolved = target.resolve(mixing)  # a bad mixing fails here, before anything is queued
+        plan = target.plan(modality, resolved)
+        embedding = await self._run(target, plan, items, target.encode, modality, items, resolved)
+        self.metrics.items.labels(modality).inc(len(items))
+        return embedding
+
+    async def components(self, space: str | Space, modality: str, items: Sequence[Any]) -> Components:
+        """`Space.components` (leaf vectors for re-mixing at search time), batched the same way."""
+        target = space if isinstance(space, Space) else self.space(space)
+        target.check_modality(modality)
+        plan = target.plan(modality, target.full_mixing())
+        components = await self._run(target, plan, items, target.components, modality, items)
+        self.metrics.items.labels(modality).inc(len(items))
+        return components
+
+    async def embed_inputs(self, space: str | Space, inputs: Sequence[tuple[str, Any]], mixing: Any = None) -> Embedded:
+        """Inputs of mixed modalities: one `embed` per modality (run together), answers in input order.
+
+        An error of one item carries that item's position in `inputs`.
+        """
+        target = space if isinstance(space, Space) else self.space(space)
+        resolved = target.resolve(mixing)
+        positions: dict[str, list[int]] = {}
+        for i, (modality, _) in enumerate(inputs):
+            positions.setdefault(modality, []).append(i)
+        vectors = np.zeros((len(inputs), target.dim), dtype=np.float32)
+        notes: list[str | None] = [None] * len(inputs)
+
+        async def run(modality: str, where: list[int]) -> None:
+            items = [inputs[i][1] for i in where]
+            try:
+                if modality == VECTOR:
+                    vectors[where] = self._given_vectors(target, items)
+                    return
+                embedding = await self.embed(target, modality, items, resolved)
+            except FreeBindError as exc:
+                if exc.index is not None:
+                    exc.index = where[exc.index]
+                raise
+            vectors[where] = embedding.vectors
+            for i, note in zip(where, embedding.notes, strict=True):
+                notes[i] = note
+
+        results = await asyncio.gather(*(run(m, w) for m, w in positions.items()), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:  # report the earliest bad input, whichever group finished first
+            raise min(errors, key=lambda e: (getattr(e, "index", None) is None, getattr(e, "index", 0) or 0))
+        return Embedded(target, vectors, [m for m, _ in inputs], notes, resolved, target.fingerprint(resolved))
+
+    @staticmethod
+    def _given_vectors(space: Space, items: list[np.ndarray]) -> np.ndarray:
+        for i, vector in enumerate(items):
+            if vector.shape != (space.dim,):
+                raise DimensionError(f"vector has {vector.size} numbers; space {space.name!r} is {space.dim}-d", index=i)
+        return l2_normalize(np.stack(items))
+
+    # --- running library calls --------------------------------------------------------------------
+    @contextmanager
+    def _admit(self, n: int) -> Iterator[None]:
+        """Permits by item: a request is admitted whole or refused with 429, never queued unboundedly."""
+        if n > self.settings.max_queue:
+            raise TooManyItems(f"{n} items in one call; at most {self.settings.max_queue} (FREEBIND_MAX_QUEUE)")
+        if self._in_flight + n > self.settings.max_queue:
+            raise Overloaded(f"{self._in_flight} items are in flight (limit {self.settings.max_queue}); retry later",
+                             retry_after_s=self.settings.retry_after_s)
+        self._in_flight += n
+        self.metrics.in_flight.set(self._in_flight)
+        try:
+            yield
+        finally:
+            self._in_flight -= n
+            self.metrics.in_flight.set(self._in_flight)
+
+    async def _run(self, space: Space, plan: Node, items: Sequence[Any], call, *args) -> Any:
+        """Await every encoder run `plan` needs in its batcher (no thread is held while batches fill),
+        then let the library evaluate the plan, which finds those results instead of encoding again."""
+        if self.state not in ("ready", "warming"):
+            raise NotReady(f"the engine is {self.state}; see /health/ready")
+        with self._admit(len(items)):
+            encoders = space.encoder_spaces()
+            runs = {(id(encoders[leaf.space].encoder.inner), leaf.modality): encoders[leaf.space].encoder
+                    for leaf in _encoder_leaves(plan)}
+            outputs = await asyncio.gather(*(e.batcher.encode_async(m, items) for (_, m), e in runs.items() if items))
+            token = PREFETCHED.set(dict(zip(runs, outputs, strict=False)))  # no items: nothing to prefetch
+            try:
+                started = time.perf_counter()
+                if space.bonds():  # projector MLPs are real CPU work: off the event loop
+                    out = await anyio.to_thread.run_sync(call, *args, limiter=self._limiter)
+                else:  # a lone encoder's plan is its output as is
+                    out = call(*args)
+                self.metrics.observe("bond", time.perf_counter() - started)
+            finally:
+                PREFETCHED.reset(token)
+        return out
+
+
+def _encoder_leaves(node: Node) -> set[Encode]:
+    """Every encoder output a plan is a function of, inside projections too."""
+    if isinstance(node, Encode):
+        return {node}
+    if isinstance(node, Project):
+        return _encoder_leaves(node.source)
+    return set().union(*(_encoder_leaves(child) for _, child in node.terms))
+
+
+def _sample_image():
+    from PIL import Image
+
+    return Image.new("RGB", (32, 32), (127, 127, 127))
+
+
+_SAMPLES: Mapping[str, Any] = {
+    "text": lambda: "warm-up",
+    "image": _sample_image,
+    "audio": lambda: Audio(np.zeros(16_000, dtype=np.float32), 16_000),
+}

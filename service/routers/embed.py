@@ -1,0 +1,145 @@
+"""`POST /embed` (JSON inputs of any modality, mixed) and `POST /embed/upload` (multipart files).
+
+The answer carries the space, its dimension, the resolved mixing and its fingerprint: vectors are
+comparable only when fingerprints are equal. `enhance` pulls each query toward its nearest items of a
+collection under the same mixing (ImageBind-LLM cache enhancement, `bonds.enhance.blend`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, Literal
+
+import anyio
+import numpy as np
+from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bonds.enhance import DEFAULT_ALPHA, DEFAULT_K, DEFAULT_T, blend
+from bonds.errors import MixingError
+from bonds.mixing import Mixing
+from service.deps import EngineDep, MetricsDep, SettingsDep, StoreDep
+from service.engine import Embedded, Engine
+from service.errors import InvalidInput
+from service.index import RAW_MODALITY, SpaceMismatchError
+from service.inputs import parse_inputs, parse_uploads
+from service.metrics import Metrics
+from service.routers.collections import open_collection
+from service.settings import Settings
+
+router = APIRouter(tags=["embed"])
+EncodingFormat = Literal["float", "base64"]
+
+
+class Enhance(BaseModel):
+    """The same knobs as /search's `enhance`, plus the collection that holds the cache."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    collection: str = Field(..., description="collection whose items pull the queries toward them")
+    k: int = Field(DEFAULT_K, ge=1, le=100, description="neighbours per query")
+    t: float = Field(DEFAULT_T, ge=0, le=100, description="softmax scale over neighbour scores (0: uniform)")
+    alpha: float = Field(DEFAULT_ALPHA, ge=0, le=1, description="weight of the cache prototype (0: no change)")
+    modality: str = Field("image", description="the collection's items of this modality form the cache")
+
+
+class EmbedRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[Any] = Field(..., description='strings, or {"text"|"image"|"audio": str} or {"vector": [...]}',
+                              examples=[[{"text": "a dog barking"}, {"image": "data:image/png;base64,..."}]])
+    space: str | None = Field(None, description="served space (default: the server's default space)")
+    mixing: Mixing | None = Field(None, description="preset, factors, off, weights; default: the space's own")
+    encoding_format: EncodingFormat = Field("float", description="base64: little-endian float32 bytes")
+    enhance: Enhance | None = Field(None, description="cache enhancement against a collection")
+
+
+def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str:
+    if encoding_format == "base64":
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    return vector.tolist()
+
+
+def answer(result: Embedded, vectors: np.ndarray, encoding_format: str, **extra: Any) -> JSONResponse:
+    data = []
+    for i, (modality, note) in enumerate(zip(result.modalities, result.notes, strict=True)):
+        row: dict[str, Any] = {"index": i, "modality": modality, "embedding": encode_vector(vectors[i], encoding_format)}
+        if note:
+            row["note"] = note
+        data.append(row)
+    body = {"space": result.space.name, "fingerprint": result.fingerprint, "dim": result.space.dim,
+            "mixing": result.mixing.to_dict(), **extra, "data": data}
+    return JSONResponse(body)  # plain lists of floats: FastAPI's encoder would walk every number again
+
+
+async def decode(parse, raw, settings: Settings, metrics: Metrics) -> list[tuple[str, Any]]:
+    """Decoding media (base64, images, audio, URL fetches) is CPU and I/O work: off the event loop.
+    Text and vectors need no decoding, and a thread hop would cost more than checking them here."""
+    with metrics.time("decode"):
+        if parse is parse_inputs and all(_plain(entry) for entry in raw):
+            return parse(raw, settings)
+        return await anyio.to_thread.run_sync(parse, raw, settings)
+
+
+def _plain(entry: Any) -> bool:
+    return isinstance(entry, str) or (isinstance(entry, dict) and len(entry) == 1 and ("text" in entry or "vector" in entry))
+
+
+@router.post("/embed", summary="Embed inputs of any modality into a space, under a per-request mixing")
+async def embed(body: EmbedRequest, engine: EngineDep, store: StoreDep, settings: SettingsDep,
+                metrics: MetricsDep) -> JSONResponse:
+    inputs = await decode(parse_inputs, body.inputs, settings, metrics)
+    result = await engine.embed_inputs(body.space, inputs, body.mixing)
+    if body.enhance is None:
+        return answer(result, result.vectors, body.encoding_format)
+    with metrics.time("search"):
+        vectors = await anyio.to_thread.run_sync(enhance, store, engine, result, body.enhance)
+    return answer(result, vectors, body.encoding_format, enhance=body.enhance.model_dump())
+
+
+def enhance(store: Any, engine: Engine, result: Embedded, spec: Enhance) -> np.ndarray:
+    """Each query blended with its k nearest collection items, all under the request's mixing."""
+    collection, space = open_collection(engine, store, spec.collection)
+    if space is not result.space:
+        raise SpaceMismatchError(f"collection {spec.collection!r} holds space {space.name!r}, "
+                                 f"but these inputs were embedded in {result.space.name!r}")
+    plans = {m: space.plan(m, result.mixing) for m in collection.meta["groups"] if m != RAW_MODALITY}
+    if spec.modality not in plans:
+        raise InvalidInput(f"enhance.modality {spec.modality!r}: collection {spec.collection!r} has no such items; "
+                           f"it has {', '.join(plans) or '(none)'}")
+    out = result.vectors.copy()
+    for i, query_d in enumerate(result.vectors):
+        hits = collection.search(plans, query_d, spec.k, None, [spec.modality])
+        if hits:
+            values_kd = collection.item_vectors(plans, [hit.key for hit in hits])
+            scores_1k = np.array([[hit.score for hit in hits]])
+            out[i] = blend(query_d[None], scores_1k, values_kd[None], spec.t, spec.alpha)[0]
+    return out
+
+
+@router.post("/embed/upload", summary="Embed uploaded files (multipart/form-data)")
+async def embed_upload(
+    engine: EngineDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    files: list[UploadFile] = File(..., description="one or more files; modality from each file's content type"),
+    modality: Literal["text", "image", "audio"] | None = Form(None, description="modality of every file"),
+    space: str | None = Form(None, description="served space (default: the server's default)"),
+    mixing: str | None = Form(None, description="mixing as JSON, e.g. {\"preset\": \"multilingual\"}"),
+    encoding_format: EncodingFormat = Form("float"),
+) -> JSONResponse:
+    uploads = [(modality or file.content_type, await file.read()) for file in files]
+    inputs = await decode(parse_uploads, uploads, settings, metrics)
+    result = await engine.embed_inputs(space, inputs, _mixing_field(mixing))
+    return answer(result, result.vectors, encoding_format)
+
+
+def _mixing_field(text: str | None) -> Mixing | None:
+    if not text:
+        return None
+    try:
+        return Mixing.model_validate(json.loads(text))
+    except (json.JSONDecodeError, ValidationError) as exc:
+        raise MixingError(f"the 'mixing' field must be a mixing as JSON: {str(exc).splitlines()[0]}") from None

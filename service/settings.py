@@ -1,0 +1,99 @@
+"""The service's one settings object: every field is also an environment variable `FREEBIND_<FIELD>`.
+
+Built by `get_settings(**overrides)` and passed into `create_app(settings)`; nothing reads the
+environment at import, so tests and the CLI build as many differently configured apps as they like.
+Lists (`FREEBIND_SPACES`, `FREEBIND_API_KEYS`) take JSON (`'["a", "b"]'`) or commas (`a,b`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bonds.media import MediaLimits
+
+
+def _as_list(value: Any) -> list[str]:
+    """JSON list, comma-separated string, or a list whose entries are either (as click passes env vars)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return _as_list(json.loads(text))
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return [part for entry in value for part in _as_list(entry if isinstance(entry, str) else str(entry))]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FREEBIND_", frozen=True, extra="forbid")
+
+    # --- what is served ----------------------------------------------------------------------------
+    spaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["starter_e5"], description="space names or description files to load"
+    )
+    default_space: str | None = Field(None, description="space of requests that name none (default: the first)")
+    models_root: Path | None = Field(None, description="folder that ${models_root} in descriptions refers to")
+    device: str | None = Field(None, description="torch device for encoders and bonds (cpu, cuda, cuda:1)")
+    data_dir: Path = Field(Path("data"), description="where collections are stored")
+
+    # --- server ------------------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="interface to listen on")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port")
+    log_level: str = Field("info", description="debug, info, warning, error")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="accepted Bearer keys; empty: no authentication"
+    )
+    playground: bool = Field(True, description="serve the playground page at /")
+
+    # --- batching and back-pressure ----------------------------------------------------------------
+    max_batch_size: int | None = Field(None, ge=1, description="items per model call (default: the encoder's)")
+    max_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits for more items before it runs")
+    max_queue: int = Field(2048, ge=1, description="items waiting or running at once; more is refused with 429")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 429")
+    max_concurrency: int = Field(64, ge=1, description="space evaluations running at once (threads)")
+    warmup: bool = Field(True, description="run one tiny encode per space and modality before reporting ready")
+
+    # --- request limits ----------------------------------------------------------------------------
+    max_body_bytes: int = Field(32 * 2**20, ge=1, description="request body limit (413 before parsing)")
+    max_items: int = Field(256, ge=1, description="inputs per request")
+    max_text_chars: int = Field(20_000, ge=1, description="characters per text input")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="pixels per image, checked before decoding")
+    max_audio_seconds: float = Field(600.0, gt=0, description="seconds per audio input")
+
+    # --- URL inputs (off: only inline base64 / data URIs) ---------------------------------------
+    allow_urls: bool = Field(False, description="let image/audio inputs be http(s) URLs fetched by the server")
+    url_timeout_s: float = Field(10.0, gt=0, description="timeout of one URL fetch")
+    url_max_bytes: int = Field(20 * 2**20, ge=1, description="bytes one URL fetch may return")
+    allow_private_urls: bool = Field(False, description="let URLs reach loopback/private/link-local addresses")
+
+    @field_validator("spaces", mode="before")
+    @classmethod
+    def _spaces(cls, value: Any) -> list[str]:
+        return _as_list(value)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys(cls, value: Any) -> list[str]:
+        if isinstance(value, list | tuple) and all(isinstance(v, SecretStr) for v in value):
+            return list(value)
+        return _as_list(value)
+
+    @field_validator("spaces")
+    @classmethod
+    def _some_space(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one space must be served")
+        return value
+
+    def media_limits(self) -> MediaLimits:
+        return MediaLimits(self.max_image_pixels, self.max_audio_seconds, self.max_text_chars)
+
+
+def get_settings(**overrides: Any) -> Settings:
+    """Settings from the environment (read now, not at import), with `overrides` on top."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,239 @@
+"""Problems, request ids, body limits, API keys, back-pressure, URL inputs, and the batcher on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import logging
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from bonds.encoders.base import Encoded
+from bonds.errors import MediaError
+from service.batcher import Batcher
+from service.errors import Overloaded
+from tests.service.conftest import png_bytes
+
+PROBLEM = "application/problem+json"
+
+
+# --- problems and request ids -------------------------------------------------------------------------
+def test_routing_and_validation_errors_are_problems(client):
+    for response, status in ((client.get("/nope"), 404), (client.get("/embed"), 405),
+                             (client.post("/embed", json={"inputs": "not a list"}), 422),
+                             (client.post("/embed", content=b"{broken", headers={"content-type": "application/json"}), 422)):
+        assert response.status_code == status and response.headers["content-type"] == PROBLEM
+        body = response.json()
+        assert body["status"] == status and body["title"] and body["detail"] and body["request_id"]
+    missing = client.post("/embed", json={}).json()
+    assert missing["type"].endswith("validation_error") and missing["errors"][0]["loc"] == ["body", "inputs"]
+
+
+def test_request_ids_are_echoed_or_made(client):
+    assert client.get("/health/live", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
+    made = client.get("/health/live", headers={"X-Request-ID": "bad id\twith spaces"}).headers["x-request-id"]
+    assert made != "bad id\twith spaces" and len(made) == 32
+
+
+def test_unexpected_errors_are_a_generic_500_with_the_traceback_logged(client, monkeypatch, caplog):
+    async def explode(*args, **kwargs):
+        raise RuntimeError("connection string postgres://admin:hunter2@db")
+
+    monkeypatch.setattr(client.app.state.engine, "embed_inputs", explode)
+    r = client.post("/embed", json={"inputs": ["x"]}, headers={"X-Request-ID": "req-42"})
+    assert r.status_code == 500 and r.headers["content-type"] == PROBLEM
+    assert "hunter2" not in r.text and "RuntimeError" not in r.text
+    assert r.json()["request_id"] == "req-42" and "req-42" in r.json()["detail"]
+    assert "hunter2" in caplog.text and "Traceback" in caplog.text and "req-42" in caplog.text
+    assert 'freebind_errors_total{type="internal"} 1.0' in client.get("/metrics").text
+
+
+# --- body limit ---------------------------------------------------------------------------------------
+def test_body_limit_by_content_length_comes_before_parsing(make_client):
+    client = make_client(max_body_bytes=1000)
+    r = client.post("/embed", content=b"{" * 2000, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.headers["content-type"] == PROBLEM  # not 422: the JSON was never parsed
+    assert r.json()["type"].endswith("payload_too_large") and r.headers["x-request-id"]
+    r = client.post("/embed/upload", files=[("files", ("a.png", b"\0" * 2000, "image/png"))])
+    assert r.status_code == 413
+    assert client.post("/embed", json={"inputs": ["small"]}).status_code == 200
+
+
+def test_body_limit_counts_streamed_chunks(make_client):
+    client = make_client(max_body_bytes=1000)
+
+    def chunks():  # no Content-Length: chunked transfer
+        yield b'{"inputs": ["'
+        for _ in range(30):
+            yield b"x" * 100
+        yield b'"]}'
+
+    r = client.post("/embed", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["type"].endswith("payload_too_large")
+
+
+# --- API keys -----------------------------------------------------------------------------------------
+def test_api_keys_guard_every_route_but_health(make_client, caplog):
+    caplog.set_level(logging.DEBUG)
+    client = make_client(api_keys=["k-one", "k-two"])
+    routes = [("POST", "/embed", {"inputs": ["x"]}), ("POST", "/v1/embeddings", {"input": "x"}), ("GET", "/spaces", None),
+              ("GET", "/metrics", None), ("GET", "/collections", None)]
+    for method, path, body in routes:
+        for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "k-one"}):
+            r = client.request(method, path, json=body, headers=headers)
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", (path, headers)
+        assert client.request(method, path, json=body, headers={"Authorization": "Bearer k-two"}).status_code == 200
+    assert client.get("/health/live").status_code == client.get("/health/ready").status_code == 200
+    assert "k-one" not in caplog.text and "k-two" not in caplog.text
+    assert "k-one" not in repr(client.app.state.settings)
+
+
+# --- back-pressure ------------------------------------------------------------------------------------
+def test_overload_is_a_429_with_retry_after(make_client):
+    client = make_client(max_queue=4, max_items=10, retry_after_s=3)
+    assert client.post("/embed", json={"inputs": ["x"] * 5}).status_code == 413  # could never be admitted
+    engine = client.app.state.engine
+    engine._in_flight = 3  # as if other requests held 3 of the 4 permits
+    r = client.post("/embed", json={"inputs": ["x", "y"]})
+    assert r.status_code == 429 and r.headers["retry-after"] == "3" and r.json()["type"].endswith("overloaded")
+    assert client.post("/embed", json={"inputs": ["x"]}).status_code == 200
+    engine._in_flight = 0
+
+
+# --- URL inputs ---------------------------------------------------------------------------------------
+@pytest.fixture
+def local_server():
+    payload = png_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/a.png"
+    server.shutdown()
+
+
+def test_url_inputs_off_by_default_and_never_to_private_addresses(make_client, local_server):
+    assert make_client().post("/embed", json={"inputs": [{"image": local_server}]}).status_code == 422
+    guarded = make_client(allow_urls=True).post("/embed", json={"inputs": ["x", {"image": local_server}]})
+    assert guarded.status_code == 422 and guarded.json()["index"] == 1 and "non-public" in guarded.json()["detail"]
+    open_ = make_client(allow_urls=True, allow_private_urls=True)
+    assert open_.post("/embed", json={"inputs": [{"image": local_server}]}).json()["data"][0]["modality"] == "image"
+    capped = make_client(allow_urls=True, allow_private_urls=True, url_max_bytes=10)
+    assert capped.post("/embed", json={"inputs": [{"image": local_server}]}).status_code == 413
+    schemes = make_client(allow_urls=True).post("/embed", json={"inputs": [{"image": "file:///etc/passwd"}]})
+    assert schemes.status_code == 422
+
+
+# --- the batcher alone --------------------------------------------------------------------------------
+def fake_encoder(calls: list[list], gate: threading.Event | None = None):
+    def encode(modality, items):
+        if gate is not None:
+            gate.wait(5)
+        calls.append(list(items))
+        if "bad" in items:
+            raise MediaError("a bad item")
+        return Encoded(np.array([[float(len(str(x))), 1.0] for x in items], dtype=np.float32))
+    return encode
+
+
+def run(coroutine_function):
+    """Run an async test body on a fresh event loop (the batcher's queue lives on one)."""
+    return asyncio.run(coroutine_function())
+
+
+def test_batcher_flushes_at_max_size_without_waiting():
+    calls: list[list] = []
+
+    async def body():
+        batcher = Batcher("t", fake_encoder(calls), max_batch_size=4, max_wait_s=30.0, max_queue=100)
+        batcher.start()
+        started = time.perf_counter()
+        futures = [f for i in range(4) for f in batcher.submit("text", [f"item{i}"])]
+        assert [(await f)[0][0] for f in futures] == [5.0] * 4
+        assert time.perf_counter() - started < 5 and calls == [["item0", "item1", "item2", "item3"]]
+        await batcher.stop()
+
+    run(body)
+
+
+def test_batcher_flushes_at_max_wait():
+    calls: list[list] = []
+
+    async def body():
+        batcher = Batcher("t", fake_encoder(calls), max_batch_size=64, max_wait_s=0.05, max_queue=100)
+        batcher.start()
+        started = time.perf_counter()
+        await batcher.encode_async("text", ["alone"])
+        assert 0.04 <= time.perf_counter() - started < 2 and calls == [["alone"]]
+        await batcher.stop()
+
+    run(body)
+
+
+def test_a_bad_item_fails_only_itself():
+    calls: list[list] = []
+    gate = threading.Event()
+
+    async def body():
+        batcher = Batcher("t", fake_encoder(calls, gate), max_batch_size=8, max_wait_s=0.01, max_queue=100)
+        batcher.start()
+        first = batcher.submit("text", ["warm"])  # holds the model thread at the gate while the rest queue up
+        await asyncio.sleep(0.05)
+        others = batcher.submit("text", ["a", "bad", "ccc"])
+        gate.set()
+        await first[0]
+        assert (await others[0])[0][0] == 1.0 and (await others[2])[0][0] == 3.0
+        with pytest.raises(MediaError):
+            await others[1]
+        assert ["a", "bad", "ccc"] in calls  # tried together first, then one by one
+        with pytest.raises(MediaError) as caught:
+            await batcher.encode_async("text", ["fine", "bad"])
+        assert caught.value.index == 1  # the position in the caller's own list
+        assert batcher.healthy  # bad input is not a broken model
+        await batcher.stop()
+
+    run(body)
+
+
+def test_a_full_queue_refuses_whole_requests_and_stop_drains():
+    calls: list[list] = []
+    gate = threading.Event()
+
+    async def body():
+        batcher = Batcher("t", fake_encoder(calls, gate), max_batch_size=1, max_wait_s=0.0, max_queue=3)
+        batcher.start()
+        running = batcher.submit("text", ["r"])
+        await asyncio.sleep(0.05)  # the worker has taken "r"; the model thread waits at the gate
+        queued = batcher.submit("text", ["q1", "q2"])
+        with pytest.raises(Overloaded):
+            batcher.submit("text", ["x", "y"])  # 2 + 2 > 3: neither is queued
+        assert batcher.depth == 2
+        gate.set()
+        await batcher.stop()
+        assert [(await f)[0][0] for f in running + queued] == [1.0, 2.0, 2.0] and not batcher.alive
+
+    run(body)
+
+
+def test_a_thread_can_wait_on_the_batcher():
+    async def body():
+        batcher = Batcher("t", fake_encoder([]), max_batch_size=8, max_wait_s=0.0, max_queue=100)
+        batcher.start()
+        encoded = await asyncio.to_thread(batcher.encode, "text", ["abc", "de"])
+        assert encoded.vectors[:, 0].tolist() == [3.0, 2.0]
+        await batcher.stop()
+
+    run(body)

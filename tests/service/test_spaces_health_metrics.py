@@ -1,0 +1,137 @@
+"""GET /spaces, the health endpoints (loading, failed start, dead worker, failing encoder), GET /metrics."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import yaml
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.batcher import FAILURE_LIMIT
+from service.engine import Engine
+from service.settings import Settings
+from tests.service.conftest import DIM, SPACE
+
+
+def started(settings: Settings) -> TestClient:
+    client = TestClient(create_app(settings), raise_server_exceptions=False)
+    client.__enter__()
+    return client
+
+
+def test_spaces_describe_bonds_presets_and_licences(client):
+    out = client.get("/spaces").json()
+    assert out["default"] == SPACE
+    (space,) = out["spaces"]
+    assert space["name"] == SPACE and space["dim"] == DIM and space["default"] is True
+    assert space["modalities"] == ["text", "image", "audio"]
+    assert space["bonds"] == [{"name": "aux", "kind": "combination", "experts": ["aux"], "modalities": ["text", "audio"],
+                               "defaults": {"text": 0.3, "audio": 0.5}}]
+    assert space["presets"] == {"strong": {"aux": {"text": 0.8, "audio": 0.8}}}
+    assert set(space["encoders"]) == {"base", "aux"} and all(e["licence"] for e in space["encoders"].values())
+    assert space["fingerprint"].startswith(f"{SPACE}@") and space["default_mixing"]["factors"]["aux"]["text"] == 0.3
+    assert client.get(f"/spaces/{SPACE}").json() == space
+    missing = client.get("/spaces/nope")
+    assert missing.status_code == 404 and SPACE in missing.json()["detail"]
+
+
+def test_playground_page_is_served(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert client.get("/static/app.js").status_code == 200
+
+
+def test_several_spaces_share_encoders_and_batchers(make_client, space_file: Path, tmp_path: Path):
+    other = yaml.safe_load(space_file.read_text())
+    other["name"], other["bonds"][0]["experts"]["aux"]["checkpoint"] = "tiny_other", str(
+        space_file.parent / "checkpoints" / "aux_into_base")
+    second = tmp_path / "tiny_other.yaml"
+    second.write_text(yaml.safe_dump(other))
+    client = make_client(spaces=[str(space_file), str(second)], default_space="tiny_other")
+    out = client.get("/spaces").json()
+    assert out["default"] == "tiny_other" and [s["name"] for s in out["spaces"]] == [SPACE, "tiny_other"]
+    assert client.post("/embed", json={"inputs": ["x"]}).json()["space"] == "tiny_other"
+    assert len(client.app.state.engine.batchers) == 2  # base and aux, once each for both spaces
+
+
+def test_ready_only_once_loaded_and_warm(monkeypatch, space_file, tmp_path):
+    release = threading.Event()
+    load = Engine._load_spaces
+    monkeypatch.setattr(Engine, "_load_spaces", lambda self: (release.wait(10), load(self)))
+    client = started(Settings(spaces=[str(space_file)], data_dir=tmp_path))
+    try:
+        assert client.get("/health/live").status_code == 200
+        loading = client.get("/health/ready")
+        assert loading.status_code == 503 and loading.json()["state"] == "loading"
+        early = client.post("/embed", json={"inputs": ["x"]})
+        assert early.status_code == 503 and "Retry-After" in early.headers
+        release.set()
+        assert client.portal.call(client.app.state.engine.wait_ready, 10)
+        ready = client.get("/health/ready").json()
+        assert ready["status"] == "ready" and set(ready["encoders"]) == {"base", "aux"}
+    finally:
+        client.__exit__(None, None, None)
+
+
+def test_a_failed_start_fails_liveness(tmp_path):
+    client = started(Settings(spaces=["no_such_space"], data_dir=tmp_path))
+    try:
+        assert not client.portal.call(client.app.state.engine.wait_ready, 10)
+        live, ready = client.get("/health/live"), client.get("/health/ready")
+        assert live.status_code == ready.status_code == 503
+        assert "no_such_space" in live.json()["error"]
+    finally:
+        client.__exit__(None, None, None)
+
+
+def test_a_dead_worker_fails_health_and_requests(client):
+    batcher = next(b for b in client.app.state.engine.batchers.values() if b.name == "base")
+
+    def die(modality, items):
+        raise SystemExit("simulated crash of the model thread")
+
+    batcher._encode = die
+    dying = client.post("/embed", json={"inputs": ["x"]})
+    assert dying.status_code == 503  # answered, not left hanging
+    assert not batcher.alive and batcher.died is not None
+    assert client.get("/health/live").status_code == 503
+    ready = client.get("/health/ready")
+    assert ready.status_code == 503 and ready.json()["encoders"]["base"]["alive"] is False
+    assert client.post("/embed", json={"inputs": ["x"]}).status_code == 503
+
+
+def test_a_failing_encoder_turns_unready_and_recovers(client, caplog):
+    batcher = next(b for b in client.app.state.engine.batchers.values() if b.name == "base")
+    healthy_encode = batcher._encode
+
+    def broken(modality, items):
+        raise RuntimeError("device lost: secret internal detail")
+
+    batcher._encode = broken
+    for _ in range(FAILURE_LIMIT):
+        r = client.post("/embed", json={"inputs": ["x"]})
+        assert r.status_code == 500 and "secret" not in r.text and r.json()["request_id"] == r.headers["x-request-id"]
+    assert "secret internal detail" in caplog.text  # the log has it, the client does not
+    assert client.get("/health/live").status_code == 200  # a restart is not needed...
+    assert client.get("/health/ready").status_code == 503  # ...but traffic should go elsewhere
+    batcher._encode = healthy_encode
+    assert client.get("/health/ready").status_code == 200  # the readiness probe proved it works again
+    assert client.post("/embed", json={"inputs": ["x"]}).status_code == 200
+
+
+def test_metrics_cover_stages_batches_queues_and_errors(client):
+    image = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+    assert client.post("/embed", json={"inputs": ["a", {"image": image}]}).status_code == 200
+    assert client.post("/embed", json={"inputs": ["a"], "mixing": {"preset": "nope"}}).status_code == 422
+    r = client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    for stage in ("decode", "queue", "encode", "bond"):
+        assert f'freebind_stage_seconds_count{{stage="{stage}"}}' in text, stage
+    assert 'freebind_batch_size_count{encoder="base"}' in text
+    assert 'freebind_queue_depth{encoder="base"} 0.0' in text
+    assert 'freebind_errors_total{type="invalid_mixing"} 1.0' in text
+    assert 'freebind_requests_total{method="POST",route="/embed",status="200"} 1.0' in text
+    assert 'freebind_items_total{modality="image"}' in text
