@@ -26,7 +26,7 @@ def serve_command(
     max_batch_size: int = typer.Option(None, "--max-batch-size", envvar="FREEBIND_MAX_BATCH_SIZE",
                                        help="items per model call [the encoder's own]"),
     max_wait_ms: float = typer.Option(None, "--max-wait-ms", envvar="FREEBIND_MAX_WAIT_MS",
-                                      help="how long a batch waits to fill [5]"),
+                                      help="how long an idle model waits for a batch to fill [0]"),
     allow_urls: bool = typer.Option(None, "--allow-urls/--no-allow-urls", envvar="FREEBIND_ALLOW_URLS",
                                     help="let media inputs be http(s) URLs the server fetches [off]"),
     log_level: str = typer.Option(None, "--log-level", envvar="FREEBIND_LOG_LEVEL",

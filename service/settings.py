@@ -52,7 +52,9 @@ class Settings(BaseSettings):
 
     # --- batching and back-pressure ----------------------------------------------------------------
     max_batch_size: int | None = Field(None, ge=1, description="items per model call (default: the encoder's)")
-    max_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits for more items before it runs")
+    # 0: no idle wait; items that arrive while the model runs still form the next batch. Measured on
+    # the tiny encoder + 8 ms/call: 5 ms only added latency alone and did not raise throughput under load.
+    max_wait_ms: float = Field(0.0, ge=0, description="how long an idle model waits for a batch to fill")
     max_queue: int = Field(2048, ge=1, description="items waiting or running at once; more is refused with 429")
     retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 429")
     max_concurrency: int = Field(64, ge=1, description="space evaluations running at once (threads)")
