@@ -88,9 +88,12 @@ class Space(ABC):
             )
 
     def space_id(self) -> str:
-        """Stable id of the space without any mixing."""
-        blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        """Stable id of the space without any mixing (computed once: spaces do not change once built)."""
+        cached = getattr(self, "_space_id", None)
+        if cached is None or cached[0] != self.name:  # a description file may rename the outer space
+            blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
+            cached = self._space_id = (self.name, hashlib.sha256(blob).hexdigest()[:16])
+        return cached[1]
 
     def fingerprint(self, mixing: Mixing | Mapping[str, Any] | ResolvedMixing | None = None) -> str:
         resolved = self.resolve(mixing)
