@@ -1,0 +1,186 @@
+"""The tiny bonded space on disk, and real servers on loopback to kill, restart and load.
+
+`write_space(folder)` writes the service tests' tiny space (16-d `tiny` base for text, image and audio
+plus a combination bond `aux` from an 8-d tiny expert). `Server` starts `freebind serve` (the real CLI,
+`launcher="cli"`) or the same app and uvicorn call in a process forked from a forkserver that has
+imported the service already (`launcher="fork"`: a start in well under a second instead of the CLI's
+torch import), stops it, or kills it with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+import yaml
+
+from bonds.checkpoint import save_bond_checkpoint
+from bonds.projector import ProjectorConfig, ProjectorMixture
+
+REPO = Path(__file__).resolve().parents[2]
+FREEBIND = Path(sys.executable).parent / "freebind"
+SPACE = "tiny_bonded"
+DIM = 16
+
+
+def write_space(folder: Path) -> Path:
+    """The tiny bonded space of tests/service/conftest.py, written under `folder`; returns its file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    projector = ProjectorMixture(ProjectorConfig(8, DIM, hidden=32, heads=("mix",))).eval()
+    save_bond_checkpoint(folder / "checkpoints" / "aux_into_base", projector, kind="combination",
+                         source={"id": "aux", "dim": 8}, target={"id": "base", "dim": DIM}, modalities=["text", "audio"])
+    description = {
+        "format_version": 1,
+        "name": SPACE,
+        "encoders": {
+            "base": {"kind": "tiny", "options": {"dim": DIM, "seed": 0, "name": "base"}},
+            "aux": {"kind": "tiny", "options": {"dim": 8, "seed": 1, "modalities": ["text", "audio"], "name": "aux"}},
+        },
+        "base": "base",
+        "bonds": [{"name": "aux", "kind": "combination", "experts": {"aux": {"checkpoint": "checkpoints/aux_into_base"}},
+                   "factors": {"text": 0.3, "audio": 0.5}}],
+        "presets": {"strong": {"aux": {"text": 0.8, "audio": 0.8}}},
+    }
+    path = folder / f"{SPACE}.yaml"
+    path.write_text(yaml.safe_dump(description))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve_forked(env: dict[str, str], port: int, log_path: str) -> None:
+    """Child of the forkserver: what `freebind serve` does, logging to `log_path`."""
+    import logging
+
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import get_settings
+
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.environ.update(env)
+    settings = get_settings(host="127.0.0.1", port=port)
+    logging.basicConfig(level=settings.log_level.upper())
+    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level=settings.log_level.lower())
+
+
+_FORK: multiprocessing.context.BaseContext | None = None
+
+
+def _fork_context() -> multiprocessing.context.BaseContext:
+    global _FORK
+    if _FORK is None:
+        _FORK = multiprocessing.get_context("forkserver")
+        _FORK.set_forkserver_preload(["service.app", "service.cli", "uvicorn", "tests.reliability.servers"])
+    return _FORK
+
+
+class Server:
+    """One server process on 127.0.0.1 serving `spaces` from `data_dir`; settings as `FREEBIND_*`."""
+
+    def __init__(self, spaces: list[str], data_dir: Path, launcher: str = "cli", log_path: Path | None = None,
+                 **settings: Any):
+        self.spaces, self.data_dir, self.launcher = spaces, Path(data_dir), launcher
+        self.settings = {k: str(v) for k, v in settings.items()}
+        self.log_path = log_path or self.data_dir.parent / "server.log"
+        self.port = 0
+        self.process: Any = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def env(self) -> dict[str, str]:
+        env = {f"FREEBIND_{k.upper()}": v for k, v in self.settings.items()}
+        env["FREEBIND_SPACES"] = ",".join(self.spaces)
+        env["FREEBIND_DATA_DIR"] = str(self.data_dir)
+        return env
+
+    def start(self, ready_timeout: float = 300) -> Server:
+        self.port = free_port()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.launcher == "cli":
+            command = [str(FREEBIND), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+            log = open(self.log_path, "ab")
+            self.process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **self.env()}, stdout=log,
+                                            stderr=subprocess.STDOUT)
+            log.close()
+        else:
+            self.process = _fork_context().Process(target=_serve_forked, args=(self.env(), self.port,
+                                                                                 str(self.log_path)), daemon=True)
+            self.process.start()
+        self.wait_ready(ready_timeout)
+        return self
+
+    def running(self) -> bool:
+        if self.process is None:
+            return False
+        return self.process.poll() is None if self.launcher == "cli" else self.process.is_alive()
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.running():
+                raise RuntimeError(f"server exited: {self.log_tail()}")
+            try:
+                if httpx.get(f"{self.base}/health/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"server not ready after {timeout}s: {self.log_tail()}")
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hook, no snapshot, no flush runs."""
+        os.kill(self.pid, signal.SIGKILL)
+        self._reap(10)
+
+    def stop(self) -> None:
+        if self.running():
+            os.kill(self.pid, signal.SIGTERM)
+            if not self._reap(20):
+                os.kill(self.pid, signal.SIGKILL)
+                self._reap(10)
+
+    def _reap(self, timeout: float) -> bool:
+        if self.launcher == "cli":
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        self.process.join(timeout)
+        return not self.process.is_alive()
+
+    def log_tail(self, n: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except FileNotFoundError:
+            return "(no log)"
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

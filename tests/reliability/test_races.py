@@ -1,0 +1,39 @@
+"""Interleavings the load test hit, replayed deterministically: a search racing the first items of a new
+modality. /search plans the scoring of each modality the collection held when the request began; an ingest
+that adds a new modality's first item before the scoring runs must not break the search (it was a 500)."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+
+from service.index import Record
+from tests.reliability import media
+
+
+def test_search_while_an_ingest_adds_a_new_modality(make_client):
+    client = make_client()
+    store = client.app.state.store
+    image = base64.b64encode(media.image("PNG", (16, 16))).decode()
+    for name, item in (("race", {"id": "t", "text": "a text item"}), ("source", {"id": "img", "image": image})):
+        assert client.post("/collections", json={"name": name}).status_code == 201
+        assert client.post(f"/collections/{name}/items", json={"items": [item]}).status_code == 200
+    modality, keys, leaves, gram = store.get("source").components("img")
+    stored = store.get("source").item_vectors({modality: client.app.state.engine.space().plan(modality, client.app.state.engine.space().resolve(None))}, ["img"])[0]
+    collection = store.get("race")
+    original = collection.search
+
+    def search_after_a_concurrent_ingest(*args, **kwargs):  # the ingest lands between planning and scoring
+        if "image" not in collection.meta["groups"]:
+            collection.upsert(collection.meta["space_id"], [Record("img", modality, {}, keys, leaves[0], gram[0], stored)])
+        return original(*args, **kwargs)
+
+    collection.search = search_after_a_concurrent_ingest
+    r = client.post("/search", json={"collection": "race", "query": {"text": "a text item"}, "top_k": 5})
+    assert r.status_code == 200, r.text
+    ids = [hit["id"] for hit in r.json()["results"]]
+    assert ids[0] == "t" and set(ids) <= {"t", "img"}
+    r = client.post("/search", json={"collection": "race", "query": {"image": image}, "top_k": 5})
+    assert r.status_code == 200 and r.json()["results"][0]["id"] == "img"
+    assert np.isclose(r.json()["results"][0]["score"], 1.0, atol=1e-4)
