@@ -73,7 +73,9 @@ class SearchRequest(BaseModel):
 async def search(body: SearchRequest, engine: EngineDep, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
     collection, space = open_collection(engine, store, body.collection)
     resolved = space.resolve(body.mixing)
-    plans = {m: space.plan(m, resolved) for m in collection.meta["groups"] if m != RAW_MODALITY}
+    # Every modality the space embeds, not only those stored now: an ingest may add a modality's first
+    # items while this request runs, and the scoring must have a plan for whatever it finds.
+    plans = {m: space.plan(m, resolved) for m in space.modalities}
     query, exclude = await _query_vector(body.query, engine, collection, space, resolved, plans, settings)
     out: dict[str, Any] = {}
     if body.enhance is not None and body.enhance.alpha > 0:
@@ -108,8 +110,8 @@ async def _query_vector(query: Query, engine: Engine, collection: Collection, sp
 async def _enhance(enhance: Enhance, collection: Collection, plans: dict, query: np.ndarray,
                    exclude: list[str]) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Cache model over the collection's items of one modality, all under the request's mixing."""
-    if enhance.modality not in plans:
-        have = ", ".join(m for m in plans) or "(none)"
+    if enhance.modality not in collection.meta["groups"] or enhance.modality == RAW_MODALITY:
+        have = ", ".join(m for m in collection.meta["groups"] if m != RAW_MODALITY) or "(none)"
         raise InvalidInput(f"enhance.modality {enhance.modality!r}: the collection has no such items; it has {have}")
     hits = await run_in_threadpool(collection.search, plans, query, enhance.k, None, [enhance.modality], exclude)
     if not hits:

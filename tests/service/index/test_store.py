@@ -209,6 +209,10 @@ def test_filters_restrict_before_truncation(tmp_path):
         assert sorted(h.metadata["year"] for h in ranged) == list(range(2010, 2020))
         member = collection.search(PLANS, query, 100, filter_={"year": {"in": [2001, 2003, 1999]}}, mode=mode)
         assert sorted(keys_of(member)) == ["k1", "k3"]
+    collection.upsert(SPACE_ID, [record("late", tag="rare")])  # a write refreshes cached filter results
+    assert "late" in keys_of(collection.search(PLANS, query, 5, filter_={"tag": "rare"}))
+    collection.delete(["k7"])
+    assert "k7" not in keys_of(collection.search(PLANS, query, 5, filter_={"tag": "rare"}))
     with pytest.raises(InvalidFilterError, match="unknown operator"):
         collection.search(PLANS, query, 5, filter_={"year": {"between": [1, 2]}})
     with pytest.raises(InvalidFilterError, match="needs a number"):
