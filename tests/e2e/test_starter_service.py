@@ -1,0 +1,102 @@
+"""End to end on the real offline models: `freebind serve` with the starter space and the shipped e5
+bonds, real shared media, two mixings, classification, and a restart that keeps every collection."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bonds.description import list_spaces
+from tests.e2e.server import running_server
+
+pytestmark = pytest.mark.models
+SPACE = "starter_e5"
+
+
+def b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def post(base: str, path: str, body: dict, status: int = 200) -> dict:
+    response = httpx.post(base + path, json=body, timeout=120)
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+def rank_of(results: list[dict], item: str) -> int:
+    ids = [r["id"] for r in results]
+    return ids.index(item) if item in ids else len(ids)
+
+
+@pytest.fixture(scope="module")
+def farm_items(shared_data) -> list[dict]:
+    manifest = [json.loads(line) for line in (shared_data / "gcompris-farm" / "manifest.jsonl").read_text().splitlines()]
+    items = []
+    for entry in manifest:
+        title = entry["title"].lower()
+        items.append({"id": f"photo:{title}", "image": b64(shared_data / "gcompris-farm" / entry["image"]),
+                      "metadata": {"kind": "photo", "title": title, "source": "gcompris"}})
+        items.append({"id": f"sound:{title}", "audio": b64(shared_data / "gcompris-farm" / entry["audio"]),
+                      "metadata": {"kind": "sound", "title": title, "source": "gcompris"}})
+    coco = [json.loads(line) for line in (shared_data / "coco-mini" / "captions.jsonl").read_text().splitlines()][:20]
+    for i, entry in enumerate(coco):
+        items.append({"id": f"coco:{i}", "image": b64(shared_data / "coco-mini" / entry["image"]),
+                      "metadata": {"kind": "photo", "source": "coco", "caption": entry["captions"][0]}})
+    return items
+
+
+@pytest.mark.skipif(SPACE not in list_spaces(), reason=f"{SPACE} is not shipped yet (make bonds)")
+def test_the_offline_default_end_to_end(tmp_path, shared_data, farm_items):
+    data_dir = tmp_path / "data"
+    with running_server([SPACE], data_dir) as (base, _):
+        spaces = httpx.get(base + "/spaces", timeout=10).json()["spaces"]
+        assert spaces[0]["name"] == SPACE and spaces[0]["dim"] == 384
+        presets = spaces[0]["presets"]
+        assert {"english", "multilingual"} <= set(presets)
+
+        # embed: every modality, speech transcribed, notes per item
+        speech = shared_data / "fsdd-dev" / "recordings" / "7_george_0.wav"
+        embedded = post(base, "/embed", {"inputs": [{"text": "a dog"}, {"text": "ein Hund"},
+                                                    {"image": b64(shared_data / "imagebind-demo" / "dog_image.jpg")},
+                                                    {"audio": b64(speech)}]})
+        assert [row["modality"] for row in embedded["data"]] == ["text", "text", "image", "audio"]
+        assert "seven" in (embedded["data"][3].get("note") or "").lower()
+
+        # a collection of real photos and sounds
+        post(base, "/collections", {"name": "farm", "space": SPACE})
+        for start in range(0, len(farm_items), 8):
+            post(base, "/collections/farm/items", {"items": farm_items[start:start + 8]})
+        count = httpx.get(base + "/collections/farm", timeout=10).json()["count"]
+        assert count == len(farm_items)
+
+        # English query: the cow photo comes first among photos
+        english = post(base, "/search", {"collection": "farm", "query": {"text": "a photo of a cow"}, "top_k": 5,
+                                         "filter": {"kind": "photo"}})
+        assert english["results"][0]["id"] == "photo:cow"
+
+        # German query under two mixings: the multilingual preset lifts the right photo, as its factors say
+        german = {"collection": "farm", "query": {"text": "ein Foto von einer Kuh"}, "top_k": 29, "filter": {"kind": "photo"}}
+        low = post(base, "/search", {**german, "mixing": {"preset": "english"}})
+        high = post(base, "/search", {**german, "mixing": {"preset": "multilingual"}})
+        assert low["fingerprint"] != high["fingerprint"]
+        assert [r["id"] for r in low["results"]] != [r["id"] for r in high["results"]]
+        assert rank_of(high["results"], "photo:cow") < rank_of(low["results"], "photo:cow")
+
+        # zero-shot classification of the farm photos with inline labels
+        photos = [item for item in farm_items if item["metadata"]["source"] == "gcompris" and item["id"].startswith("photo:")]
+        titles = [item["metadata"]["title"] for item in photos]
+        classified = post(base, "/classify", {"inputs": [{"image": p["image"]} for p in photos], "labels": titles,
+                                              "templates": ["a photo of a {}."]})
+        correct = sum(r["labels"][0]["label"] == title for r, title in zip(classified["results"], titles, strict=True))
+        assert correct >= 7
+
+    # restart on the same data: everything acknowledged is still there and searchable
+    with running_server([SPACE], data_dir) as (base, _):
+        assert httpx.get(base + "/collections/farm", timeout=10).json()["count"] == count
+        again = post(base, "/search", {"collection": "farm", "query": {"text": "a photo of a cow"}, "top_k": 5,
+                                       "filter": {"kind": "photo"}})
+        assert [r["id"] for r in again["results"]] == [r["id"] for r in english["results"]]
