@@ -100,7 +100,8 @@ def decode_audio(data: bytes, limits: MediaLimits = DEFAULT_LIMITS) -> Audio:
     except MediaError:
         raise
     except sf.LibsndfileError as exc:
-        raise UnsupportedMediaError(f"not a decodable audio file (WAV, FLAC, OGG, MP3): {exc}") from None
+        reason = getattr(exc, "error_string", None) or "format not recognised"  # str(exc) names the BytesIO object
+        raise UnsupportedMediaError(f"not a decodable audio file (WAV, FLAC, OGG, MP3): {reason}") from None
     except (RuntimeError, ValueError, EOFError) as exc:
         raise MediaError(f"audio is corrupt or truncated: {exc}") from None
     if samples.shape[0] == 0:
@@ -118,6 +119,10 @@ def decode_text(text: str, limits: MediaLimits = DEFAULT_LIMITS) -> str:
         raise MediaError(f"text must be a string, got {type(text).__name__}")
     if len(text) > limits.max_text_chars:
         raise MediaTooLargeError(f"text has {len(text)} characters; the limit is {limits.max_text_chars}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # JSON's "\ud800" escapes make these; tokenizers fail on them
+        raise MediaError(f"text is not valid Unicode: lone surrogate {text[exc.start]!r} at character {exc.start}") from None
     return text
 
 

@@ -32,6 +32,11 @@ def _path(key: str) -> str:
 def _scalar(key: str, value: Any) -> Any:
     if isinstance(value, bool):
         return int(value)  # JSON true/false come back from json_extract as 1/0
+    if isinstance(value, str) and not value.isascii():
+        try:
+            value.encode("utf-8")  # SQLite binds UTF-8; a lone surrogate (JSON "\ud800") has none
+        except UnicodeEncodeError:
+            raise InvalidFilterError(f"filter on {key!r}: the value is not valid Unicode (a lone surrogate)") from None
     if value is None or isinstance(value, int | float | str):
         return value
     raise InvalidFilterError(f"filter on {key!r}: compare with a string, number, boolean or null, not {json.dumps(value)[:60]}")

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from bonds.classify import LabelSet, class_scores, list_labelsets, load_labelset, top_labels
+from bonds.media import decode_text
 from bonds.mixing import ResolvedMixing
 from bonds.space import Space
 from service.deps import EngineDep, SettingsDep
@@ -109,6 +110,9 @@ async def classify(body: ClassifyRequest, request: Request, engine: EngineDep, s
     space = engine.space(body.space)
     resolved = space.resolve(body.mixing)
     labels, labels_key = label_set(body)
+    if body.labels is not None:  # inline labels are text inputs: same length limit, valid Unicode
+        for text in (*labels.labels, *labels.descriptions):
+            decode_text(text, settings.media_limits())
     fingerprint = space.fingerprint(resolved)
     centers = await center_cache(request).get(
         (fingerprint, labels_key), lambda: embed_descriptions(engine, space, labels.descriptions, resolved))

@@ -161,6 +161,10 @@ async def _from_files(request: Request, settings: Settings) -> tuple[list[str], 
         by_name = None
     if not isinstance(by_name, dict):
         raise InvalidInput("multipart 'metadata' must be a JSON object: file name -> metadata")
+    try:  # stored as given, it would fail every later response that carries it
+        json.dumps(by_name, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput("multipart 'metadata' is not valid Unicode: it holds a lone surrogate") from None
     uploads = [(f.content_type, await f.read()) for f in files]
     parsed = await run_in_threadpool(parse_uploads, uploads, settings)
     keys = [f.filename or f"file-{i}" for i, f in enumerate(files)]
