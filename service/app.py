@@ -34,7 +34,8 @@ STATIC = Path(__file__).parent / "static"
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    store = CollectionStore(settings.data_dir)
+    store = CollectionStore(settings.data_dir, milvus_uri=settings.milvus_uri,
+                            milvus_token=settings.milvus_token.get_secret_value())
     await anyio.to_thread.run_sync(store.open)
     app.state.store = store
     await app.state.engine.start()  # returns at once: spaces load and warm up in the background

@@ -20,6 +20,9 @@ def serve_command(
     default_space: str = typer.Option(None, "--default-space", envvar="FREEBIND_DEFAULT_SPACE",
                                       help="space of requests that name none [the first]"),
     data_dir: Path = typer.Option(None, "--data-dir", envvar="FREEBIND_DATA_DIR", help="collections folder [./data]"),
+    milvus_uri: str = typer.Option(None, "--milvus-uri", envvar="FREEBIND_MILVUS_URI",
+                                   help="Milvus for collections with index backend milvus: data/milvus.db or "
+                                        "http://host:19530 [none]"),
     models_root: Path = typer.Option(None, "--models-root", envvar="FREEBIND_MODELS_ROOT",
                                      help="folder ${models_root} in space descriptions points to"),
     device: str = typer.Option(None, "--device", envvar="FREEBIND_DEVICE", help="torch device: cpu, cuda, cuda:1"),
@@ -39,7 +42,7 @@ def serve_command(
     from service.settings import get_settings
 
     settings = get_settings(
-        host=host, port=port, spaces=space or None, default_space=default_space, data_dir=data_dir,
+        host=host, port=port, spaces=space or None, default_space=default_space, data_dir=data_dir, milvus_uri=milvus_uri,
         models_root=models_root, device=device, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
         allow_urls=allow_urls, log_level=log_level,
     )

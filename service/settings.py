@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     models_root: Path | None = Field(None, description="folder that ${models_root} in descriptions refers to")
     device: str | None = Field(None, description="torch device for encoders and bonds (cpu, cuda, cuda:1)")
     data_dir: Path = Field(Path("data"), description="where collections are stored")
+    milvus_uri: str | None = Field(None, description="Milvus for collections with index backend 'milvus': a "
+                                   "milvus-lite file (e.g. data/milvus.db) or http://host:19530; unset: none")
+    milvus_token: SecretStr = Field(SecretStr(""), description="Milvus token (user:password or an API key)")
 
     # --- server ------------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="interface to listen on")

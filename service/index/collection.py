@@ -10,6 +10,9 @@ the log be truncated.
 
 Concurrency: one lock per collection guards SQLite, the arrays' bookkeeping and FAISS. Callers encode
 before calling in (never under the lock); exact scoring runs outside it on immutable row views.
+
+A collection whose index backend is Milvus is a `MilvusCollection` (service.index.milvus_collection):
+the same SQLite side and write path, with the components kept in Milvus rather than in these arrays.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ class Hit:
 
 
 class Collection:
-    def __init__(self, folder: Path, conn: sqlite3.Connection, snapshot_every: int):
+    def __init__(self, folder: Path, conn: sqlite3.Connection, snapshot_every: int, **_backend: Any):
         self.folder, self._conn, self.snapshot_every = folder, conn, snapshot_every
         self._lock = threading.RLock()
         self._snapshotting = threading.RLock()  # one snapshot at a time; close() holds it across its own
@@ -86,9 +89,10 @@ class Collection:
         return cls(folder, conn, snapshot_every)
 
     @classmethod
-    def open(cls, folder: Path, snapshot_every: int) -> Collection:
+    def open(cls, folder: Path, snapshot_every: int, **backend: Any) -> Collection:
+        """`backend`: how to reach the collection's vector backend (Milvus: `milvus_uri`, `milvus_token`)."""
         snapshot.clean(folder)
-        collection = cls(folder, items.connect(folder / "items.sqlite"), snapshot_every)
+        collection = cls(folder, items.connect(folder / "items.sqlite"), snapshot_every, **backend)
         collection._recover()
         return collection
 
@@ -138,6 +142,9 @@ class Collection:
             self.closed = True
             self._conn.close()
 
+    def drop_backend(self) -> None:
+        """Remove what lives outside the collection's folder (nothing here; Milvus collections there)."""
+
     def _check_open(self) -> None:
         if self.closed:
             raise CollectionNotFoundError(f"collection {self.name!r} was deleted")
@@ -163,7 +170,7 @@ class Collection:
     def info(self) -> dict[str, Any]:
         with self._lock:
             self._check_open()
-            counts = {m: g.live for m, g in self.groups.items() if g.live}
+            counts = {m: n for m, n in self._counts().items() if n}
         return {"name": self.name, "space": self.meta["space"], "space_id": self.meta["space_id"], "dim": self.dim,
                 "count": sum(counts.values()), "modalities": counts, "index": self.settings.model_dump(),
                 "mixing": self.meta["mixing"], "created": self.meta["created"]}
@@ -207,18 +214,22 @@ class Collection:
                 self._conn.execute("ROLLBACK")
                 raise
             self.meta["groups"] = groups
-            self._forget(replaced)
-            for modality in {r.modality for _, r in added}:
-                mine = [(i, r) for i, r in added if r.modality == modality]
-                ids = np.array([i for i, _ in mine], dtype=np.int64)
-                vectors = np.stack([r.vector for _, r in mine]).astype(np.float32)
-                self._group(modality, groups[modality]).append(
-                    ids, np.stack([r.leaves for _, r in mine]), np.stack([r.gram for _, r in mine]), vectors)
-                self.ann.add(ids, vectors)
             self.seq = seq or self.seq
             self._unsnapshotted += len(added) + len(replaced)
+            self._forget(replaced)
+            self._apply(added)
         self._maybe_snapshot()
         return len(latest)
+
+    def _apply(self, added: list[tuple[int, Record]]) -> None:
+        """Committed additions into the arrays and the ANN index (under the lock)."""
+        for modality in {r.modality for _, r in added}:
+            mine = [(i, r) for i, r in added if r.modality == modality]
+            ids = np.array([i for i, _ in mine], dtype=np.int64)
+            vectors = np.stack([r.vector for _, r in mine]).astype(np.float32)
+            self._group(modality, self.meta["groups"][modality]).append(
+                ids, np.stack([r.leaves for _, r in mine]), np.stack([r.gram for _, r in mine]), vectors)
+            self.ann.add(ids, vectors)
 
     def _validate(self, r: Record) -> None:
         n_leaves = len(r.keys)
@@ -245,9 +256,9 @@ class Collection:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-            self._forget([i for _, i in found])
             self.seq = seq or self.seq
             self._unsnapshotted += len(found)
+            self._forget([i for _, i in found])
         self._maybe_snapshot()
         return [key for key, _ in found]
 
@@ -256,6 +267,10 @@ class Collection:
             for group in self.groups.values():
                 group.kill(item)
         self.ann.remove(np.array(ids, dtype=np.int64))
+
+    def _counts(self) -> dict[str, int]:
+        """Live items per modality (under the lock)."""
+        return {m: g.live for m, g in self.groups.items()}
 
     # --- reads ------------------------------------------------------------------------------------
     def get(self, key: str) -> dict[str, Any] | None:
@@ -348,12 +363,16 @@ class Collection:
         return [Hit(found[s.id][0], s.score, s.modality, found[s.id][1]) for s in best if s.id in found]
 
     # --- snapshots --------------------------------------------------------------------------------
+    def _snapshot_due(self) -> bool:
+        """Once the log holds `snapshot_every` entries and half as many as there are live items (each
+        snapshot rewrites every array, so this keeps the total cost linear)."""
+        live = sum(g.live for g in self.groups.values())
+        return self._unsnapshotted >= max(self.snapshot_every, live // 2)
+
     def _maybe_snapshot(self) -> None:
-        """Snapshot in a background thread once the log holds `snapshot_every` entries and half as many as
-        there are live items (each snapshot rewrites every array, so this keeps the total cost linear)."""
+        """Snapshot in a background thread when one is due."""
         with self._lock:
-            live = sum(g.live for g in self.groups.values())
-            if self._unsnapshotted < max(self.snapshot_every, live // 2) or self._snapshot_thread is not None:
+            if not self._snapshot_due() or self._snapshot_thread is not None:
                 return
             self._snapshot_thread = threading.Thread(target=self._background_snapshot, daemon=True,
                                                      name=f"snapshot-{self.name}")

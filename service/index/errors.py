@@ -1,5 +1,5 @@
 """Errors of the collection store, as library-style errors whose `kind` is one service.errors already
-maps to an HTTP status (unknown_name 404, conflict 409, invalid_input 422)."""
+maps to an HTTP status (unknown_name 404, conflict 409, invalid_input 422, not_ready 503)."""
 
 from __future__ import annotations
 
@@ -39,3 +39,9 @@ class InvalidCollectionError(StoreError, ValueError):
 
 class InvalidFilterError(StoreError, ValueError):
     kind = "invalid_input"
+
+
+class BackendUnavailableError(StoreError):
+    """The Milvus server a collection lives in cannot be reached or refused a call: retry later."""
+
+    kind = "not_ready"

@@ -13,6 +13,10 @@ class IndexSettings(BaseModel):
     `search="auto"` scores every item exactly while the collection (or the set a filter leaves) has at
     most `exact_below` items; above that it asks the ANN index, built on the vectors under the
     collection's default mixing, for `rerank_factor * top_k` candidates and re-scores those exactly.
+
+    `backend="milvus"` keeps the components in Milvus instead of the service's memory (see
+    service.index.milvus): the same index types, searches and filters, with candidates from Milvus and
+    the exact re-score in the service. `milvus_uri` None means the service's `FREEBIND_MILVUS_URI`.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -27,3 +31,7 @@ class IndexSettings(BaseModel):
     nlist: int = Field(1024, ge=1, le=1 << 20, description="ivf: number of inverted lists")
     nprobe: int = Field(64, ge=1, le=1 << 20, description="ivf: lists visited per search")
     gpu: bool = Field(True, description="search on all GPUs when faiss has them (flat and ivf)")
+    backend: Literal["faiss", "milvus"] = Field("faiss", description="where the components live: the service's "
+                                                "memory (faiss) or a Milvus server (milvus)")
+    milvus_uri: str | None = Field(None, description="milvus: a milvus-lite file (path ending in .db) or "
+                                   "http://host:19530; default: the service's FREEBIND_MILVUS_URI")

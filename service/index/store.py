@@ -3,14 +3,19 @@
 Layout: `<data_dir>/collections/<name>/` per collection (service.index.collection). Creation builds
 the folder under a hidden temporary name and renames it into place; deletion renames it out of the way
 before removing it. So after a crash a collection either exists whole or not at all.
+
+A collection with index backend `milvus` keeps its components in Milvus (service.index.milvus): the
+store checks that Milvus is reachable before creating one, and drops its Milvus collections with it.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import re
 import shutil
+import sqlite3
 import threading
 import time
 import uuid
@@ -18,8 +23,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from service.index import milvus
 from service.index.collection import Collection
 from service.index.errors import CollectionExistsError, CollectionNotFoundError, InvalidCollectionError
+from service.index.milvus_collection import MilvusCollection
 from service.index.settings import IndexSettings
 from service.index.snapshot import fsync_dir
 
@@ -29,9 +36,11 @@ FORMAT_VERSION = 1
 
 
 class CollectionStore:
-    def __init__(self, data_dir: str | Path, snapshot_every: int = 10_000):
+    def __init__(self, data_dir: str | Path, snapshot_every: int = 10_000, milvus_uri: str | None = None,
+                 milvus_token: str = ""):
         self.root = Path(data_dir) / "collections"
         self.snapshot_every = snapshot_every
+        self.milvus_uri, self.milvus_token = milvus_uri, milvus_token  # for collections that name no uri
         self._collections: dict[str, Collection] = {}
         self._lock = threading.Lock()
         self._owner = None  # the open lock file: one process per data folder (POSIX locks are per process)
@@ -52,8 +61,17 @@ class CollectionStore:
         started = time.monotonic()
         with self._lock:
             for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
-                self._collections[folder.name] = Collection.open(folder, self.snapshot_every)
+                self._collections[folder.name] = self._open(folder)
         log.info("opened %d collections from %s in %.2fs", len(self._collections), self.root, time.monotonic() - started)
+
+    def _open(self, folder: Path) -> Collection:
+        with sqlite3.connect(f"file:{folder / 'items.sqlite'}?mode=ro", uri=True) as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'index'").fetchone()
+        backend = json.loads(row[0]).get("backend", "faiss") if row else "faiss"
+        if backend == "milvus":
+            return MilvusCollection.open(folder, self.snapshot_every, milvus_uri=self.milvus_uri,
+                                         milvus_token=self.milvus_token)
+        return Collection.open(folder, self.snapshot_every)
 
     def close(self) -> None:
         with self._lock:
@@ -72,17 +90,33 @@ class CollectionStore:
         settings = index if isinstance(index, IndexSettings) else IndexSettings.model_validate(dict(index or {}))
         meta = {"format_version": FORMAT_VERSION, "name": name, "space": space, "space_id": space_id, "dim": dim,
                 "index": settings.model_dump(), "mixing": dict(mixing or {}), "groups": {}, "created": time.time()}
-        with self._lock:
-            if name in self._collections:
-                raise CollectionExistsError(f"collection {name!r} already exists; delete it first or pick another name")
-            temp = self.root / f".{name}.creating-{uuid.uuid4().hex[:8]}"
-            temp.mkdir(parents=True)
-            Collection.create(temp, meta, self.snapshot_every).discard()
-            fsync_dir(temp)
-            temp.rename(self.root / name)
-            fsync_dir(self.root)
-            collection = self._collections[name] = Collection.open(self.root / name, self.snapshot_every)
+        uri = self._milvus_uri(settings) if settings.backend == "milvus" else None
+        if uri:
+            meta["milvus_uid"] = uuid.uuid4().hex[:16]  # names its Milvus collections: never those of an older one
+            milvus.client(uri, self.milvus_token)  # reachable? (held until the collection holds its own)
+        try:
+            with self._lock:
+                if name in self._collections:
+                    raise CollectionExistsError(f"collection {name!r} already exists; delete it first or pick another name")
+                temp = self.root / f".{name}.creating-{uuid.uuid4().hex[:8]}"
+                temp.mkdir(parents=True)
+                Collection.create(temp, meta, self.snapshot_every).discard()
+                fsync_dir(temp)
+                temp.rename(self.root / name)
+                fsync_dir(self.root)
+                collection = self._collections[name] = self._open(self.root / name)
+        finally:
+            if uri:
+                milvus.release(uri, self.milvus_token)
         return collection
+
+    def _milvus_uri(self, settings: IndexSettings) -> str:
+        uri = settings.milvus_uri or self.milvus_uri
+        if not uri:
+            raise InvalidCollectionError("index backend 'milvus' needs a Milvus: set FREEBIND_MILVUS_URI on the service "
+                                         "(a milvus-lite file such as data/milvus.db, or http://host:19530) or "
+                                         "index.milvus_uri on the collection")
+        return uri
 
     def get(self, name: str) -> Collection:
         with self._lock:
@@ -112,6 +146,7 @@ class CollectionStore:
     def drop(self, name: str) -> None:
         with self._lock:
             collection = self._get(name)
+            collection.drop_backend()  # first: should Milvus refuse, the collection is still whole
             del self._collections[name]
             collection.discard()
             gone = self.root / f".{name}.deleting-{uuid.uuid4().hex[:8]}"

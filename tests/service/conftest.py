@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from fastapi.testclient import TestClient
 from bonds.checkpoint import save_bond_checkpoint
 from bonds.projector import ProjectorConfig, ProjectorMixture
 from service.app import create_app
+from service.index import CollectionStore
 from service.settings import Settings
 
 SPACE = "tiny_bonded"
@@ -88,3 +90,29 @@ def wav_bytes(seconds: float = 0.5, rate: int = 16_000, freq: float = 440.0) -> 
     buffer = io.BytesIO()
     sf.write(buffer, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), rate, format="WAV")
     return buffer.getvalue()
+
+
+# --- index backends: the collection tests run once per backend ----------------------------------------
+@dataclass(frozen=True)
+class Backend:
+    name: str  # "faiss" or "milvus"
+    uri: str | None  # the milvus-lite file, for milvus
+
+    def index(self, **settings) -> dict:
+        return {**settings, "backend": self.name}
+
+    def store(self, data_dir, **options) -> CollectionStore:
+        return CollectionStore(data_dir, milvus_uri=self.uri, **options)
+
+
+@pytest.fixture(scope="module")
+def milvus_uri(tmp_path_factory) -> str:
+    """One real milvus-lite engine file per test module: its collections are named per FreeBind
+    collection, so tests never meet each other's rows."""
+    pytest.importorskip("milvus_lite", reason="the milvus extra is not installed")
+    return str(tmp_path_factory.mktemp("milvus") / "milvus.db")
+
+
+@pytest.fixture(params=["faiss", "milvus"])
+def backend(request) -> Backend:
+    return Backend(request.param, request.getfixturevalue("milvus_uri") if request.param == "milvus" else None)

@@ -1,6 +1,6 @@
 """Child process of the crash test: ingests batches forever, printing each acknowledged batch.
 
-Usage: python -m tests.service.index.ingest_child DATA_DIR FIRST_BATCH. Vectors are a pure function of
+Usage: python -m tests.service.index.ingest_child DATA_DIR FIRST_BATCH [MILVUS_URI]. Vectors are a pure function of
 the item id, so the parent can check every stored vector after killing this process with SIGKILL.
 """
 
@@ -13,7 +13,8 @@ from tests.service.index.synthetic import BATCH, SPACE_ID, deleted_in, open_stor
 
 def main() -> None:
     data_dir, batch = sys.argv[1], int(sys.argv[2])
-    store = open_store(data_dir, snapshot_every=23)  # snapshots happen mid-run, so a kill can land in one
+    milvus_uri = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else None
+    store = open_store(data_dir, snapshot_every=23, milvus_uri=milvus_uri)  # snapshots happen mid-run, so a kill can land in one
     collection = store.get("crash")
     while True:
         collection.upsert(SPACE_ID, records_for_batch(batch))

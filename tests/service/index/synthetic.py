@@ -36,9 +36,12 @@ def deleted_in(batch: int) -> list[str]:
     return [f"b{batch - 1}-0"] if batch % 3 == 0 and batch > 0 else []
 
 
-def open_store(data_dir, snapshot_every: int = 10_000, **index) -> CollectionStore:
-    store = CollectionStore(data_dir, snapshot_every=snapshot_every)
+def open_store(data_dir, snapshot_every: int = 10_000, milvus_uri: str | None = None, **index) -> CollectionStore:
+    """A store with collection "crash"; `milvus_uri` given, "crash" lives in that Milvus."""
+    store = CollectionStore(data_dir, snapshot_every=snapshot_every, milvus_uri=milvus_uri)
     store.open()
+    if milvus_uri:
+        index["backend"] = "milvus"
     if "crash" not in store.names():
         store.create("crash", "synthetic", SPACE_ID, DIM, index or None, {})
     return store

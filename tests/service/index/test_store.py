@@ -1,4 +1,8 @@
-"""The collection store: persistence, crash recovery under SIGKILL, concurrency, ANN paths, errors."""
+"""The collection store: persistence, crash recovery under SIGKILL, concurrency, ANN paths, errors.
+
+Tests taking the `backend` fixture run twice: components in the service (FAISS) and in a real
+milvus-lite engine; both must give the same results.
+"""
 
 from __future__ import annotations
 
@@ -43,8 +47,8 @@ def brute_force(keys, query, k):
     return [keys[i] for i in np.argsort(-scores, kind="stable")[:k]]
 
 
-def test_write_close_reopen_keeps_everything(tmp_path):
-    store = open_store(tmp_path)
+def test_write_close_reopen_keeps_everything(tmp_path, backend):
+    store = open_store(tmp_path, milvus_uri=backend.uri)
     collection = store.get("crash")
     collection.upsert(SPACE_ID, [record(f"k{i}", n=i) for i in range(50)])
     collection.delete(["k3", "k4"])
@@ -53,7 +57,7 @@ def test_write_close_reopen_keeps_everything(tmp_path):
     before = keys_of(collection.search(PLANS, query, 10))
     store.close()
 
-    again = CollectionStore(tmp_path)
+    again = backend.store(tmp_path)
     again.open()
     collection = again.get("crash")
     assert collection.info()["count"] == 48
@@ -70,8 +74,8 @@ def crash(store: CollectionStore) -> None:
     store._owner.close()
 
 
-def test_reopen_after_a_crash_replays_the_log_over_the_snapshot(tmp_path):
-    first = open_store(tmp_path)
+def test_reopen_after_a_crash_replays_the_log_over_the_snapshot(tmp_path, backend):
+    first = open_store(tmp_path, milvus_uri=backend.uri)
     collection = first.get("crash")
     for batch in range(5):
         collection.upsert(SPACE_ID, records_for_batch(batch))
@@ -80,7 +84,7 @@ def test_reopen_after_a_crash_replays_the_log_over_the_snapshot(tmp_path):
             collection.snapshot()  # batches 0-2 in the snapshot, 3-4 only in the log
     crash(first)
     expected = {f"b{b}-{i}" for b in range(5) for i in range(BATCH)} - {k for b in range(5) for k in deleted_in(b)}
-    second = open_store(tmp_path)
+    second = open_store(tmp_path, milvus_uri=backend.uri)
     recovered = second.get("crash")
     assert recovered.info()["count"] == len(expected)
     query = vector("q")
@@ -88,14 +92,15 @@ def test_reopen_after_a_crash_replays_the_log_over_the_snapshot(tmp_path):
     second.close()
 
 
-def test_sigkill_mid_ingestion_loses_no_acknowledged_write(tmp_path):
+def test_sigkill_mid_ingestion_loses_no_acknowledged_write(tmp_path, backend):
     """Kill -9 a writer three times at different points: acknowledged batches all there, none half-written."""
-    open_store(tmp_path).close()
+    open_store(tmp_path, milvus_uri=backend.uri).close()
     acked: set[int] = set()
     next_batch = 0
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for stop_after in (7, 31, 18):
-        child = subprocess.Popen([sys.executable, "-m", "tests.service.index.ingest_child", str(tmp_path), str(next_batch)],
+        child = subprocess.Popen([sys.executable, "-m", "tests.service.index.ingest_child", str(tmp_path), str(next_batch),
+                                  backend.uri or ""],
                                  stdout=subprocess.PIPE, text=True, cwd=REPO, env=env)
         seen = 0
         for line in child.stdout:
@@ -105,7 +110,7 @@ def test_sigkill_mid_ingestion_loses_no_acknowledged_write(tmp_path):
                 break
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
-        store = CollectionStore(tmp_path)
+        store = backend.store(tmp_path)
         store.open()
         collection = store.get("crash")
         last = max(acked)
@@ -129,8 +134,8 @@ def test_sigkill_mid_ingestion_loses_no_acknowledged_write(tmp_path):
         next_batch = last + 2
 
 
-def test_concurrent_adds_deletes_and_searches(tmp_path):
-    store = open_store(tmp_path, snapshot_every=40)
+def test_concurrent_adds_deletes_and_searches(tmp_path, backend):
+    store = open_store(tmp_path, snapshot_every=40, milvus_uri=backend.uri)
     collection = store.get("crash")
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -168,16 +173,16 @@ def test_concurrent_adds_deletes_and_searches(tmp_path):
     expected = {f"{p}{i}-{j}" for p in "abc" for i in range(60) for j in range(3)} - {f"{p}{i}-0" for p in "abc" for i in range(0, 60, 4)}
     assert collection.info()["count"] == len(expected)
     store.close()
-    again = open_store(tmp_path)
+    again = open_store(tmp_path, milvus_uri=backend.uri)
     assert again.get("crash").info()["count"] == len(expected)
     again.close()
 
 
 @pytest.mark.parametrize("index", [{"type": "flat"}, {"type": "hnsw"}, {"type": "ivf", "nlist": 8, "nprobe": 8}])
-def test_ann_rerank_finds_the_exact_top_k(tmp_path, index):
-    store = CollectionStore(tmp_path, snapshot_every=150)
+def test_ann_rerank_finds_the_exact_top_k(tmp_path, index, backend):
+    store = backend.store(tmp_path, snapshot_every=150)
     store.open()
-    collection = store.create("c", "synthetic", SPACE_ID, 8, index, {})
+    collection = store.create("c", "synthetic", SPACE_ID, 8, backend.index(**index), {})
     keys = [f"k{i}" for i in range(400)]
     collection.upsert(SPACE_ID, [record(k, even=i % 2 == 0) for i, k in enumerate(keys)])
     collection.delete(keys[:100])  # HNSW: tombstones, dropped when the snapshot rebuilds the index
@@ -190,14 +195,14 @@ def test_ann_rerank_finds_the_exact_top_k(tmp_path, index):
     filtered = collection.search(PLANS, query, 5, filter_={"even": True}, mode="ann")
     assert keys_of(filtered) == brute_force(evens, query, 5)
     store.close()
-    again = CollectionStore(tmp_path)
+    again = backend.store(tmp_path)
     again.open()
     assert keys_of(again.get("c").search(PLANS, query, 5, mode="ann")) == brute_force(live, query, 5)
     again.close()
 
 
-def test_filters_restrict_before_truncation(tmp_path):
-    store = open_store(tmp_path)
+def test_filters_restrict_before_truncation(tmp_path, backend):
+    store = open_store(tmp_path, milvus_uri=backend.uri)
     collection = store.get("crash")
     collection.upsert(SPACE_ID, [record(f"k{i}", year=2000 + i, tag="rare" if i in (7, 42) else "common")
                                  for i in range(60)])
