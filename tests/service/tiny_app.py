@@ -46,9 +46,10 @@ def library_space(path: Path):
     return load_space(path)
 
 
-def start(space_file: Path, data_dir: Path) -> TestClient:
-    """A started app (lifespan run) whose engine has finished loading."""
-    settings = get_settings(spaces=[str(space_file)], data_dir=data_dir, warmup=False, playground=False, api_keys=[])
+def start(space_file: Path, data_dir: Path, **overrides) -> TestClient:
+    """A started app (lifespan run) whose engine has finished loading; `overrides`: more settings."""
+    settings = get_settings(spaces=[str(space_file)], data_dir=data_dir, warmup=False, playground=False, api_keys=[],
+                            **overrides)
     client = TestClient(create_app(settings))
     client.__enter__()
     deadline = time.monotonic() + 60
