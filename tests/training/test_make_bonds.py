@@ -1,0 +1,34 @@
+"""`make bonds` end to end with tiny encoders standing in for starter and e5 (slow: a few minutes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bonds.checkpoint import load_bond_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_make_bonds_dry_run(tmp_path, shared_data):
+    env = {**os.environ, "WORK": str(tmp_path / "work"), "OUT": str(tmp_path / "ckpt"), "EVAL": str(tmp_path / "eval"),
+           "BIN": str(Path(sys.executable).parent), "DATA": str(shared_data), "PROGRESS": "0",
+           "STARTER_ENCODER": "tiny", "STARTER_OPTIONS": "--encoder-option dim=32",
+           "E5_ENCODER": "tiny", "E5_OPTIONS": '--encoder-option dim=24 --encoder-option modalities=["text"]',
+           "N_M30K": "400", "WORDNET_STEP": "400", "N_SPEECH": "6", "FSDD_STEP": "50", "CIFAR_STEP": "30",
+           "HIDDEN": "32", "EPOCHS_C": "2", "EPOCHS_D": "1"}
+    subprocess.run(["bash", str(REPO / "scripts" / "make_bonds.sh")], env=env, check=True, cwd=REPO,
+                   capture_output=True, timeout=1200)
+    combination, manifest = load_bond_checkpoint(tmp_path / "ckpt" / "e5_into_starter", kind="combination", d_in=24, d_out=32)
+    assert manifest.weights_dtype == "float16" and len(combination.heads) == 7
+    load_bond_checkpoint(tmp_path / "ckpt" / "starter_into_e5", kind="displacement", d_in=32, d_out=24)
+    report = json.loads((tmp_path / "eval" / "e5_into_starter.json").read_text())
+    assert {"m30k_de_en", "cifar10_ar", "fsdd_de"} <= set(report["tasks"]) and "suggested_presets" in report
+    timings = (tmp_path / "work" / "timings.txt").read_text()
+    assert "fit-e5_into_starter" in timings and "total" in timings
