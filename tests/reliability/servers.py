@@ -20,40 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import torch
-import yaml
 
-from bonds.checkpoint import save_bond_checkpoint
-from bonds.projector import ProjectorConfig, ProjectorMixture
+from tests.service.tiny_space import DIM, SPACE, write_space  # noqa: F401  (re-exported for the tests and bench/soak.py)
 
 REPO = Path(__file__).resolve().parents[2]
 FREEBIND = Path(sys.executable).parent / "freebind"
-SPACE = "tiny_bonded"
-DIM = 16
-
-
-def write_space(folder: Path) -> Path:
-    """The tiny bonded space of tests/service/conftest.py, written under `folder`; returns its file."""
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    projector = ProjectorMixture(ProjectorConfig(8, DIM, hidden=32, heads=("mix",))).eval()
-    save_bond_checkpoint(folder / "checkpoints" / "aux_into_base", projector, kind="combination",
-                         source={"id": "aux", "dim": 8}, target={"id": "base", "dim": DIM}, modalities=["text", "audio"])
-    description = {
-        "format_version": 1,
-        "name": SPACE,
-        "encoders": {
-            "base": {"kind": "tiny", "options": {"dim": DIM, "seed": 0, "name": "base"}},
-            "aux": {"kind": "tiny", "options": {"dim": 8, "seed": 1, "modalities": ["text", "audio"], "name": "aux"}},
-        },
-        "base": "base",
-        "bonds": [{"name": "aux", "kind": "combination", "experts": {"aux": {"checkpoint": "checkpoints/aux_into_base"}},
-                   "factors": {"text": 0.3, "audio": 0.5}}],
-        "presets": {"strong": {"aux": {"text": 0.8, "audio": 0.8}}},
-    }
-    path = folder / f"{SPACE}.yaml"
-    path.write_text(yaml.safe_dump(description))
-    return path
 
 
 def free_port() -> int:

@@ -14,42 +14,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import yaml
 from fastapi.testclient import TestClient
 
-from bonds.checkpoint import save_bond_checkpoint
-from bonds.projector import ProjectorConfig, ProjectorMixture
 from service.app import create_app
 from service.index import CollectionStore
 from service.settings import Settings
-
-SPACE = "tiny_bonded"
-DIM = 16
+from tests.service.tiny_space import write_space
 
 
 @pytest.fixture(scope="session")
 def space_file(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("spaces")
-    torch.manual_seed(0)
-    projector = ProjectorMixture(ProjectorConfig(8, DIM, hidden=32, heads=("mix",))).eval()
-    save_bond_checkpoint(root / "checkpoints" / "aux_into_base", projector, kind="combination",
-                         source={"id": "aux", "dim": 8}, target={"id": "base", "dim": DIM}, modalities=["text", "audio"])
-    description = {
-        "format_version": 1,
-        "name": SPACE,
-        "encoders": {
-            "base": {"kind": "tiny", "options": {"dim": DIM, "seed": 0, "name": "base"}},
-            "aux": {"kind": "tiny", "options": {"dim": 8, "seed": 1, "modalities": ["text", "audio"], "name": "aux"}},
-        },
-        "base": "base",
-        "bonds": [{"name": "aux", "kind": "combination", "experts": {"aux": {"checkpoint": "checkpoints/aux_into_base"}},
-                   "factors": {"text": 0.3, "audio": 0.5}}],
-        "presets": {"strong": {"aux": {"text": 0.8, "audio": 0.8}}},
-    }
-    path = root / f"{SPACE}.yaml"
-    path.write_text(yaml.safe_dump(description))
-    return path
+    return write_space(tmp_path_factory.mktemp("spaces"))
 
 
 @pytest.fixture

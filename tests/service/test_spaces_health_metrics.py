@@ -12,7 +12,7 @@ from service.app import create_app
 from service.batcher import FAILURE_LIMIT
 from service.engine import Engine
 from service.settings import Settings
-from tests.service.conftest import DIM, SPACE
+from tests.service.tiny_space import DIM, SPACE
 
 
 def started(settings: Settings) -> TestClient:
