@@ -27,6 +27,9 @@ clean:
 bonds: install
 	BIN=$(BIN) bash scripts/make_bonds.sh
 
+bench: install  # speed and quality figures (~45 min on 2 cores): `make bench PARTS=search` runs one part
+	$(BIN)/python -m bench $(PARTS)
+
 soak: install  # long reliability runs (~15 min): schema fuzzing at length, 64-client load, 20 kill -9 trials
 	FREEBIND_FUZZ_EXAMPLES=300 $(BIN)/python -m pytest -q tests/reliability/test_schema_fuzz.py
 	$(BIN)/python bench/soak.py $(SOAK_ARGS)

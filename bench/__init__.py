@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` (or `python -m bench [part ...]`); figures land in docs/benchmarks.md."""

@@ -1,0 +1,114 @@
+"""Part 2: image and speech embedding: `freebind serve` against the bare encoder called in-process.
+
+The bare figure is the ceiling a service could reach on this machine: the starter encoder
+(EfficientNet-Lite0 + ConSE for images, Whisper tiny.en + MiniLM for speech) called directly with
+ideal batches of 32, decoding included (the service decodes too). The service gets the same files as
+base64 JSON, one item per request, from the shared load generator at concurrency 1, 8 and 32, and
+batches them itself. Inputs are real: the 80 COCO-mini photos and FSDD spoken digits.
+"""
+
+from __future__ import annotations
+
+import base64
+import gc
+import json
+import time
+from typing import Any
+
+from bench import load as loadgen
+from bench.common import SPACES, log, pyplot, quick, save_plot, shared_data
+from bench.servers import freebind
+
+CONCURRENCY = (1, 8, 32)
+TARGET_SHARE, TARGET_CONCURRENCY = 0.7, 32
+BATCH = 32
+
+
+def image_files() -> list[bytes]:
+    folder = shared_data() / "coco-mini" / "images"
+    return [p.read_bytes() for p in sorted(folder.glob("*.jpg"))]
+
+
+def audio_files(count: int = 64) -> list[bytes]:
+    """Spoken digits, spread over the three speakers and ten digits (the manifest is sorted by digit)."""
+    folder = shared_data() / "fsdd-dev"
+    rows = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    step = max(1, len(rows) // count)
+    return [(folder / r["audio"]).read_bytes() for r in rows[::step][:count]]
+
+
+def bodies(modality: str, files: list[bytes]) -> list[bytes]:
+    """One item per request, as a client sends a file it has just received."""
+    return [json.dumps({"inputs": [{modality: base64.b64encode(data).decode()}]}).encode() for data in files]
+
+
+def bare(modality: str, files: list[bytes], items: int) -> dict[str, Any]:
+    """Items/s of decode + encode in batches of 32, in this process, after one warm-up batch."""
+    from bonds.encoders.starter import StarterEncoder
+    from bonds.media import decode_audio, decode_image
+
+    decode = decode_image if modality == "image" else decode_audio
+    encoder = StarterEncoder()
+    encoder.encode(modality, [decode(f) for f in files[:BATCH]])
+    work = [files[i % len(files)] for i in range(items)]
+    started = time.perf_counter()
+    for at in range(0, items, BATCH):
+        encoder.encode(modality, [decode(f) for f in work[at : at + BATCH]])
+    seconds = time.perf_counter() - started
+    del encoder
+    gc.collect()
+    return {"items": items, "batch": BATCH, "seconds": round(seconds, 2), "items_per_s": round(items / seconds, 1)}
+
+
+def requests_for(modality: str, concurrency: int) -> int:
+    if quick():
+        return 2 * concurrency
+    return max(48, 4 * concurrency) if modality == "image" else max(24, 2 * concurrency)
+
+
+def served(url: str, modality: str, payloads: list[bytes], concurrency=CONCURRENCY) -> list[dict]:
+    cells = []
+    for c in concurrency:
+        cell = loadgen.run(url, payloads, 1, c, requests_for(modality, c))
+        log.info("  %s, concurrency %2d: %6.1f items/s  p50 %7.1f ms  p99 %7.1f ms  errors %s", modality, c,
+                 cell["items_per_s"], cell["p50_ms"], cell["p99_ms"], cell["errors"] or "-")
+        cells.append(cell)
+    return cells
+
+
+def plot(results: dict[str, dict]) -> str:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(results), figsize=(4.8 * len(results), 3.6), squeeze=False)
+    for ax, (modality, r) in zip(axes[0], results.items(), strict=True):
+        ax.plot([c["concurrency"] for c in r["service"]], [c["items_per_s"] for c in r["service"]], "o-",
+                label="freebind serve (HTTP, 1 item/request)")
+        ax.axhline(r["bare"]["items_per_s"], color="k", ls="--", label="bare encoder, batches of 32")
+        ax.axhline(TARGET_SHARE * r["bare"]["items_per_s"], color="grey", ls=":", label=f"{TARGET_SHARE:.0%} of bare")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(CONCURRENCY, [str(c) for c in CONCURRENCY])
+        ax.set_xlabel("concurrent clients")
+        ax.set_ylabel("items/s")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"starter encoder: {modality}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return save_plot(fig, "media")
+
+
+def run() -> dict[str, Any]:
+    inputs = {"image": image_files(), "audio": audio_files(16 if quick() else 64)}
+    if quick():
+        inputs["image"] = inputs["image"][:16]
+    results: dict[str, dict] = {}
+    for modality, files in inputs.items():
+        results[modality] = {"files": len(files), "bare": bare(modality, files, len(files) if quick() else 2 * len(files))}
+        log.info("bare %s: %.1f items/s", modality, results[modality]["bare"]["items_per_s"])
+    with freebind(SPACES / "starter.yaml", "starter") as (base, _):
+        for modality, files in inputs.items():
+            results[modality]["service"] = served(f"{base}/embed", modality, bodies(modality, files))
+    for r in results.values():
+        at = next(c for c in r["service"] if c["concurrency"] == TARGET_CONCURRENCY)
+        share = at["items_per_s"] / r["bare"]["items_per_s"]
+        r["target"] = {"share_of_bare": round(share, 2), "met": bool(share >= TARGET_SHARE)}
+    return {"results": results, "target": {"share": TARGET_SHARE, "concurrency": TARGET_CONCURRENCY},
+            "plot": plot(results)}

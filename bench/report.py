@@ -1,0 +1,185 @@
+"""docs/benchmarks.md from the JSON results in docs/bench/: figures, the machine, the command, plots.
+
+Only what is on disk is reported: a part not yet run says so. Every part's section opens with when it
+ran and the machine's load average then, because other work may share the machine. `NOTES` holds the
+reading of the figures (why a target was missed); it is written by a person after a run and says which
+run it read, so a later run does not silently inherit an explanation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.common import REPO, read
+
+DOC = REPO / "docs" / "benchmarks.md"
+NOTES: dict[str, str] = {}  # part -> a paragraph on the figures of the run it names
+
+
+def fmt(x: Any, digits: int = 1) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, bool):
+        return "met" if x else "**missed**"
+    if isinstance(x, float):
+        return f"{x:,.{digits}f}"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return str(x)
+
+
+def table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(fmt(c) for c in row) + " |" for row in rows), ""]
+
+
+def opening(r: dict[str, Any]) -> list[str]:
+    m = r["machine"]
+    quick = " **BENCH_QUICK run: sizes are tiny, figures are not meaningful.**" if r.get("quick") else ""
+    return [f"*Run {r['date']} in {r['seconds']:.0f} s, commit `{m['commit']}`, `{r['command']}`; load average "
+            f"before {r['load_before']['loadavg']}, after {r['load_after']['loadavg']}.*{quick}", ""]
+
+
+def plot(r: dict[str, Any], alt: str) -> list[str]:
+    return [f"![{alt}]({r['plot']})", ""] if r.get("plot") else []
+
+
+# --- the parts ------------------------------------------------------------------------------------
+def text(r: dict[str, Any]) -> list[str]:
+    rows = [[server, c["items_per_request"], c["concurrency"], c["items_per_s"], c["p50_ms"], c["p99_ms"],
+             sum(c["errors"].values()) if c["errors"] else 0]
+            for server, cells in r["results"].items() for c in cells]
+    out = ["Both servers embed real Multi30k captions with the same all-MiniLM-L6-v2 folder (vectors agree to "
+           f"cosine >= {r['same_model_min_cosine']:.4f}), one server at a time, through OpenAI-shaped `/embeddings` "
+           "requests from one load generator.", ""]
+    out += table(["server", "texts/request", "concurrency", "texts/s", "p50 ms", "p99 ms", "errors"], rows)
+    out += table(["request size", "freebind / infinity texts/s at 32", "p99 ratio", f"target (>= {r['target']['speedup']}x, p99 no worse)"],
+                 [[k.replace("_", " "), v["speedup"], v["p99_ratio"], v["met"]] for k, v in r["target"]["by_size"].items()])
+    return out + plot(r, "MiniLM over HTTP: freebind vs infinity")
+
+
+def media(r: dict[str, Any]) -> list[str]:
+    rows = []
+    for modality, m in r["results"].items():
+        rows.append([modality, "bare encoder, batches of 32", "-", m["bare"]["items_per_s"], "-", "-"])
+        rows += [[modality, "freebind serve, 1 item/request", c["concurrency"], c["items_per_s"], c["p50_ms"], c["p99_ms"]]
+                 for c in m["service"]]
+    out = table(["modality", "how", "concurrency", "items/s", "p50 ms", "p99 ms"], rows)
+    out += table(["modality", f"service / bare at concurrency {r['target']['concurrency']}", f"target (>= {r['target']['share']:.0%})"],
+                 [[k, v["target"]["share_of_bare"], v["target"]["met"]] for k, v in r["results"].items()])
+    return out + plot(r, "service vs bare encoder")
+
+
+def batching(r: dict[str, Any]) -> list[str]:
+    rows = [[name, mode, res[mode]["items_per_s"], res[mode]["p50_ms"], res[mode]["p99_ms"]]
+            for name, res in r["results"].items() for mode in ("off", "on")]
+    out = table(["load (1 item/request)", "batching", "items/s", "p50 ms", "p99 ms"], rows)
+    out += table(["load", "items/s on / off", "p99 on / off"],
+                 [[name, res["ratio"]["items_per_s"], res["ratio"]["p99"]] for name, res in r["results"].items()])
+    return [f"Concurrency {r['concurrency']}; off is `max_batch_size=1`, on is the encoder's default (32).", "", *out,
+            *plot(r, "batching on and off")]
+
+
+def setting(row: dict | None) -> str:
+    """An index sweep row's levers, as `ef_search 64, rerank_factor 10`."""
+    if row is None:
+        return "-"
+    return ", ".join(f"{k} {v}" for k, v in row.items() if k in ("ef_search", "nprobe", "rerank_factor"))
+
+
+def search(r: dict[str, Any]) -> list[str]:
+    out = [f"{r['real_items']:,} real MiniLM caption embeddings plus clustered fill; two leaves per item; {r['queries']} "
+           f"real caption queries, top {r['k']}; default mixing f = {r['default_f']}, per-request mixing f = {r['mixed_f']}. "
+           "Queries/s are of one query per call, one call at a time.", ""]
+    out += table(["items", "ingest items/s (durable upsert)", "RSS held (MiB)", "RSS per million items (MiB)",
+                  "exact search under mixing, q/s"],
+                 [[s["n"], s["ingest_items_per_s"], s["rss_held_mib"], s["rss_per_million_mib"], s["exact_mixed_qps"]]
+                  for s in r["sizes"]])
+    rows = []
+    for s in r["sizes"]:
+        for kind, res in s["indexes"].items():
+            f, m = res["at_target"]["fixed"], res["at_target"]["mixed"]
+            rows.append([s["n"], kind, res["build_s"], res["index_bytes_per_vector"] * 1e6 / 2**20,
+                         setting(f), f and f["fixed_qps"], f and f["fixed_recall"],
+                         setting(m), m and m["mixed_qps"], m and m["mixed_recall"], res["at_target"]["slowdown"],
+                         res["at_target"]["met"]])
+    out += ["At recall@10 >= 0.95, the fastest setting of each search:", ""]
+    out += table(["items", "index", "build s", "index MiB per million", "fixed: setting", "fixed q/s", "recall",
+                  "mixed: setting", "mixed q/s", "recall", "fixed / mixed", f"target (<= {r['target']['max_slowdown']}x)"], rows)
+    return out + plot(r, "search: queries/s against recall")
+
+
+def training(r: dict[str, Any]) -> list[str]:
+    p, f = r["pairs"], r["fit"]
+    return table(["stage", "size", "seconds", "rate", "peak RSS MiB"], [
+        ["pseudo-pairs (`build_pairs`)", f"{p['queries']:,} queries x {p['bank']:,} bank, top-{p['k']}", p["seconds"],
+         f"{p['queries_per_s']:,.0f} queries/s", p["peak_rss_mib"]],
+        ["fit (`fit`, default head)", f"{f['samples']:,} pairs, {f['epochs']} epoch, hidden {f['hidden']}, batch {f['batch_size']}",
+         f["seconds"], f"{f['samples_per_s']:,.0f} samples/s", f["peak_rss_mib"]]])
+
+
+def quality(r: dict[str, Any]) -> list[str]:
+    out = []
+    for name, t in r["bonds"].items():
+        out += [f"**{name}** ({t['kind']} bond, base `{t['base']}`, expert `{t['expert']}`; shipped presets "
+                f"{t['presets']}; full sweep plot: [{t['eval_plot']}]({t['eval_plot']})):", ""]
+        out += table(["task", "group", "metric", "base", "expert", f"bonded (f={t['preset_factor']})", "best f", "bonded at best f"],
+                     [[row["task"], row["group"], row["metric"], row["base"], row["expert"], row["bonded_at_preset"],
+                       row["best_factor"], row["bonded_best"]] for row in t["rows"]])
+    return out + plot(r, "quality against the factor")
+
+
+SECTIONS = {
+    "text": ("1. Text embedding over HTTP: freebind vs infinity", text),
+    "media": ("2. Image and speech: the service vs the bare encoder", media),
+    "batching": ("3. Dynamic batching off and on", batching),
+    "search": ("4. Search at 100k and 1M vectors", search),
+    "training": ("5. Training cost", training),
+    "quality": ("6. Quality of the shipped bonds", quality),
+}
+
+
+def targets(results: dict[str, dict]) -> list[str]:
+    rows = []
+    if "text" in results:
+        for size, v in results["text"]["target"]["by_size"].items():
+            rows.append(["1", f"text, {size.replace('_', ' ')}/request, concurrency 32: >= 1.5x infinity's items/s, p99 no worse",
+                         f"{v['speedup']}x, p99 ratio {v['p99_ratio']}", v["met"]])
+    if "media" in results:
+        for modality, v in results["media"]["results"].items():
+            rows.append(["2", f"{modality}: service >= 70% of bare at concurrency 32", f"{v['target']['share_of_bare']:.0%}",
+                         v["target"]["met"]])
+    if "search" in results:
+        for s in results["search"]["sizes"]:
+            for kind, res in s["indexes"].items():
+                rows.append(["4", f"{s['n']:,} items, {kind}: mixed search within 2x of fixed at recall@10 >= 0.95",
+                             f"{fmt(res['at_target']['slowdown'], 2)}x", res["at_target"]["met"]])
+    return table(["part", "target", "measured", "verdict"], rows) if rows else []
+
+
+def write() -> None:
+    results = {part: r for part in SECTIONS if (r := read(part)) is not None}
+    any_run = next(iter(results.values()), None)
+    lines = ["# Benchmarks", "",
+             "Speed and quality, measured side by side with what a user would pick instead. `make bench` runs every "
+             "part (each in its own process) and rewrites this page from `docs/bench/*.json`; `make bench PARTS=search` "
+             "runs one (`PARTS=\"text media\"` several; `python -m bench report` only rewrites the page). "
+             "`BENCH_QUICK=1` checks the code on tiny sizes. No benchmark is a test and no test is timed.", ""]
+    if any_run:
+        m = any_run["machine"]
+        lines += [f"**Machine:** {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU; {m['os']}; Python "
+                  f"{m['python']}, torch {m['torch']} ({m['torch_threads']} threads). **This machine is shared:** other "
+                  "workers' tests and servers ran on the same two cores during these runs, so every figure here is a "
+                  "lower bound with noise; each section gives the load average before and after it ran.", "",
+                  "**7. GPU:** not measured. No GPU machine was available for this run; the parts above ran on CPU "
+                  "only and none of their figures is a GPU figure.", ""]
+    lines += ["## Targets", "", *targets(results)]
+    for part, (title, render) in SECTIONS.items():
+        lines += [f"## {title}", ""]
+        if part not in results:
+            lines += ["Not run yet: `make bench PARTS=" + part + "`.", ""]
+            continue
+        lines += opening(results[part]) + render(results[part])
+        if part in NOTES:
+            lines += [NOTES[part], ""]
+    DOC.write_text("\n".join(lines).rstrip() + "\n")
