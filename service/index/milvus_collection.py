@@ -42,6 +42,7 @@ class MilvusCollection(Collection):
                                "set FREEBIND_MILVUS_URI (or the collection's index.milvus_uri)")
         self.vectors = MilvusVectors(self.settings, self.dim, self.meta["milvus_uid"], uri, milvus_token)
         self.pushed = 0  # last log entry pushed to Milvus
+        self._counted: tuple[int, dict[str, int]] = (-1, {})  # (seq, items per modality) as of that entry
 
     # --- lifecycle --------------------------------------------------------------------------------
     def _recover(self) -> None:
@@ -102,7 +103,11 @@ class MilvusCollection(Collection):
             self.pushed = rows[-1][0]
 
     def _counts(self) -> dict[str, int]:
-        return dict(self._conn.execute("SELECT modality, count(*) FROM items GROUP BY modality").fetchall())
+        """Items per modality from SQLite (a scan of the table), kept until the next write."""
+        if self._counted[0] != self.seq:
+            counts = dict(self._conn.execute("SELECT modality, count(*) FROM items GROUP BY modality").fetchall())
+            self._counted = (self.seq, counts)
+        return dict(self._counted[1])
 
     # --- reads ------------------------------------------------------------------------------------
     def components(self, key: str) -> tuple[str, list[str], np.ndarray, np.ndarray] | None:
