@@ -168,4 +168,5 @@ class PeakRSS:
 
 def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness poll otherwise
+    for noisy in ("httpx", "faster_whisper"):  # a line per readiness poll, per transcribed clip
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -33,7 +33,7 @@ def request_count(size: int, concurrency: int) -> int:
     """Enough requests for a steady state at every concurrency, a bounded count all the same."""
     if quick():
         return 2 * concurrency
-    return max(300, 30 * concurrency) if size == 1 else max(40, 4 * concurrency)
+    return max(200, 10 * concurrency) if size == 1 else max(24, 2 * concurrency)
 
 
 def matrix(url: str, texts: list[str], concurrency=CONCURRENCY, sizes=SIZES) -> list[dict[str, Any]]:
