@@ -6,7 +6,7 @@ FROM ${BASE_IMAGE} AS build
 ARG CUDA=0
 # System packages for tests and training (chromium, espeak-ng, WordNet) stay out of the image;
 # the runtime stage installs the one library serving needs (libsndfile).
-ENV VENV=/opt/freebind/.venv FREEBIND_CUDA=${CUDA} FREEBIND_SKIP_APT=1 FREEBIND_EXTRAS=models PIP_NO_CACHE_DIR=1
+ENV VENV=/opt/freebind/.venv FREEBIND_CUDA=${CUDA} FREEBIND_SKIP_APT=1 FREEBIND_EXTRAS=models,milvus PIP_NO_CACHE_DIR=1
 RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends make git && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/freebind
 COPY pyproject.toml README.md Makefile ./

@@ -3,7 +3,7 @@
 #   VENV (default .venv)   where the virtual environment goes
 #   FREEBIND_CUDA=1        install the CUDA torch build and faiss-gpu instead of the CPU ones
 #   FREEBIND_SKIP_APT=1    do not touch system packages
-#   FREEBIND_EXTRAS        which extras to install (default models,dev; the Docker image uses models)
+#   FREEBIND_EXTRAS        which extras to install (default models,dev; the Docker image uses models,milvus)
 set -euo pipefail
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3.11}
