@@ -13,7 +13,41 @@ from typing import Any
 from bench.common import REPO, read
 
 DOC = REPO / "docs" / "benchmarks.md"
-NOTES: dict[str, str] = {}  # part -> a paragraph on the figures of the run it names
+NOTES: dict[str, str] = {  # part -> a paragraph on the figures of the run it names
+    "text": (
+        "*Reading of the 2026-12-01 run.* Target **missed**: at concurrency 32 freebind serves 0.95x infinity's "
+        "texts/s with single texts and 0.82x with 32-text requests. Both servers call the same PyTorch MiniLM on the "
+        "same two cores, and at 32 clients both are bound by that forward pass (110-180 texts/s whoever calls it), "
+        "so a serving layer cannot buy 1.5x there; the gap either way is within what the shared machine's load moves "
+        "between runs. Where the serving layer's own cost shows, freebind is ahead: 45 vs 31 texts/s at one client "
+        "and 98 vs 48 at eight (single texts), with lower p50 and p99. Reaching 1.5x at saturation needs a cheaper "
+        "forward (int8 or ONNX MiniLM, length-bucketed batches), not a faster server; why infinity leads on 32-text "
+        "requests at 32 clients was not investigated."),
+    "media": (
+        "*Reading of the 2026-12-01 run.* Both targets **met**. The service beats the bare image loop because it "
+        "decodes JPEGs in request threads while the model thread runs, where the bare loop decodes and then runs "
+        "the model one after the other; its dip from 8 to 32 clients is probably request threads (decoding, JSON) "
+        "competing with the model for the two cores. Whisper transcribes clip by clip even inside a batch, so speech gains nothing from batching and "
+        "the service's only extra cost is HTTP and base64 (95% of bare)."),
+    "batching": (
+        "*Reading of the 2026-12-01 run.* Batching doubles MiniLM's single-text throughput (2.1x) and cuts p99 by a "
+        "quarter: a transformer call on one short text is mostly per-call overhead. EfficientNet on CPU costs about "
+        "the same per image alone as in a batch of 32 (its convolutions already fill both cores), so images gain "
+        "3% throughput and 15% p99."),
+    "training": (
+        "*Reading of the 2026-12-01 run.* Pseudo-pair collection is the FAISS exact top-64 over the bank (100k x 100k "
+        "x 384 inner products) plus a 64-row weighted average per query in two spaces; its memory peak is the bank in "
+        "both spaces plus one 1024-query block of gathered neighbours, about 1.2 GiB above the process's start. "
+        "FAISS loaded its generic build here (no AVX2 module), so a machine with the AVX2 build does the search part "
+        "faster."),
+    "quality": (
+        "*Reading of the shipped reports.* At its preset (f = 0.8) the combination bond e5 -> starter takes "
+        "multilingual caption retrieval from 6-31 to 73-93 mean R@1 and multilingual zero-shot CIFAR-10 from 9-16% "
+        "to 27-38%, while English CIFAR-10 moves 42.6 -> 41.9 and English FSDD stays at 75.3. The displacement bond "
+        "starter -> e5 (results in e5's space, f = 0.4) keeps 96-97% of e5's German and French retrieval but loses "
+        "English CIFAR-10 (42.6 -> 28.6) and FSDD (75.3 -> 55.3). The sweeps are the bonds' own eval runs; nothing "
+        "here was retrained."),
+}
 
 
 def fmt(x: Any, digits: int = 1) -> str:
@@ -155,8 +189,9 @@ def targets(results: dict[str, dict]) -> list[str]:
     if "search" in results:
         for s in results["search"]["sizes"]:
             for kind, res in s["indexes"].items():
+                slowdown = res["at_target"]["slowdown"]
                 rows.append(["4", f"{s['n']:,} items, {kind}: mixed search within 2x of fixed at recall@10 >= 0.95",
-                             f"{fmt(res['at_target']['slowdown'], 2)}x", res["at_target"]["met"]])
+                             "recall 0.95 not reached" if slowdown is None else f"{slowdown:.2f}x", res["at_target"]["met"]])
     return table(["part", "target", "measured", "verdict"], rows) if rows else []
 
 
@@ -173,7 +208,8 @@ def write() -> None:
         lines += [f"**Machine:** {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU; {m['os']}; Python "
                   f"{m['python']}, torch {m['torch']} ({m['torch_threads']} threads). **This machine is shared:** other "
                   "workers' tests and servers ran on the same two cores during these runs, so every figure here is a "
-                  "lower bound with noise; each section gives the load average before and after it ran.", "",
+                  "lower bound with noise; each section gives the load average before and after it ran. The parts "
+                  f"below took {sum(r['seconds'] for r in results.values()) / 60:.0f} minutes together.", "",
                   "**7. GPU:** not measured. No GPU machine was available for this run; the parts above ran on CPU "
                   "only and none of their figures is a GPU figure.", ""]
     lines += ["## Targets", "", *targets(results)]
