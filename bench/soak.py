@@ -2,14 +2,16 @@
 
 1. load: 64 concurrent clients for 2 minutes mixing embed (text, image, audio; mixings), ingest (upserts
    over a bounded id pool), search (mixings, filters) and delete, with the default queue: no 5xx, no 429,
-   resident memory of the server sampled every second (flat after warm-up is the claim).
+   resident memory of the server sampled every second.
+   reads: the same for embed and search only, on a collection filled first (memory per request, apart
+   from what writes store).
 2. back-pressure: the same clients against FREEBIND_MAX_QUEUE=8: 429s appear, each with Retry-After and
    only when the items in flight plus the request's would pass the limit; still no 5xx.
 3. crash: 20 trials of SIGKILL during concurrent ingestion (tests/reliability/crash.py).
 
 Stops by itself; loopback only. Writes `docs/reliability_soak.json` (figures) and
 `docs/reliability_rss.png` (the memory curve). Usage: python bench/soak.py [--duration 120] [--clients 64]
-[--trials 20] [--skip load,queue,crash]
+[--trials 20] [--skip load,reads,queue,crash]
 """
 
 from __future__ import annotations
@@ -92,7 +94,10 @@ async def client_loop(n: int, base: str, deadline: float, tally: Tally, rng: ran
     async with httpx.AsyncClient(base_url=base, timeout=60) as http:
         while time.monotonic() < deadline:
             pick = rng.random()
-            op = "embed" if ops == "embed" or pick < 0.4 else "ingest" if pick < 0.65 else "search" if pick < 0.9 else "delete"
+            if ops == "reads":
+                op = "embed" if pick < 0.6 else "search"
+            else:
+                op = "embed" if ops == "embed" or pick < 0.4 else "ingest" if pick < 0.65 else "search" if pick < 0.9 else "delete"
             started = time.perf_counter()
             n_items = 1
             try:
@@ -174,6 +179,12 @@ def run_load(space: Path, folder: Path, clients: int, seconds: float, max_queue:
     server = Server([str(space)], folder / "data", launcher="cli", log_path=folder / "server.log", max_queue=max_queue)
     with server:
         httpx.post(f"{server.base}/collections", json={"name": "load"}, timeout=30).raise_for_status()
+        if ops == "reads":  # searches need something to find: the collection the mixed run would end with
+            fill = random.Random(seed)
+            for start in range(0, clients * POOL, 64):
+                items = [{"id": f"c{i % clients}-{i // clients}", **an_input(fill), "metadata": {"n": fill.randint(0, 100)}}
+                         for i in range(start, min(start + 64, clients * POOL))]
+                httpx.post(f"{server.base}/collections/load/items", json={"items": items}, timeout=60).raise_for_status()
         samples: list[tuple[float, float]] = []
         stop = threading.Event()
         started = time.monotonic()
@@ -261,7 +272,7 @@ def main() -> None:
     parser.add_argument("--queue-duration", type=float, default=30.0, help="seconds of the small-queue run")
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--trials", type=int, default=20, help="kill -9 trials")
-    parser.add_argument("--skip", default="", help="comma list of phases to skip: load, queue, crash")
+    parser.add_argument("--skip", default="", help="comma list of phases to skip: load, reads, queue, crash")
     parser.add_argument("--out", type=Path, default=REPO / "docs")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -290,6 +301,13 @@ def main() -> None:
             report["load_starter"] = run
             if any(int(s) >= 500 or s == "-1" for s in run["statuses"]):
                 failures.append(f"starter load: statuses {run['statuses']}, e.g. {run['problems'][:3]}")
+    if "reads" not in skip:
+        log.info("reads: %d clients for %.0f s, embed and search only, on a filled collection", args.clients, args.duration)
+        run = runs["embed + search only"] = run_load(space, folder / "reads", args.clients, args.duration, 2048, "reads",
+                                                     seed=4)
+        report["reads"] = run
+        if any(int(s) >= 500 or s == "-1" for s in run["statuses"]) or run["statuses"].get("429") or run["problems"]:
+            failures.append(f"reads: statuses {run['statuses']}, e.g. {run['problems'][:3]}")
     if "queue" not in skip:
         log.info("back-pressure: %d clients, FREEBIND_MAX_QUEUE=8, %.0f s", args.clients, args.queue_duration)
         run = run_load(space, folder / "queue", args.clients, args.queue_duration, 8, "embed", seed=3, warmup_s=5)
