@@ -21,8 +21,10 @@ log = logging.getLogger(__name__)
 GPU_MAX_K = 2048  # FAISS GPU top-k limit
 # A handful of queries runs on the calling thread alone: OpenMP's fork/join costs more than the scan
 # itself there (measured 60 ms -> 6.5 ms for one query over 20k x 384 on 2 cores), and a server gets
-# its parallelism from concurrent requests. omp_set_num_threads only binds the calling thread.
+# its parallelism from concurrent requests. omp_set_num_threads only binds the calling thread, and binds
+# it for good: every call that wants all cores (builds, batch searches) sets them back explicitly.
 SERIAL_BELOW = 16
+ALL_THREADS = faiss.omp_get_max_threads()  # read at import, before any thread has narrowed itself
 
 
 def _ids(array) -> np.ndarray:
@@ -56,6 +58,7 @@ class Ann:
 
     def rebuild(self, ids: np.ndarray, vectors_nd: np.ndarray) -> None:
         """A fresh index over exactly these items (drops tombstones, retrains IVF)."""
+        faiss.omp_set_num_threads(ALL_THREADS)  # this thread may have served a one-query search before
         self.index = self._empty(vectors_nd)
         self.tombstones.clear()
         if len(ids):
@@ -76,6 +79,7 @@ class Ann:
             self.rebuild(ids, vectors_nd)
             return
         if len(ids):
+            faiss.omp_set_num_threads(ALL_THREADS)
             self.index.add_with_ids(np.ascontiguousarray(vectors_nd, dtype=np.float32), _ids(ids))
             self._gpu_stale = True
 
@@ -122,8 +126,7 @@ class Ann:
         elif self.tombstones:
             keep.append(faiss.IDSelectorBatch(_ids(sorted(self.tombstones))))
             selector = faiss.IDSelectorNot(keep[-1])
-        if len(query_nd) < SERIAL_BELOW:
-            faiss.omp_set_num_threads(1)
+        faiss.omp_set_num_threads(1 if len(query_nd) < SERIAL_BELOW else ALL_THREADS)
         gpu = self._gpu_index() if selector is None and k <= GPU_MAX_K else None
         if gpu is not None:
             return gpu.search(query_nd, k)

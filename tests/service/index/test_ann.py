@@ -69,3 +69,24 @@ def test_a_failed_gpu_copy_is_logged_and_the_cpu_answers(monkeypatch, caplog):
     ann.add(np.arange(300), x)
     assert ann.search(x[9], 1)[1][0, 0] == 9
     assert "stays on CPU" in caplog.text
+
+
+@pytest.mark.skipif(faiss.omp_get_max_threads() < 2, reason="one core: nothing to narrow")
+def test_a_thread_that_served_a_single_query_still_builds_on_every_core():
+    """A one-query search narrows its thread to one OpenMP thread; the next build there must not inherit it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.index.ann import ALL_THREADS
+
+    x = data(n=2000)
+    ann = Ann(IndexSettings(type="ivf", nlist=8, nprobe=8), 8)
+    ann.add(np.arange(1000), x[:1000])
+
+    def search_then_build() -> tuple[int, int]:
+        ann.search(x[0], 5)
+        after_search = faiss.omp_get_max_threads()
+        ann.rebuild(np.arange(2000), x)
+        return after_search, faiss.omp_get_max_threads()
+
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(search_then_build).result() == (1, ALL_THREADS)
