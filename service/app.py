@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
+import torch
 from fastapi import Depends, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -34,6 +35,8 @@ STATIC = Path(__file__).parent / "static"
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    if settings.torch_threads is not None:
+        torch.set_num_threads(settings.torch_threads)  # process-wide: every encoder and bond shares the pool
     store = CollectionStore(settings.data_dir, milvus_uri=settings.milvus_uri,
                             milvus_token=settings.milvus_token.get_secret_value())
     await anyio.to_thread.run_sync(store.open)

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     default_space: str | None = Field(None, description="space of requests that name none (default: the first)")
     models_root: Path | None = Field(None, description="folder that ${models_root} in descriptions refers to")
     device: str | None = Field(None, description="torch device for encoders and bonds (cpu, cuda, cuda:1)")
+    # torch's default is one intra-op thread per core; when request threads (decoding, JSON) or other
+    # processes compete for those cores, its spinning threads slow a forward pass several-fold
+    # (measured 10x for MiniLM on a busy 2-core machine): 1 is the safe choice on small shared hosts.
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's, one per core)")
     data_dir: Path = Field(Path("data"), description="where collections are stored")
     milvus_uri: str | None = Field(None, description="Milvus for collections with index backend 'milvus': a "
                                    "milvus-lite file (e.g. data/milvus.db) or http://host:19530; unset: none")

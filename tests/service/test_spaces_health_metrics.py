@@ -135,3 +135,15 @@ def test_metrics_cover_stages_batches_queues_and_errors(client):
     assert 'freebind_errors_total{type="invalid_mixing"} 1.0' in text
     assert 'freebind_requests_total{method="POST",route="/embed",status="200"} 1.0' in text
     assert 'freebind_items_total{modality="image"}' in text
+
+
+def test_torch_threads_setting_sizes_the_intra_op_pool(make_client):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        client = make_client(torch_threads=1)
+        assert torch.get_num_threads() == 1
+        assert client.post("/embed", json={"inputs": [{"text": "still embeds"}]}).status_code == 200
+    finally:
+        torch.set_num_threads(before)
