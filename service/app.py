@@ -36,7 +36,7 @@ STATIC = Path(__file__).parent / "static"
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     if settings.torch_threads is not None:
-        torch.set_num_threads(settings.torch_threads)  # process-wide: every encoder and bond shares the pool
+        torch.set_num_threads(settings.torch_threads)  # threads started from now on (the models') take it up
     store = CollectionStore(settings.data_dir, milvus_uri=settings.milvus_uri,
                             milvus_token=settings.milvus_token.get_secret_value())
     await anyio.to_thread.run_sync(store.open)
