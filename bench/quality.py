@@ -2,8 +2,8 @@
 
 Each report holds, per task, the base space alone, the expert alone and the bonded space at every
 factor of the sweep. Retrieval tasks are summarised by mean R@1 (query->gallery and back), zero-shot
-tasks by top-1 accuracy. The bonded figure is taken at the bond's suggested preset factor, and the
-best factor of the sweep is shown beside it, so a reader sees both what ships and what the sweep found.
+tasks by top-1 accuracy. The bonded figure is taken at the default preset of the shipped space that
+serves the bond (bonds/spaces/*.yaml), and the best factor of the sweep is shown beside it, so a reader sees both what ships and what the sweep found.
 """
 
 from __future__ import annotations
@@ -11,10 +11,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import yaml
+
 from bench.common import REPO, pyplot, save_plot
 
 EVAL = REPO / "docs" / "eval"
-REPORTS = ("e5_into_starter", "starter_into_e5")
+REPORTS = {"e5_into_starter": "starter_e5", "starter_into_e5": "starter_in_e5"}  # bond -> space serving it
+SPACES = REPO / "bonds" / "spaces"
+
+
+def shipped_presets(space: str) -> tuple[dict[str, float], str]:
+    """The space's presets as {name: text factor of its one bond}, and its default preset's name."""
+    description = yaml.safe_load((SPACES / f"{space}.yaml").read_text())
+    presets = {name: next(iter(factors.values()))["text"] for name, factors in description["presets"].items()}
+    return presets, description["default_preset"]
 
 
 def metric(task: dict[str, Any]) -> str:
@@ -30,7 +40,8 @@ def sides(report: dict[str, Any], task: dict[str, Any]) -> tuple[dict | None, di
 
 def table(name: str) -> dict[str, Any]:
     report = json.loads((EVAL / f"{name}.json").read_text())
-    preset = max(report["suggested_presets"].values())  # both presets agree in the shipped reports
+    presets, default = shipped_presets(REPORTS[name])
+    preset = presets[default]
     rows = []
     for task_name, task in report["tasks"].items():
         key = metric(task)
@@ -42,7 +53,8 @@ def table(name: str) -> dict[str, Any]:
                      "bonded_at_preset": sweep.get(preset), "best_factor": best, "bonded_best": sweep[best],
                      "sweep": sweep})
     return {"kind": report["kind"], "base": report["base"], "expert": report["expert"], "preset_factor": preset,
-            "presets": report["suggested_presets"], "rows": rows, "eval_plot": f"eval/{name}.png"}
+            "presets": presets, "default_preset": default,
+            "space": REPORTS[name], "rows": rows, "eval_plot": f"eval/{name}.png"}
 
 
 def plot(tables: dict[str, dict]) -> str:

@@ -59,12 +59,13 @@ NOTES: dict[str, str] = {  # part -> a paragraph on the figures of the run it na
         "FAISS loaded its generic build here (no AVX2 module), so a machine with the AVX2 build does the search part "
         "faster."),
     "quality": (
-        "*Reading of the shipped reports.* At its preset (f = 0.8) the combination bond e5 -> starter takes "
+        "*Reading of the shipped reports.* At its default preset (`multilingual`, f = 0.8) the combination bond e5 -> starter takes "
         "multilingual caption retrieval from 6-31 to 73-93 mean R@1 and multilingual zero-shot CIFAR-10 from 9-16% "
         "to 27-38%, while English CIFAR-10 moves 42.6 -> 41.9 and English FSDD stays at 75.3. The displacement bond "
         "starter -> e5 (results in e5's space, f = 0.4) keeps 96-97% of e5's German and French retrieval but loses "
-        "English CIFAR-10 (42.6 -> 28.6) and FSDD (75.3 -> 55.3). The sweeps are the bonds' own eval runs; nothing "
-        "here was retrained."),
+        "English CIFAR-10 (42.6 -> 28.6) and FSDD (75.3 -> 55.3); its `english` preset (f = 0.7) gets FSDD back to 75.3. "
+        "The `english` preset of `starter_e5` (f = 0.5) is the sweep's best for English CIFAR-10 (43.1). The sweeps are "
+        "the bonds' own eval runs; nothing here was retrained."),
 }
 
 
@@ -181,9 +182,12 @@ def training(r: dict[str, Any]) -> list[str]:
 def quality(r: dict[str, Any]) -> list[str]:
     out = []
     for name, t in r["bonds"].items():
-        out += [f"**{name}** ({t['kind']} bond, base `{t['base']}`, expert `{t['expert']}`; shipped presets "
-                f"{t['presets']}; full sweep plot: [{t['eval_plot']}]({t['eval_plot']})):", ""]
-        out += table(["task", "group", "metric", "base", "expert", f"bonded (f={t['preset_factor']})", "best f", "bonded at best f"],
+        presets = ", ".join(f"`{p}` {f}" for p, f in t["presets"].items())
+        out += [f"**{name}** ({t['kind']} bond, base `{t['base']}`, expert `{t['expert']}`; served by `{t['space']}`, "
+                f"presets {presets}, default `{t['default_preset']}`; full sweep plot: "
+                f"[{t['eval_plot']}]({t['eval_plot']})):", ""]
+        out += table(["task", "group", "metric", "base", "expert", f"bonded (f={t['preset_factor']}, `{t['default_preset']}`)",
+                      "best f", "bonded at best f"],
                      [[row["task"], row["group"], row["metric"], row["base"], row["expert"], row["bonded_at_preset"],
                        row["best_factor"], row["bonded_best"]] for row in t["rows"]])
     return out + plot(r, "quality against the factor")
