@@ -347,13 +347,17 @@ class Collection:
 
     def _rows_of(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         """Item ids -> their rows, per modality group (under the lock: rows move on compaction)."""
-        rows: dict[str, list[int]] = {}
-        for item in ids.tolist():
-            for modality, group in self.groups.items():
-                if item in group.row_of:
-                    rows.setdefault(modality, []).append(group.row_of[item])
-                    break
-        return {m: np.array(r, dtype=np.int64) for m, r in rows.items()}
+        rows: dict[str, np.ndarray] = {}
+        pending = ids.tolist()
+        for modality, group in self.groups.items():  # one pass per group, not a group loop per id: hot path
+            if not pending:
+                break
+            found = list(map(group.row_of.get, pending))
+            hit = [row for row in found if row is not None]
+            if hit:
+                rows[modality] = np.array(hit, dtype=np.int64)
+                pending = [item for item, row in zip(pending, found, strict=True) if row is None]
+        return rows
 
     def _hits(self, best: list[search.Scored]) -> list[Hit]:
         with self._lock:
