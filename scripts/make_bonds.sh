@@ -22,8 +22,8 @@ STARTER_ENCODER=${STARTER_ENCODER:-starter}
 E5_ENCODER=${E5_ENCODER:-e5}
 read -r -a STARTER_OPTIONS <<< "${STARTER_OPTIONS:-}"
 read -r -a E5_OPTIONS <<< "${E5_OPTIONS:-}"
-N_M30K=${N_M30K:-12000}        # Multi30k English lines 0..N-1 (evaluation uses 28000..28999)
-WORDNET_STEP=${WORDNET_STEP:-12}  # every N-th WordNet noun gloss (82,115 in all)
+N_M30K=${N_M30K:-8000}         # Multi30k English lines 0..N-1 (evaluation uses 28000..28999)
+WORDNET_STEP=${WORDNET_STEP:-16}  # every N-th WordNet noun gloss (82,115 in all)
 N_SPEECH=${N_SPEECH:-150}      # espeak-ng clips of Multi30k lines 27000.. (not in the text pools)
 FSDD_STEP=${FSDD_STEP:-10}     # FSDD items 0, N, 2N, ... (evaluation uses 2, 12, 22, ...)
 CIFAR_STEP=${CIFAR_STEP:-3}    # CIFAR-10 items 0, 3, 6, ... (evaluation uses 1, 4, 7, ...)
