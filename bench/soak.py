@@ -256,7 +256,7 @@ def plot(runs: dict[str, dict[str, Any]], path: Path) -> None:
     ax.set_title("freebind serve resident memory under load (sampled every second)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1, fontsize=8)  # below: the lines sit low
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
