@@ -8,28 +8,18 @@ index, never a model hub: infinity is pointed at the very MiniLM folder the `min
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
 from bench.common import CACHE, REPO, log
+from tests.e2e.server import free_port, running_process  # the same start/ready/stop steps as the tests
 
 BENCH_VENV = REPO / ".bench-venv"
 INFINITY_REQUIREMENTS = ["torch==2.13.0", "infinity-emb[server,torch]==0.0.78"]
 FREEBIND = Path(sys.executable).parent / "freebind"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def minilm_path() -> str:
@@ -57,32 +47,9 @@ def running(command: list[str], ready_path: str, port: int, name: str, env: dict
     CACHE.mkdir(parents=True, exist_ok=True)
     log_path = CACHE / f"server-{name}.log"
     base = f"http://127.0.0.1:{port}"
-    with open(log_path, "wb") as out:
-        process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **(env or {})}, stdout=out,
-                                   stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + ready_timeout
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {process.returncode}: {log_path.read_text()[-3000:]}")
-                try:
-                    if httpx.get(base + ready_path, timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{name} not ready after {ready_timeout}s; see {log_path}")
-                time.sleep(0.3)
-            log.info("%s ready on %s (pid %d)", name, base, process.pid)
-            yield base, process
-        finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+    with running_process(command, base + ready_path, log_path, env, ready_timeout) as process:
+        log.info("%s ready on %s (pid %d)", name, base, process.pid)
+        yield base, process
 
 
 @contextmanager

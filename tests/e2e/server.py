@@ -1,4 +1,5 @@
-"""Start a real `freebind serve` process on loopback for end-to-end tests, and stop it."""
+"""Real server processes on loopback: `freebind serve` for end-to-end tests, and the start/ready/stop
+steps every real-process harness shares (tests/reliability/servers.py and bench/servers.py use them)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,35 +24,53 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_ready(url: str, alive: Callable[[], bool], log_tail: Callable[[], str], timeout: float,
+                     poll: float = 0.3) -> None:
+    """Poll GET `url` until it answers 200; fail at once, with the log's tail, if the process died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if not alive():
+            raise RuntimeError(f"server exited: {log_tail()}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"server not ready after {timeout}s: {log_tail()}")
+        time.sleep(poll)
+
+
+@contextmanager
+def running_process(command: list[str], ready_url: str, log_path: Path, env: dict[str, str] | None = None,
+                    ready_timeout: float = 300) -> Iterator[subprocess.Popen]:
+    """Start `command` (output to `log_path`), wait until `ready_url` answers 200, stop it on exit."""
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **(env or {})}, stdout=log,
+                                   stderr=subprocess.STDOUT)
+        try:
+            wait_until_ready(ready_url, lambda: process.poll() is None,
+                             lambda: log_path.read_text(errors="replace")[-3000:], ready_timeout)
+            yield process
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
 @contextmanager
 def running_server(spaces: list[str], data_dir: Path, ready_timeout: float = 300, **env_settings: str):
+    """`freebind serve` of `spaces` on `data_dir`; yields (base URL, process). Settings become FREEBIND_*."""
     port = free_port()
     command = [str(FREEBIND), "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)]
     for space in spaces:
         command += ["--space", space]
-    env = {**os.environ, **{f"FREEBIND_{k.upper()}": v for k, v in env_settings.items()}}
-    log = open(data_dir.parent / f"server-{port}.log", "wb")
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    env = {f"FREEBIND_{k.upper()}": v for k, v in env_settings.items()}
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}: {Path(log.name).read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"server not ready after {ready_timeout}s: {Path(log.name).read_text()[-3000:]}")
-            time.sleep(0.3)
+    with running_process(command, f"{base}/health/ready", data_dir.parent / f"server-{port}.log", env,
+                         ready_timeout) as process:
         yield base, process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        log.close()

@@ -12,25 +12,18 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from tests.e2e.server import free_port, wait_until_ready
 from tests.service.tiny_space import DIM, SPACE, write_space  # noqa: F401  (re-exported for the tests and bench/soak.py)
 
 REPO = Path(__file__).resolve().parents[2]
 FREEBIND = Path(sys.executable).parent / "freebind"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _serve_forked(env: dict[str, str], port: int, log_path: str) -> None:
@@ -109,18 +102,7 @@ class Server:
         return self.process.poll() is None if self.launcher == "cli" else self.process.is_alive()
 
     def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if not self.running():
-                raise RuntimeError(f"server exited: {self.log_tail()}")
-            try:
-                if httpx.get(f"{self.base}/health/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"server not ready after {timeout}s: {self.log_tail()}")
-            time.sleep(0.1)
+        wait_until_ready(f"{self.base}/health/ready", self.running, self.log_tail, timeout, poll=0.1)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hook, no snapshot, no flush runs."""
