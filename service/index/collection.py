@@ -294,22 +294,28 @@ class Collection:
                modalities: Sequence[str] | None = None, exclude_keys: Sequence[str] = (),
                mode: str | None = None) -> list[Hit]:
         """The top_k items by exact score under `plans` (one per item modality), filters applied first."""
-        mode = mode or self.settings.search
         with self._lock:
             self._check_open()
             allowed, exclude = self._select(filter_, modalities, exclude_keys)
             views = {m: g.view() for m, g in self.groups.items() if g.live and (modalities is None or m in modalities)}
-            searched = len(allowed) if allowed is not None else sum(v.alive.sum() for v in views.values())
-            use_exact = mode == "exact" or (mode == "auto" and searched <= self.settings.exact_below)
+            use_exact = self._scans_all(mode, allowed, sum(self.groups[m].live for m in views))
             if not use_exact:
-                want = self.settings.rerank_factor * top_k + len(exclude)
-                _, found = self.ann.search(query_d, want, allowed)
+                _, found = self.ann.search(query_d, self._candidates_wanted(top_k, exclude), allowed)
                 candidates = self._rows_of(found[0][found[0] >= 0])
         if use_exact:
             best = search.exact(views, plans, query_d, top_k, allowed, exclude)
         else:
             best = search.rerank(views, plans, query_d, top_k, {m: r for m, r in candidates.items() if m in views}, exclude)
         return self._hits(best)
+
+    def _scans_all(self, mode: str | None, allowed: np.ndarray | None, live: int) -> bool:
+        """Exact search: asked for, or (auto) few enough items searched that a scan beats ANN + re-score."""
+        mode = mode or self.settings.search
+        searched = len(allowed) if allowed is not None else live
+        return mode == "exact" or (mode == "auto" and searched <= self.settings.exact_below)
+
+    def _candidates_wanted(self, top_k: int, exclude: set[int]) -> int:
+        return self.settings.rerank_factor * top_k + len(exclude)  # excluded items may take candidate places
 
     def item_vectors(self, plans: Mapping[str, Node], keys: Sequence[str]) -> np.ndarray:
         """Vectors `(len(keys), d)` of stored items under `plans`, rebuilt from their components."""

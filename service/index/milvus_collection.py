@@ -138,14 +138,12 @@ class MilvusCollection(Collection):
                modalities: Sequence[str] | None = None, exclude_keys: Sequence[str] = (),
                mode: str | None = None) -> list[Hit]:
         """As Collection.search; Milvus is called outside the lock (writers do not wait on it)."""
-        mode = mode or self.settings.search
         with self._lock:
             self._check_open()
             allowed, exclude = self._select(filter_, modalities, exclude_keys)
             counts = {m: n for m, n in self._counts().items() if n and (modalities is None or m in modalities)}
             groups = {m: list(self.meta["groups"][m]) for m in counts}
-        searched = len(allowed) if allowed is not None else sum(counts.values())
-        use_exact = mode == "exact" or (mode == "auto" and searched <= self.settings.exact_below)
+        use_exact = self._scans_all(mode, allowed, sum(counts.values()))
         best: list[Scored] = []
         for modality, keys in groups.items():
             if use_exact and allowed is None:
@@ -153,7 +151,7 @@ class MilvusCollection(Collection):
             elif use_exact:
                 views = [self.vectors.fetch(modality, keys, allowed)]
             else:
-                want = self.settings.rerank_factor * top_k + len(exclude)
+                want = self._candidates_wanted(top_k, exclude)
                 views = [self.vectors.fetch(modality, keys, self.vectors.candidates(modality, query_d, want, allowed))]
             for view in views:  # the k best so far, a block (or modality) at a time
                 best += search.exact({modality: view}, plans, query_d, top_k, None, exclude)
