@@ -24,11 +24,15 @@ RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends libsndf
 COPY --from=build --chown=freebind:freebind /opt/freebind /opt/freebind
 ENV PATH=/opt/freebind/.venv/bin:$PATH \
     FREEBIND_HOST=0.0.0.0 FREEBIND_PORT=8000 FREEBIND_DATA_DIR=/data \
-    OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1
+    OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1 FREEBIND_CACHE_DIR=/opt/freebind/cache
 RUN mkdir -p /data && chown freebind:freebind /data
 VOLUME ["/data"]
 USER freebind
 WORKDIR /opt/freebind
+# MiniLM's ONNX export, made once here (keyed on the copied weights' path, size and mtime) so a container
+# starts without re-exporting; the CUDA image runs MiniLM on torch and exports nothing.
+ARG CUDA=0
+RUN if [ "${CUDA}" = 0 ]; then python -c "from bonds.encoders import create_encoder; create_encoder('minilm')"; fi
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=120s --retries=3 \
   CMD curl -fsS http://127.0.0.1:8000/health/ready || exit 1

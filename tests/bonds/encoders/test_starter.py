@@ -82,6 +82,39 @@ def test_minilm_matches_sentence_transformers(minilm):
     assert np.allclose(minilm.encode("text", texts[:1]).vectors[0], ours[0], atol=1e-5)
 
 
+def test_minilm_runtimes_agree_on_real_captions(minilm, shared_data):
+    import gzip
+
+    with gzip.open(shared_data / "text" / "multi30k" / "train.en.gz", "rt") as lines:
+        texts = [next(lines).strip() for _ in range(80)]
+    assert minilm.runtime == "onnx"  # auto on CPU with onnxruntime installed
+    on_torch = create_encoder("minilm", runtime="torch")
+    assert on_torch.runtime == "torch"
+    got, expected = minilm.embed(texts), on_torch.embed(texts)
+    assert np.allclose(got, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown runtime"):
+        create_encoder("minilm", runtime="tensorrt")
+    with pytest.raises(ValueError, match="CPU only"):
+        create_encoder("minilm", runtime="onnx", device="meta")
+
+
+def test_minilm_falls_back_to_torch_when_the_export_fails(minilm, monkeypatch):
+    from bonds.encoders import onnx_text
+    from bonds.encoders import starter as starter_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no onnx package")
+
+    monkeypatch.setattr(starter_module, "_MODELS", {})  # a fresh process: nothing loaded yet
+    monkeypatch.setattr(onnx_text, "load", broken)
+    fallback = create_encoder("minilm")
+    assert fallback.runtime == "torch"
+    assert np.allclose(fallback.embed(["A dog runs on the beach."]), minilm.embed(["A dog runs on the beach."]),
+                       atol=1e-5)
+    with pytest.raises(RuntimeError, match="no onnx package"):
+        create_encoder("minilm", runtime="onnx")  # asked for by name: no silent fallback
+
+
 def test_efficientnet_classifies_real_photos(starter, shared_data):
     from bonds.encoders.starter import imagenet_classnames
 
