@@ -36,9 +36,6 @@ def serve_command(
                                   help="debug, info, warning, error [info]"),
 ) -> None:
     """Serve the embedding API (and the playground page) over HTTP."""
-    import uvicorn
-
-    from service.app import create_app
     from service.settings import get_settings
 
     settings = get_settings(
@@ -49,4 +46,14 @@ def serve_command(
     logging.getLogger().setLevel(settings.log_level.upper())
     logging.getLogger(__name__).info("serving %s on http://%s:%d", ", ".join(settings.spaces), settings.host,
                                      settings.port)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+    run_server(settings)
+
+
+def run_server(settings) -> None:
+    """uvicorn on the app of `settings`, with its server settings (the CLI and test servers both start here)."""
+    import uvicorn
+
+    from service.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+                timeout_keep_alive=settings.keep_alive_s)

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="interface to listen on")
     port: int = Field(8000, ge=0, le=65535, description="TCP port")
     log_level: str = Field("info", description="debug, info, warning, error")
+    # uvicorn's own default (5 s) closes connections a client or load balancer still holds: the next
+    # request on one races the close and fails. Above common balancers' idle timeouts (60 s) instead.
+    keep_alive_s: int = Field(75, ge=1, description="seconds an idle client connection stays open")
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="accepted Bearer keys; empty: no authentication"
     )

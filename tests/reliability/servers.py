@@ -30,9 +30,7 @@ def _serve_forked(env: dict[str, str], port: int, log_path: str) -> None:
     """Child of the forkserver: what `freebind serve` does, logging to `log_path`."""
     import logging
 
-    import uvicorn
-
-    from service.app import create_app
+    from service.cli import run_server
     from service.settings import get_settings
 
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
@@ -41,7 +39,7 @@ def _serve_forked(env: dict[str, str], port: int, log_path: str) -> None:
     os.environ.update(env)
     settings = get_settings(host="127.0.0.1", port=port)
     logging.basicConfig(level=settings.log_level.upper())
-    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level=settings.log_level.lower())
+    run_server(settings)
 
 
 _FORK: multiprocessing.context.BaseContext | None = None
