@@ -18,18 +18,21 @@ from bench.common import latency_summary
 
 
 async def _drive(url: str, bodies: Sequence[bytes], concurrency: int, requests: int, warmup: bool,
-                 headers: dict[str, str]) -> tuple[list[float], dict[int, int], float]:
+                 headers: dict[str, str]) -> tuple[list[float], dict[int | str, int], float]:
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     timeout = aiohttp.ClientTimeout(total=600)
     latencies: list[float] = []
-    statuses: dict[int, int] = {}
+    statuses: dict[int | str, int] = {}
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
 
         async def one(i: int, record: bool) -> None:
             started = time.perf_counter()
-            async with session.post(url, data=bodies[i % len(bodies)]) as response:
-                await response.read()
-                status = response.status
+            try:
+                async with session.post(url, data=bodies[i % len(bodies)]) as response:
+                    await response.read()
+                    status = response.status
+            except aiohttp.ClientConnectionError:  # counted and reported, not a crash of the whole part
+                status = "disconnected"
             if record:
                 latencies.append(time.perf_counter() - started)
                 statuses[status] = statuses.get(status, 0) + 1
