@@ -122,9 +122,7 @@ class OnnxTextModel:
         chunks = min(self.threads, math.ceil(n / MIN_CHUNK)) if n else 1
         if chunks <= 1 or self._pool is None:
             return self._run(self._wide, batch, np.arange(n))
-        # texts of similar length share a chunk, so each chunk drops most of the batch's padding
-        order = np.argsort(batch["attention_mask"].sum(1), kind="stable")
-        parts = np.array_split(order, chunks)
+        parts = balanced_chunks(batch["attention_mask"].sum(1), chunks)
         results = list(self._pool.map(lambda rows: self._run(self._narrow, batch, rows), parts))
         out = np.empty((n, results[0].shape[1]), dtype=np.float32)
         for rows, result in zip(parts, results, strict=True):
@@ -137,6 +135,31 @@ class OnnxTextModel:
         width = int(used_columns[-1]) + 1 if len(used_columns) else 1  # columns after the last real token are pads
         feed = {name: np.ascontiguousarray(batch[name][rows, :width], dtype=np.int64) for name in INPUTS}
         return mean_pool(session.run(None, feed)[0], feed["attention_mask"]).astype(np.float32, copy=False)
+
+
+def balanced_chunks(lengths: np.ndarray, chunks: int) -> list[np.ndarray]:
+    """Row indices in at most `chunks` groups of similar-length texts with padded sizes (rows x longest) as
+    even as can be: chunks run side by side, so the batch takes as long as its largest chunk.
+
+    Longest first, each group takes as many rows as fit a size limit; the smallest limit that needs no
+    more than `chunks` groups is found by bisection.
+    """
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    widths = np.maximum(np.asarray(lengths)[order], 1)
+
+    def split(limit: int) -> list[np.ndarray]:
+        parts, start = [], 0
+        while start < len(order):
+            stop = start + max(1, limit // int(widths[start]))
+            parts.append(order[start:stop])
+            start = stop
+        return parts
+
+    low, high = 1, int(widths[0]) * len(order)
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if len(split(middle)) <= chunks else (middle + 1, high)
+    return split(low)
 
 
 def load(model_dir: str | Path, load_model: Callable[[], object], probe: Mapping[str, np.ndarray],

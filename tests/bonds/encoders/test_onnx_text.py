@@ -101,3 +101,18 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("FREEBIND_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert onnx_text.cache_dir() == tmp_path / "xdg" / "freebind"
+
+
+@pytest.mark.parametrize("chunks", [2, 3, 4])
+def test_chunks_cover_every_row_once_and_even_out_padded_sizes(chunks):
+    lengths = np.random.default_rng(chunks).integers(8, 40, 32)  # caption-like token counts
+    parts = onnx_text.balanced_chunks(lengths, chunks)
+    assert 1 <= len(parts) <= chunks
+    assert sorted(np.concatenate(parts).tolist()) == list(range(32))
+
+    def largest(groups):
+        return max(len(g) * lengths[g].max() for g in groups)
+
+    by_count = np.array_split(np.argsort(lengths), chunks)  # the naive split: equal rows per chunk
+    assert largest(parts) <= largest(by_count)
+    assert largest(parts) < 1.6 * lengths.sum() / chunks + lengths.max()  # near an even share of the tokens
