@@ -14,7 +14,6 @@ from typing import Any, Literal
 import anyio
 import numpy as np
 from fastapi import APIRouter, File, Form, UploadFile
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bonds.enhance import DEFAULT_ALPHA, DEFAULT_K, DEFAULT_T, blend
@@ -26,6 +25,7 @@ from service.errors import InvalidInput
 from service.index import RAW_MODALITY, SpaceMismatchError
 from service.inputs import parse_inputs, parse_uploads
 from service.metrics import Metrics
+from service.responses import VectorResponse
 from service.routers.collections import open_collection
 from service.settings import Settings
 
@@ -56,13 +56,14 @@ class EmbedRequest(BaseModel):
     enhance: Enhance | None = Field(None, description="cache enhancement against a collection")
 
 
-def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str:
+def encode_vector(vector: np.ndarray, encoding_format: str) -> np.ndarray | str:
+    """base64 of little-endian float32 bytes, or the float32 array itself (VectorResponse writes it)."""
     if encoding_format == "base64":
         return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
-    return vector.tolist()
+    return np.ascontiguousarray(vector, dtype=np.float32)
 
 
-def answer(result: Embedded, vectors: np.ndarray, encoding_format: str, **extra: Any) -> JSONResponse:
+def answer(result: Embedded, vectors: np.ndarray, encoding_format: str, **extra: Any) -> VectorResponse:
     data = []
     for i, (modality, note) in enumerate(zip(result.modalities, result.notes, strict=True)):
         row: dict[str, Any] = {"index": i, "modality": modality, "embedding": encode_vector(vectors[i], encoding_format)}
@@ -71,7 +72,7 @@ def answer(result: Embedded, vectors: np.ndarray, encoding_format: str, **extra:
         data.append(row)
     body = {"space": result.space.name, "fingerprint": result.fingerprint, "dim": result.space.dim,
             "mixing": result.mixing.to_dict(), **extra, "data": data}
-    return JSONResponse(body)  # plain lists of floats: FastAPI's encoder would walk every number again
+    return VectorResponse(body)  # not FastAPI's encoder, which would walk every number again
 
 
 async def decode(parse, raw, settings: Settings, metrics: Metrics) -> list[tuple[str, Any]]:
@@ -89,7 +90,7 @@ def _plain(entry: Any) -> bool:
 
 @router.post("/embed", summary="Embed inputs of any modality into a space, under a per-request mixing")
 async def embed(body: EmbedRequest, engine: EngineDep, store: StoreDep, settings: SettingsDep,
-                metrics: MetricsDep) -> JSONResponse:
+                metrics: MetricsDep) -> VectorResponse:
     inputs = await decode(parse_inputs, body.inputs, settings, metrics)
     result = await engine.embed_inputs(body.space, inputs, body.mixing)
     if body.enhance is None:
@@ -129,7 +130,7 @@ async def embed_upload(
     space: str | None = Form(None, description="served space (default: the server's default)"),
     mixing: str | None = Form(None, description="mixing as JSON, e.g. {\"preset\": \"multilingual\"}"),
     encoding_format: EncodingFormat = Form("float"),
-) -> JSONResponse:
+) -> VectorResponse:
     uploads = [(modality or file.content_type, await file.read()) for file in files]
     inputs = await decode(parse_uploads, uploads, settings, metrics)
     result = await engine.embed_inputs(space, inputs, _mixing_field(mixing))

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from bonds.errors import DimensionError
@@ -19,6 +18,7 @@ from bonds.mixing import Mixing
 from service.deps import EngineDep, MetricsDep, SettingsDep
 from service.errors import InvalidInput
 from service.inputs import parse_inputs
+from service.responses import VectorResponse
 from service.routers.embed import EncodingFormat, decode, encode_vector
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -46,7 +46,7 @@ def _as_input(text: str, modality: str | None) -> dict[str, str]:
 
 @router.post("/embeddings", summary="OpenAI-compatible embeddings")
 async def embeddings(body: EmbeddingsRequest, engine: EngineDep, settings: SettingsDep,
-                     metrics: MetricsDep) -> JSONResponse:
+                     metrics: MetricsDep) -> VectorResponse:
     texts = [body.input] if isinstance(body.input, str) else body.input
     if any(not isinstance(t, str) for t in texts):
         raise InvalidInput("token-id inputs are not supported: send strings")
@@ -60,5 +60,5 @@ async def embeddings(body: EmbeddingsRequest, engine: EngineDep, settings: Setti
         for i, v in enumerate(result.vectors)
     ]
     # No tokenizer is shared by a multimodal space, so there are no tokens to count: usage is zero.
-    return JSONResponse({"object": "list", "data": data, "model": space.name, "fingerprint": result.fingerprint,
+    return VectorResponse({"object": "list", "data": data, "model": space.name, "fingerprint": result.fingerprint,
                          "usage": {"prompt_tokens": 0, "total_tokens": 0}})
