@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from service.index.errors import InvalidFilterError
 from service.index.filters import to_sql
@@ -65,4 +66,12 @@ def describe(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, tuple[st
     if not ids:
         return {}
     rows = conn.execute(f"SELECT id, key, metadata FROM items WHERE id IN ({_marks(len(ids))})", list(ids))
-    return {item: (key, json.loads(metadata)) for item, key, metadata in rows}
+    return {item: (key, _metadata(text)) for item, key, text in rows}
+
+
+def _metadata(text: str) -> dict[str, Any]:
+    """Stored metadata, parsed by orjson: every search answer parses its hits' (json's took ~8% of a query)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # NaN or Infinity, which json.dumps writes and orjson refuses
+        return json.loads(text)

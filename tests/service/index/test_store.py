@@ -283,3 +283,12 @@ def test_a_snapshot_cut_short_leaves_the_previous_state_whole(tmp_path, monkeypa
     assert recovered.info()["count"] == 39 and recovered.get("a0") is None and recovered.get("b19") is not None
     assert not list((tmp_path / "collections" / "crash").glob("*.tmp"))  # leftovers cleaned on open
     again.close()
+
+
+def test_search_hits_carry_their_metadata_non_finite_numbers_too(tmp_path):
+    store = open_store(tmp_path)
+    collection = store.get("crash")
+    collection.upsert(SPACE_ID, [record("plain", n=1), record("odd", n=float("nan")), record("big", n=float("inf"))])
+    hits = {h.key: h.metadata for h in collection.search(PLANS, vector("query"), 3)}
+    assert hits["plain"]["n"] == 1 and np.isnan(hits["odd"]["n"]) and hits["big"]["n"] == float("inf")
+    store.close()
