@@ -105,11 +105,21 @@ def coefficients(node: Node, leaf_index: dict[str, int], gram_nll: np.ndarray) -
     norm needed, so the plan is evaluated without the vectors themselves. Raises KeyError when the
     plan needs a leaf that is not in `leaf_index`.
     """
-    n, n_leaves = gram_nll.shape[0], len(leaf_index)
+    a = _coefficients(node, leaf_index, gram_nll)
+    return a if a.ndim == 2 else np.tile(a, (gram_nll.shape[0], 1))  # a fresh array either way
+
+
+def _coefficients(node: Node, leaf_index: dict[str, int], gram_nll: np.ndarray) -> np.ndarray:
+    """`(L,)` while the weights are the same for every item (a leaf, or a sum before its normalisation),
+    else `(n, L)`: a search re-scores a few dozen candidates per query, where per-item copies of
+    constant rows cost more than the arithmetic."""
     if not isinstance(node, Sum):
-        out = np.zeros((n, n_leaves))
-        out[:, leaf_index[node.key]] = 1.0
+        out = np.zeros(len(leaf_index))
+        out[leaf_index[node.key]] = 1.0
         return out
-    a_nl = sum(c * coefficients(child, leaf_index, gram_nll) for c, child in node.terms)
-    squared_n = np.einsum("nl,nlm,nm->n", a_nl, gram_nll, a_nl)
-    return a_nl / np.sqrt(np.maximum(squared_n, 1e-24))[:, None]
+    a = sum(c * _coefficients(child, leaf_index, gram_nll) for c, child in node.terms)
+    if a.ndim == 1:
+        squared_n = np.einsum("l,nlm,m->n", a, gram_nll, a)
+        return a[None, :] / np.sqrt(np.maximum(squared_n, 1e-24))[:, None]
+    squared_n = np.einsum("nl,nlm,nm->n", a, gram_nll, a)
+    return a / np.sqrt(np.maximum(squared_n, 1e-24))[:, None]
