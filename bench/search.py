@@ -12,10 +12,11 @@ Two searches are compared at each index setting:
 - per-request mixing (f = 0.6): `Collection.search(mode="ann")`: `rerank_factor * k` candidates from
   the same index, re-scored exactly from the components under the request's mixing.
 Recall@10 is against exhaustive exact scoring under the same mixing. One query per call, one at a
-time, as a server handles a request; figures are queries/s of that loop.
+time, as a server handles a request; figures are queries/s of that loop, the median over passes repeated
+for at least a second.
 
-Every index is built at both sizes; the HNSW graph (M=32, efConstruction 80) is the slow one to build,
-which is reported beside its search figures.
+Every index is built at both sizes; the HNSW graph (M=32, efConstruction 80, 200 at 1M: see `build_params`)
+is the slow one to build, which is reported beside its search figures.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ SWEEPS = {"flat": [{}], "hnsw": [{"ef_search": e} for e in (16, 32, 64, 128, 256
 RERANK_FACTORS = (3, 10, 30)  # 10 is the service's default; 3 trades recall margin for fewer candidates
 DEFAULT_RERANK = IndexSettings().rerank_factor
 TARGET_RECALL, TARGET_RATIO = 0.95, 2.0
+HNSW_1M_EF_CONSTRUCTION = 200
 
 
 def plan(f: float) -> Sum:
@@ -118,18 +120,29 @@ def recall(found: list[set[int]], truth: list[set[int]]) -> float:
     return round(float(np.mean([len(a & b) / K for a, b in zip(found, truth, strict=True)])), 4)
 
 
-def timed(search, queries_qd: np.ndarray) -> tuple[float, list[set[int]]]:
-    """Queries/s of one-at-a-time calls, and each query's result rows."""
-    found, started = [], time.perf_counter()
-    for q in queries_qd:
-        found.append(search(q))
-    return len(queries_qd) / (time.perf_counter() - started), found
+def timed(search, queries_qd: np.ndarray, min_seconds: float = 1.0, max_passes: int = 15) -> tuple[float, list[set[int]]]:
+    """Queries/s of one-at-a-time calls (the median over passes of all queries, repeated until `min_seconds`:
+    one pass of a fast index is ~30 ms, which one hiccup of the shared machine can halve), and each
+    query's result rows (first pass)."""
+    rates, found = [], []
+    while not rates or (sum(len(queries_qd) / r for r in rates) < min_seconds and len(rates) < max_passes):
+        started, results = time.perf_counter(), [search(q) for q in queries_qd]
+        rates.append(len(queries_qd) / (time.perf_counter() - started))
+        found = found or results
+    return float(np.median(rates)), found
+
+
+def build_params(kind: str, n: int) -> dict[str, Any]:
+    """Build settings other than the service's defaults: HNSW at 1M items with efConstruction 200, since with
+    the default 80 its recall@10 on this clustered fill levelled off at 0.946 (efSearch 2048) in earlier runs."""
+    return {"ef_construction": HNSW_1M_EF_CONSTRUCTION} if kind == "hnsw" and n >= 1_000_000 else {}
 
 
 def measure_index(collection, view, kind: str, queries_qd, truth_fixed, truth_mixed) -> dict[str, Any]:
     """Build `kind` over the stored vectors, then sweep its recall lever for both searches."""
     rows_of_ids = view.ids  # ascending: a FAISS id's row is its position here
-    settings = IndexSettings(type=kind, search="ann", gpu=False)
+    built_with = build_params(kind, len(view.ids))
+    settings = IndexSettings(type=kind, search="ann", gpu=False, **built_with)
     ann = Ann(settings, DIM)
     faiss.omp_set_num_threads(os.cpu_count() or 1)  # single-query searches pinned this thread to one
     started = time.perf_counter()
@@ -137,12 +150,12 @@ def measure_index(collection, view, kind: str, queries_qd, truth_fixed, truth_mi
     build_s = time.perf_counter() - started
     index_bytes = int(len(ann.to_bytes()))
     collection.ann = ann
-    out = {"build_s": round(build_s, 1), "index_mib": round(index_bytes / 2**20, 1),
+    out = {"build_s": round(build_s, 1), "build_params": built_with or "defaults", "index_mib": round(index_bytes / 2**20, 1),
            "index_bytes_per_vector": round(index_bytes / len(view.ids), 1), "sweep": []}
     mixed = {"text": plan(MIXED_F)}
     for params in SWEEPS[kind]:
         for factor in RERANK_FACTORS:
-            settings = IndexSettings(type=kind, search="ann", gpu=False, rerank_factor=factor, **params)
+            settings = IndexSettings(type=kind, search="ann", gpu=False, rerank_factor=factor, **built_with, **params)
             collection.settings = ann.settings = settings
 
             def fixed_search(q):
