@@ -28,11 +28,17 @@ NOTES: dict[str, str] = {  # part -> a paragraph on the figures of the run it na
         "published int8 export, 0.944 for PyTorch's dynamic quantization). Infinity's own figures move a lot between "
         "runs on this shared machine (single texts at 32 clients: 114, 58 and 88 texts/s in three runs today)."),
     "media": (
-        "*Reading of the 2026-12-01 run.* Both targets **met**. The service beats the bare image loop because it "
-        "decodes JPEGs in request threads while the model thread runs, where the bare loop decodes and then runs "
-        "the model one after the other; its dip from 8 to 32 clients is probably request threads (decoding, JSON) "
-        "competing with the model for the two cores. Whisper transcribes clip by clip even inside a batch, so speech gains nothing from batching and "
-        "the service's only extra cost is HTTP and base64 (95% of bare)."),
+        "*Reading of the 2026-12-02 00:56 run.* Both targets **met**: images 93% of the bare encoder at 32 clients "
+        "(11.8 vs 12.7 items/s), speech 95%. Images came out lower at every concurrency than in the 2026-12-01 21:37 "
+        "run (8 clients: 11.6 against 23.7 items/s; a run two minutes earlier gave 17.5, and 75% at 32 clients), with "
+        "the bare figure unchanged (12.7 against 13.5). The image path did not change between them except the "
+        "text runtime beside it; an A/B of the same server with MiniLM on torch and on ONNX Runtime, run twice "
+        "alternately, gave 16.9 and 13.9 against 13.2 and 14.6 items/s at 8 clients (10.2 and 8.5 against 8.2 "
+        "and 6.9 at one), and in-process EfficientNet runs at the same speed either way (25-30 images/s one by one), "
+        "so the spread is this shared machine's, though a small cost of the idle ONNX sessions cannot be ruled out "
+        "at this noise. The service can beat the bare loop because it decodes JPEGs in request threads while the "
+        "model runs. Whisper transcribes clip by clip even inside a batch, so speech gains nothing from batching and "
+        "the service's only extra cost is HTTP and base64."),
     "batching": (
         "*Reading of the 2026-12-02 00:41 run* (MiniLM on ONNX Runtime). Batching doubles single-text throughput "
         "(2.07x: 188 vs 91 texts/s) and cuts p99 by a quarter (348 vs 482 ms): a transformer call on one short text "
