@@ -95,7 +95,7 @@ def export(load_model: Callable[[], object], path: Path, probe: Mapping[str, np.
                               output_names=["last_hidden_state"], opset_version=17, dynamo=False,
                               dynamic_axes={name: {0: "batch", 1: "tokens"} for name in (*INPUTS, "last_hidden_state")})
             expected = mean_pool(wrapped(*tensors).numpy(), probe["attention_mask"])
-        got = mean_pool(_session(partial, threads=1).run(None, _feed(probe))[0], probe["attention_mask"])
+        got = OnnxTextModel._run(_session(partial, threads=1), probe, np.arange(len(probe["input_ids"])))
         cosine = _rows_cosine(expected, got)
         if cosine.min() < PROBE_MIN_COSINE:
             raise RuntimeError(f"the exported graph disagrees with PyTorch (min cosine {cosine.min():.6f})")
@@ -120,7 +120,7 @@ class OnnxTextModel:
         """`(n, d)` float32 mean-pooled last hidden states of a tokenized, padded batch."""
         n = len(batch["input_ids"])
         chunks = min(self.threads, math.ceil(n / MIN_CHUNK)) if n else 1
-        if chunks <= 1 or self._pool is None:
+        if chunks <= 1:  # always so with one thread (no pool)
             return self._run(self._wide, batch, np.arange(n))
         parts = balanced_chunks(batch["attention_mask"].sum(1), chunks)
         results = list(self._pool.map(lambda rows: self._run(self._narrow, batch, rows), parts))
@@ -181,10 +181,6 @@ def _session(path: Path, threads: int):
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def _feed(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {name: np.ascontiguousarray(batch[name], dtype=np.int64) for name in INPUTS}
 
 
 def _rows_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -121,8 +121,9 @@ class MiniLMEncoder(Encoder):
 
     def _probe(self) -> dict[str, np.ndarray]:
         """Token ids an ONNX export is checked on: two lengths, so padding is part of the check."""
-        return dict(self.tokenizer(["A dog runs across the grass.", "Two people on a bench by the river at dusk."],
-                                   padding=True, return_tensors="np"))
+        with self._tokenize_lock:
+            return dict(self.tokenizer(["A dog runs across the grass.", "Two people on a bench by the river at dusk."],
+                                       padding=True, return_tensors="np"))
 
 
 RUNTIMES = ("auto", "onnx", "torch")
