@@ -25,7 +25,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -52,8 +52,7 @@ class Record:
     vector: np.ndarray  # (d,) float32
 
 
-@dataclass(frozen=True)
-class Hit:
+class Hit(NamedTuple):  # a tuple, not a frozen dataclass: built per hit per search (~1.5 us -> 0.3 us each)
     key: str
     score: float
     modality: str
@@ -124,7 +123,8 @@ class Collection:
         self.ann.remove(np.setdiff1d(indexed, live))
         missing = np.setdiff1d(live, indexed)
         for group in self.groups.values():
-            rows = np.array([group.row_of[i] for i in missing.tolist() if i in group.row_of], dtype=np.int64)
+            rows = group.rows_of(missing)
+            rows = rows[rows >= 0]
             self.ann.add(group.ids[rows], group.vectors[rows])
 
     def close(self) -> None:
@@ -155,7 +155,7 @@ class Collection:
         return self.groups[modality]
 
     def _live_ids(self) -> np.ndarray:
-        found = [np.fromiter(g.row_of, dtype=np.int64, count=len(g.row_of)) for g in self.groups.values()]
+        found = [g.live_ids() for g in self.groups.values()]
         return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
     # --- description ------------------------------------------------------------------------------
@@ -287,7 +287,7 @@ class Collection:
             if row is None:
                 return None
             group = self.groups[row[1]]
-            at = group.row_of[row[0]]
+            at = int(group.rows_of(np.array([row[0]]))[0])
             return row[1], group.keys, group.leaves[at: at + 1].copy(), group.gram[at: at + 1].copy()
 
     def search(self, plans: Mapping[str, Node], query_d: np.ndarray, top_k: int, filter_=None,
@@ -297,15 +297,18 @@ class Collection:
         with self._lock:
             self._check_open()
             allowed, exclude = self._select(filter_, modalities, exclude_keys)
-            views = {m: g.view() for m, g in self.groups.items() if g.live and (modalities is None or m in modalities)}
-            use_exact = self._scans_all(mode, allowed, sum(self.groups[m].live for m in views))
-            if not use_exact:
+            groups = {m: g for m, g in self.groups.items() if g.live and (modalities is None or m in modalities)}
+            use_exact = self._scans_all(mode, allowed, sum(g.live for g in groups.values()))
+            if use_exact:
+                views = {m: g.view() for m, g in groups.items()}
+            else:  # candidates are checked alive here, under the lock; the re-score never reads the mask
                 _, found = self.ann.search(query_d, self._candidates_wanted(top_k, exclude), allowed)
-                candidates = self._rows_of(found[0][found[0] >= 0])
+                candidates = self._rows_of(found[0][found[0] >= 0], groups)
+                views = {m: groups[m].view(freeze_alive=False) for m in candidates}
         if use_exact:
             best = search.exact(views, plans, query_d, top_k, allowed, exclude)
         else:
-            best = search.rerank(views, plans, query_d, top_k, {m: r for m, r in candidates.items() if m in views}, exclude)
+            best = search.rerank(views, plans, query_d, top_k, candidates, exclude)
         return self._hits(best)
 
     def _scans_all(self, mode: str | None, allowed: np.ndarray | None, live: int) -> bool:
@@ -351,18 +354,14 @@ class Collection:
             self._filtered[key] = items.select(self._conn, filter_, modalities)
         return self._filtered[key], exclude
 
-    def _rows_of(self, ids: np.ndarray) -> dict[str, np.ndarray]:
-        """Item ids -> their rows, per modality group (under the lock: rows move on compaction)."""
+    def _rows_of(self, ids: np.ndarray, groups: Mapping[str, Group] | None = None) -> dict[str, np.ndarray]:
+        """Live item ids -> their rows, per modality group (under the lock: rows move on compaction)."""
         rows: dict[str, np.ndarray] = {}
-        pending = ids.tolist()
-        for modality, group in self.groups.items():  # one pass per group, not a group loop per id: hot path
-            if not pending:
-                break
-            found = list(map(group.row_of.get, pending))
-            hit = [row for row in found if row is not None]
-            if hit:
-                rows[modality] = np.array(hit, dtype=np.int64)
-                pending = [item for item, row in zip(pending, found, strict=True) if row is None]
+        for modality, group in (self.groups if groups is None else groups).items():
+            found = group.rows_of(ids)
+            found = found[found >= 0]
+            if len(found):
+                rows[modality] = found
         return rows
 
     def _hits(self, best: list[search.Scored]) -> list[Hit]:

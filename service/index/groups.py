@@ -6,6 +6,10 @@ default mixing `(n, d)` that the ANN index holds. Rows are append-only and never
 appends a row and marks the old one dead. That is what lets a search read a group without holding the
 collection's lock: it takes a `GroupView` (the first n rows, a copy of the alive mask) and any later
 append writes past n or into fresh arrays.
+
+Item ids come from SQLite's AUTOINCREMENT (never reused, never lower than an earlier one) and a
+replaced item gets a new id, so rows hold ascending ids: an id's row is a binary search away, with no
+per-item dict (a million-entry dict of ints is ~100 MB, and a search maps its candidates in one call).
 """
 
 from __future__ import annotations
@@ -43,17 +47,13 @@ class Group:
         self.vectors = np.zeros((capacity, dim), dtype=np.float32)
         self.alive = np.zeros(capacity, dtype=bool)
         self.n = 0
-        self.row_of: dict[int, int] = {}
+        self.live = 0
 
     @classmethod
     def from_arrays(cls, modality: str, keys: list[str], ids, leaves, gram, vectors) -> Group:
         group = cls(modality, keys, leaves.shape[2], capacity=max(64, len(ids)))
         group.append(ids, leaves, gram, vectors)
         return group
-
-    @property
-    def live(self) -> int:
-        return len(self.row_of)
 
     def _grow(self, needed: int) -> None:
         capacity = max(needed, 2 * len(self.ids))
@@ -65,29 +65,45 @@ class Group:
             setattr(self, name, new)
 
     def append(self, ids: np.ndarray, leaves: np.ndarray, gram: np.ndarray, vectors: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
         k = len(ids)
         if leaves.shape[1:] != self.leaves.shape[1:] or gram.shape[1:] != self.gram.shape[1:]:
             raise ValueError(f"{self.modality}: components of shape {leaves.shape[1:]} do not fit {self.leaves.shape[1:]}")
+        if k and (np.any(np.diff(ids) <= 0) or (self.n and ids[0] <= self.ids[self.n - 1])):
+            raise ValueError(f"{self.modality}: item ids must be appended in ascending order")
         if self.n + k > len(self.ids):
             self._grow(self.n + k)
         rows = slice(self.n, self.n + k)
         self.ids[rows], self.leaves[rows], self.gram[rows], self.vectors[rows] = ids, leaves, gram, vectors
         self.alive[rows] = True
-        for offset, item in enumerate(np.asarray(ids).tolist()):
-            self.row_of[item] = self.n + offset
         self.n += k
+        self.live += k
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """The row of each of `ids` that is live here, -1 for the others."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if not self.n:
+            return np.full(len(ids), -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self.ids[: self.n], ids), self.n - 1)
+        return np.where((self.ids[at] == ids) & self.alive[at], at, -1)
+
+    def live_ids(self) -> np.ndarray:
+        return self.ids[: self.n][self.alive[: self.n]]
 
     def kill(self, item: int) -> bool:
-        row = self.row_of.pop(item, None)
-        if row is None:
+        row = int(self.rows_of(np.array([item]))[0])
+        if row < 0:
             return False
         self.alive[row] = False
+        self.live -= 1
         return True
 
-    def view(self) -> GroupView:
+    def view(self, freeze_alive: bool = True) -> GroupView:
+        """`freeze_alive=False` leaves the alive mask live (later deletions show through): for a caller that
+        picked its rows under the lock and never reads the mask, which spares a copy of n flags per search."""
         n = self.n
-        return GroupView(self.modality, self.keys, self.ids[:n], self.leaves[:n], self.gram[:n], self.vectors[:n],
-                         self.alive[:n].copy())
+        alive = self.alive[:n].copy() if freeze_alive else self.alive[:n]
+        return GroupView(self.modality, self.keys, self.ids[:n], self.leaves[:n], self.gram[:n], self.vectors[:n], alive)
 
     def compacted(self) -> Group:
         """A copy holding only the live rows (new arrays: open views are unaffected)."""
