@@ -16,14 +16,15 @@ from bonds.plan import Node, coefficients, leaves
 def item_coefficients(plan: Node, keys: list[str], gram_nll: np.ndarray) -> np.ndarray:
     """`(n, L)` weights of the stored leaves `keys` that give each item's vector under `plan`."""
     index = {key: i for i, key in enumerate(keys)}
-    missing = [leaf.key for leaf in leaves(plan) if leaf.key not in index]
-    if missing:
+    try:
+        return coefficients(plan, index, gram_nll)
+    except KeyError:  # looked for only now: a search re-scores every query, and the walk is not free
+        missing = [leaf.key for leaf in leaves(plan) if leaf.key not in index]
         raise MixingError(
             f"this mixing needs component {missing[0]!r}, which the collection did not store: a displacement "
             "bond projects an already-mixed vector, so its inner factors are fixed at index time; "
             "re-index the items under this mixing"
-        )
-    return coefficients(plan, index, gram_nll)
+        ) from None
 
 
 def remix_scores(query_d: np.ndarray, plan: Node, keys: list[str], leaves_nld: np.ndarray, gram_nll: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ flat however large the collection.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -23,8 +23,7 @@ RAW_MODALITY = "vector"
 RAW_PLAN = Encode("raw", RAW_MODALITY)  # a vector given by the client: one leaf, scored as it is
 
 
-@dataclass(frozen=True)
-class Scored:
+class Scored(NamedTuple):  # a tuple: a search builds one per hit, and a frozen dataclass costs ~1.5 us each
     id: int
     score: float
     modality: str
@@ -37,6 +36,9 @@ def plan_for(plans: Mapping[str, Node], modality: str) -> Node:
 def score_rows(query_d: np.ndarray, plan: Node, view: GroupView, rows: np.ndarray) -> np.ndarray:
     """Scores `(len(rows),)` of `view`'s rows under `plan`."""
     query_d = np.asarray(query_d, dtype=np.float32)
+    if len(rows) <= BLOCK:  # a re-score's few dozen candidates: one block, no bookkeeping
+        a_nl = item_coefficients(plan, view.keys, view.gram[rows])
+        return (a_nl * (view.leaves[rows] @ query_d)).sum(axis=1)
     out = np.empty(len(rows), dtype=np.float64)
     contiguous = len(rows) > 0 and rows[-1] - rows[0] == len(rows) - 1
     for start in range(0, len(rows), BLOCK):
@@ -55,16 +57,27 @@ def vectors_of_rows(plan: Node, view: GroupView, rows: np.ndarray) -> np.ndarray
     return remix_vectors(plan, view.keys, view.leaves[rows], view.gram[rows])
 
 
+def _best(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best of one array, ordered; every item tied with the k-th is weighed, so ties go to the lower id."""
+    if len(ids) > k:
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+        keep = scores >= kth
+        ids, scores = ids[keep], scores[keep]
+    order = np.lexsort((ids, -scores))[:k]
+    return ids[order], scores[order]
+
+
 def top(scored: list[tuple[np.ndarray, np.ndarray, str]], k: int) -> list[Scored]:
     """The k best over several groups' `(ids, scores, modality)`, best first (ties: lower id first)."""
-    best: list[Scored] = []
-    for ids, scores, modality in scored:
-        if len(ids) > k:
-            keep = np.argpartition(-scores, k - 1)[:k]
-            ids, scores = ids[keep], scores[keep]
-        best.extend(Scored(int(i), float(s), modality) for i, s in zip(ids, scores, strict=True))
-    best.sort(key=lambda hit: (-hit.score, hit.id))
-    return best[:k]
+    picked = [(*_best(ids, scores, k), modality) for ids, scores, modality in scored if len(ids)]
+    if not picked:
+        return []
+    if len(picked) == 1:
+        ids, scores, modality = picked[0]
+        return [Scored(i, s, modality) for i, s in zip(ids.tolist(), scores.tolist(), strict=True)]
+    ids, scores = _best(np.concatenate([p[0] for p in picked]), np.concatenate([p[1] for p in picked]), k)
+    modality_of = {int(i): p[2] for p in picked for i in p[0]}
+    return [Scored(i, s, modality_of[i]) for i, s in zip(ids.tolist(), scores.tolist(), strict=True)]
 
 
 def exact(views: Mapping[str, GroupView], plans: Mapping[str, Node], query_d: np.ndarray, k: int,
