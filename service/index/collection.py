@@ -292,8 +292,13 @@ class Collection:
 
     def search(self, plans: Mapping[str, Node], query_d: np.ndarray, top_k: int, filter_=None,
                modalities: Sequence[str] | None = None, exclude_keys: Sequence[str] = (),
-               mode: str | None = None) -> list[Hit]:
-        """The top_k items by exact score under `plans` (one per item modality), filters applied first."""
+               mode: str | None = None, at_default_mixing: bool = False) -> list[Hit]:
+        """The top_k items by exact score under `plans` (one per item modality), filters applied first.
+
+        `at_default_mixing`: the caller says `plans` are the collection's default mixing, whose vectors are
+        stored and indexed: then ANN scores are already exact (no candidates to re-score, only top_k
+        fetched) and a scan takes one product per item instead of the components' arithmetic.
+        """
         with self._lock:
             self._check_open()
             allowed, exclude = self._select(filter_, modalities, exclude_keys)
@@ -301,12 +306,20 @@ class Collection:
             use_exact = self._scans_all(mode, allowed, sum(g.live for g in groups.values()))
             if use_exact:
                 views = {m: g.view() for m, g in groups.items()}
+            elif at_default_mixing:
+                scores, found = self.ann.search(query_d, top_k + len(exclude), allowed)
             else:  # candidates are checked alive here, under the lock; the re-score never reads the mask
                 _, found = self.ann.search(query_d, self._candidates_wanted(top_k, exclude), allowed)
                 candidates = self._rows_of(found[0][found[0] >= 0], groups)
                 views = {m: groups[m].view(freeze_alive=False) for m in candidates}
+        scoring = None if at_default_mixing else plans
         if use_exact:
-            best = search.exact(views, plans, query_d, top_k, allowed, exclude)
+            best = search.exact(views, scoring, query_d, top_k, allowed, exclude)
+        elif at_default_mixing:
+            ids, kept = found[0], found[0] >= 0
+            if exclude:
+                kept &= ~np.isin(ids, np.fromiter(exclude, dtype=np.int64))
+            best = search.top([(ids[kept], scores[0][kept].astype(np.float64))], top_k)
         else:
             best = search.rerank(views, plans, query_d, top_k, candidates, exclude)
         return self._hits(best)
@@ -369,7 +382,7 @@ class Collection:
             self._check_open()
             found = items.describe(self._conn, [s.id for s in best])
         # An item deleted since its score was taken is left out rather than returned stale.
-        return [Hit(found[s.id][0], s.score, s.modality, found[s.id][1]) for s in best if s.id in found]
+        return [Hit(found[s.id][0], s.score, *found[s.id][1:]) for s in best if s.id in found]
 
     # --- snapshots --------------------------------------------------------------------------------
     def _snapshot_due(self) -> bool:

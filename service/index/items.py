@@ -61,12 +61,12 @@ def select(conn: sqlite3.Connection, filter_: Any, modalities: Sequence[str] | N
     return np.array(found, dtype=np.int64)
 
 
-def describe(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, tuple[str, dict[str, Any]]]:
-    """int id -> (string id, metadata), for the ids that still exist."""
+def describe(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, tuple[str, str, dict[str, Any]]]:
+    """int id -> (string id, modality, metadata), for the ids that still exist."""
     if not ids:
         return {}
-    rows = conn.execute(f"SELECT id, key, metadata FROM items WHERE id IN ({_marks(len(ids))})", list(ids))
-    return {item: (key, _metadata(text)) for item, key, text in rows}
+    rows = conn.execute(f"SELECT id, key, modality, metadata FROM items WHERE id IN ({_marks(len(ids))})", list(ids))
+    return {item: (key, modality, _metadata(text)) for item, key, modality, text in rows}
 
 
 def _metadata(text: str) -> dict[str, Any]:

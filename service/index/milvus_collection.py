@@ -136,8 +136,9 @@ class MilvusCollection(Collection):
 
     def search(self, plans: Mapping[str, Node], query_d: np.ndarray, top_k: int, filter_=None,
                modalities: Sequence[str] | None = None, exclude_keys: Sequence[str] = (),
-               mode: str | None = None) -> list[Hit]:
-        """As Collection.search; Milvus is called outside the lock (writers do not wait on it)."""
+               mode: str | None = None, at_default_mixing: bool = False) -> list[Hit]:
+        """As Collection.search; Milvus is called outside the lock (writers do not wait on it). Items always
+        score from their components here (`at_default_mixing` changes nothing): Milvus returns no vectors."""
         with self._lock:
             self._check_open()
             allowed, exclude = self._select(filter_, modalities, exclude_keys)

@@ -4,7 +4,8 @@ Each item is scored with `bonds.remix` from its stored leaves and Gram matrix, s
 one the item would get if it were re-embedded under that mixing. The leaf dot products are taken in
 float32 (one BLAS matrix-vector product per block, no float64 copy of the leaves); the coefficients
 come from `bonds.remix.item_coefficients` in float64. Rows are processed in blocks so memory stays
-flat however large the collection.
+flat however large the collection. A search under the collection's own default mixing needs none of
+that: each item's vector under it is stored (the one the ANN index holds), so its score is one product.
 """
 
 from __future__ import annotations
@@ -26,16 +27,23 @@ RAW_PLAN = Encode("raw", RAW_MODALITY)  # a vector given by the client: one leaf
 class Scored(NamedTuple):  # a tuple: a search builds one per hit, and a frozen dataclass costs ~1.5 us each
     id: int
     score: float
-    modality: str
 
 
-def plan_for(plans: Mapping[str, Node], modality: str) -> Node:
+def plan_for(plans: Mapping[str, Node] | None, modality: str) -> Node | None:
+    """The plan scoring `modality`'s items; None (no plans) scores the stored default-mixing vectors."""
+    if plans is None:
+        return None
     return RAW_PLAN if modality == RAW_MODALITY else plans[modality]
 
 
-def score_rows(query_d: np.ndarray, plan: Node, view: GroupView, rows: np.ndarray) -> np.ndarray:
-    """Scores `(len(rows),)` of `view`'s rows under `plan`."""
+def score_rows(query_d: np.ndarray, plan: Node | None, view: GroupView, rows: np.ndarray) -> np.ndarray:
+    """Scores `(len(rows),)` of `view`'s rows under `plan`, or of their default-mixing vectors (plan None)."""
     query_d = np.asarray(query_d, dtype=np.float32)
+    if plan is None:  # the vectors the ANN index holds: one product per block, no components
+        out = np.empty(len(rows), dtype=np.float64)
+        for start in range(0, len(rows), BLOCK):
+            out[start: start + BLOCK] = view.vectors[rows[start: start + BLOCK]] @ query_d
+        return out
     if len(rows) <= BLOCK:  # a re-score's few dozen candidates: one block, no bookkeeping
         a_nl = item_coefficients(plan, view.keys, view.gram[rows])
         return (a_nl * (view.leaves[rows] @ query_d)).sum(axis=1)
@@ -67,20 +75,18 @@ def _best(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     return ids[order], scores[order]
 
 
-def top(scored: list[tuple[np.ndarray, np.ndarray, str]], k: int) -> list[Scored]:
-    """The k best over several groups' `(ids, scores, modality)`, best first (ties: lower id first)."""
-    picked = [(*_best(ids, scores, k), modality) for ids, scores, modality in scored if len(ids)]
+def top(scored: list[tuple[np.ndarray, np.ndarray]], k: int) -> list[Scored]:
+    """The k best over several blocks' `(ids, scores)`, best first (ties: lower id first)."""
+    picked = [_best(ids, scores, k) for ids, scores in scored if len(ids)]
     if not picked:
         return []
-    if len(picked) == 1:
-        ids, scores, modality = picked[0]
-        return [Scored(i, s, modality) for i, s in zip(ids.tolist(), scores.tolist(), strict=True)]
-    ids, scores = _best(np.concatenate([p[0] for p in picked]), np.concatenate([p[1] for p in picked]), k)
-    modality_of = {int(i): p[2] for p in picked for i in p[0]}
-    return [Scored(i, s, modality_of[i]) for i, s in zip(ids.tolist(), scores.tolist(), strict=True)]
+    if len(picked) > 1:
+        picked = [_best(np.concatenate([p[0] for p in picked]), np.concatenate([p[1] for p in picked]), k)]
+    ids, scores = picked[0]
+    return [Scored(i, s) for i, s in zip(ids.tolist(), scores.tolist(), strict=True)]
 
 
-def exact(views: Mapping[str, GroupView], plans: Mapping[str, Node], query_d: np.ndarray, k: int,
+def exact(views: Mapping[str, GroupView], plans: Mapping[str, Node] | None, query_d: np.ndarray, k: int,
           allowed: np.ndarray | None, exclude: set[int]) -> list[Scored]:
     """Every live (and allowed, not excluded) item scored; the k best."""
     scored = []
@@ -92,7 +98,7 @@ def exact(views: Mapping[str, GroupView], plans: Mapping[str, Node], query_d: np
             mask &= ~np.isin(view.ids, np.fromiter(exclude, dtype=np.int64))
         rows = np.flatnonzero(mask)
         if len(rows):
-            scored.append((view.ids[rows], score_rows(query_d, plan_for(plans, modality), view, rows), modality))
+            scored.append((view.ids[rows], score_rows(query_d, plan_for(plans, modality), view, rows)))
     return top(scored, k)
 
 
@@ -106,5 +112,5 @@ def rerank(views: Mapping[str, GroupView], plans: Mapping[str, Node], query_d: n
         if exclude:
             rows = rows[~np.isin(view.ids[rows], np.fromiter(exclude, dtype=np.int64))]
         if len(rows):
-            scored.append((view.ids[rows], score_rows(query_d, plan_for(plans, modality), view, rows), modality))
+            scored.append((view.ids[rows], score_rows(query_d, plan_for(plans, modality), view, rows)))
     return top(scored, k)

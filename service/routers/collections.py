@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from bonds.errors import DimensionError
+from bonds.plan import Node
 from bonds.remix import remix_vectors
 from bonds.space import Space
 from service.deps import EngineDep, SettingsDep, StoreDep
@@ -78,6 +79,13 @@ def open_collection(engine: Engine, store: CollectionStore, name: str) -> tuple[
     space = engine.space(collection.meta["space"])
     collection.check_space(space.space_id())
     return collection, space
+
+
+def at_default_mixing(collection: Collection, space: Space, plans: dict[str, Node]) -> bool:
+    """Whether `plans` are the collection's default mixing, whose vectors it stores and indexes: a search under
+    it scores those vectors directly instead of re-scoring candidates from their components."""
+    default = space.resolve(collection.meta["mixing"])
+    return all(plan == space.plan(modality, default) for modality, plan in plans.items())
 
 
 def check_vector(space: Space, vector: np.ndarray, fingerprint: str | None, allowed: set[str], what: str) -> np.ndarray:

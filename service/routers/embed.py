@@ -26,7 +26,7 @@ from service.index import RAW_MODALITY, SpaceMismatchError
 from service.inputs import parse_inputs, parse_uploads
 from service.metrics import Metrics
 from service.responses import VectorResponse
-from service.routers.collections import open_collection
+from service.routers.collections import at_default_mixing, open_collection
 from service.settings import Settings
 
 router = APIRouter(tags=["embed"])
@@ -111,8 +111,9 @@ def enhance(store: Any, engine: Engine, result: Embedded, spec: Enhance) -> np.n
         raise InvalidInput(f"enhance.modality {spec.modality!r}: collection {spec.collection!r} has no such items; "
                            f"it has {', '.join(plans) or '(none)'}")
     out = result.vectors.copy()
+    indexed = at_default_mixing(collection, space, plans)
     for i, query_d in enumerate(result.vectors):
-        hits = collection.search(plans, query_d, spec.k, None, [spec.modality])
+        hits = collection.search(plans, query_d, spec.k, None, [spec.modality], at_default_mixing=indexed)
         if hits:
             values_kd = collection.item_vectors(plans, [hit.key for hit in hits])
             scores_1k = np.array([[hit.score for hit in hits]])

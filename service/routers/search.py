@@ -27,7 +27,7 @@ from service.errors import InvalidInput
 from service.index import RAW_MODALITY, Collection, ItemNotFoundError
 from service.index.search import plan_for
 from service.inputs import parse_inputs
-from service.routers.collections import check_vector, open_collection
+from service.routers.collections import at_default_mixing, check_vector, open_collection
 from service.settings import Settings
 
 router = APIRouter(tags=["search"])
@@ -79,11 +79,11 @@ async def search(body: SearchRequest, engine: EngineDep, store: StoreDep, settin
     query, exclude = await _query_vector(body.query, engine, collection, space, resolved, plans, settings)
     out: dict[str, Any] = {}
     if body.enhance is not None and body.enhance.alpha > 0:
-        query, neighbours = await _enhance(body.enhance, collection, plans, query, exclude)
+        query, neighbours = await _enhance(body.enhance, collection, space, plans, query, exclude)
         if body.enhance.return_neighbours:
             out["neighbours"] = neighbours
     hits = await run_in_threadpool(collection.search, plans, query, body.top_k, body.filter, body.modalities,
-                                   exclude, body.mode)
+                                   exclude, body.mode, at_default_mixing(collection, space, plans))
     results = [{"id": h.key, "score": h.score, "modality": h.modality, "metadata": h.metadata} for h in hits]
     return {"results": results, "fingerprint": space.fingerprint(resolved), "mixing": resolved.to_dict(), **out}
 
@@ -107,13 +107,14 @@ async def _query_vector(query: Query, engine: Engine, collection: Collection, sp
     return embedding.vectors[0], []
 
 
-async def _enhance(enhance: Enhance, collection: Collection, plans: dict, query: np.ndarray,
+async def _enhance(enhance: Enhance, collection: Collection, space: Space, plans: dict, query: np.ndarray,
                    exclude: list[str]) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Cache model over the collection's items of one modality, all under the request's mixing."""
     if enhance.modality not in collection.meta["groups"] or enhance.modality == RAW_MODALITY:
         have = ", ".join(m for m in collection.meta["groups"] if m != RAW_MODALITY) or "(none)"
         raise InvalidInput(f"enhance.modality {enhance.modality!r}: the collection has no such items; it has {have}")
-    hits = await run_in_threadpool(collection.search, plans, query, enhance.k, None, [enhance.modality], exclude)
+    hits = await run_in_threadpool(collection.search, plans, query, enhance.k, None, [enhance.modality], exclude,
+                                   None, at_default_mixing(collection, space, plans))
     if not hits:
         return query, []
     values = await run_in_threadpool(collection.item_vectors, plans, [h.key for h in hits])

@@ -10,10 +10,13 @@ with FAISS candidates, and components in a real milvus-lite engine with Milvus c
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from bonds.media import decode_audio, decode_image
+from service.routers.collections import at_default_mixing
 from tests.service.tiny_app import b64, library_space, png, start, wav, write_space
 
 TEXTS = {"t-dog": "a dog barks at night", "t-car": "a red car on the road", "t-bird": "birds sing at dawn",
@@ -52,8 +55,9 @@ def reference_vectors(space, mixing) -> dict[str, np.ndarray]:
     return out
 
 
-def make(client, name="things", index=None):
-    r = client.post("/collections", json={"name": name, "space": "tinybond", "index": client.backend.index(**(index or {}))})
+def make(client, name="things", index=None, mixing=None):
+    r = client.post("/collections", json={"name": name, "space": "tinybond", "index": client.backend.index(**(index or {})),
+                                          "mixing": mixing})
     assert r.status_code == 201, r.text
     r = client.post(f"/collections/{name}/items", json={"items": items()})
     assert r.status_code == 200, r.text
@@ -62,8 +66,10 @@ def make(client, name="things", index=None):
 
 @pytest.mark.parametrize("index", [{"type": "flat", "search": "exact"}, {"type": "hnsw", "search": "ann"},
                                    {"type": "ivf", "search": "ann", "nlist": 2, "nprobe": 2}])
-def test_search_scores_equal_re_embedding_under_any_mixing(client, space_file, index):
-    make(client, index=index)
+@pytest.mark.parametrize("default", [None, {"preset": "at_expertise"}])
+def test_search_scores_equal_re_embedding_under_any_mixing(client, space_file, index, default):
+    """Under the collection's own mixing a search scores its stored vectors; under any other, the components."""
+    make(client, index=index, mixing=default)
     space = library_space(space_file)
     for mixing in MIXINGS:
         for query in ({"text": "a dog barking at night"}, {"audio": b64(wav(900.0))}):
@@ -82,6 +88,19 @@ def test_search_scores_equal_re_embedding_under_any_mixing(client, space_file, i
                 assert score == pytest.approx(expected[key], abs=1e-5), (mixing, key)
             ranked = [hit["id"] for hit in body["results"]]
             assert ranked == sorted(expected, key=lambda k: -expected[k])
+
+
+def test_only_the_collections_own_mixing_reads_its_stored_vectors(space_file):
+    space = library_space(space_file)
+    collection = SimpleNamespace(meta={"mixing": {"preset": "at_expertise"}})
+
+    def plans(mixing):
+        return {m: space.plan(m, space.resolve(mixing)) for m in space.modalities}
+
+    assert at_default_mixing(collection, space, plans({"preset": "at_expertise"}))
+    assert at_default_mixing(collection, space, plans({"factors": space.resolve({"preset": "at_expertise"}).factors}))
+    assert not at_default_mixing(collection, space, plans(None))
+    assert not at_default_mixing(collection, space, plans({"off": ["clap"]}))
 
 
 def test_ranking_changes_when_factors_change(client):

@@ -22,6 +22,7 @@ from service.index import (
     CollectionStore,
     InvalidCollectionError,
     InvalidFilterError,
+    Record,
     SpaceMismatchError,
 )
 from tests.service.index.synthetic import (
@@ -294,4 +295,38 @@ def test_search_hits_carry_their_metadata_non_finite_numbers_too(tmp_path):
     collection.upsert(SPACE_ID, [record("plain", n=1), record("odd", n=float("nan")), record("big", n=float("inf"))])
     hits = {h.key: h.metadata for h in collection.search(PLANS, vector("query"), 3)}
     assert hits["plain"]["n"] == 1 and np.isnan(hits["odd"]["n"]) and hits["big"]["n"] == float("inf")
+    store.close()
+
+
+@pytest.mark.parametrize("index", [{"type": "flat"}, {"type": "hnsw"}, {"type": "ivf", "nlist": 8, "nprobe": 8}])
+def test_search_at_the_default_mixing_scores_the_stored_vectors(tmp_path, index):
+    """Told the plans are the collection's default mixing, a search ranks by the stored default vectors (the
+    index's own scores), with filters, exclusions, deletions and the top_k cut applied as on the re-scored path."""
+    store = open_store(tmp_path)
+    collection = store.create("c", "synthetic", SPACE_ID, 8, {**index, "exact_below": 50}, {})
+    keys = [f"k{i}" for i in range(300)]
+    # Each item's default vector is deliberately another unit vector than its component: the two paths must differ.
+    stored = {k: vector(f"default-{k}") for k in keys}
+    collection.upsert(SPACE_ID, [Record(k, "text", {"odd": i % 2 == 1}, [PLANS["text"].key], vector(k)[None, :],
+                                        np.ones((1, 1)), stored[k]) for i, k in enumerate(keys)])
+    collection.delete(keys[:40])
+    live = keys[40:]
+    query = vector("query")
+
+    def by_default_vectors(candidates, k):
+        scores = np.array([stored[c] @ query for c in candidates])
+        return [candidates[i] for i in np.argsort(-scores, kind="stable")[:k]]
+
+    for mode in ("exact", "ann"):
+        hits = collection.search(PLANS, query, 7, mode=mode, at_default_mixing=True)
+        assert keys_of(hits) == by_default_vectors(live, 7)
+        assert [h.score for h in hits] == pytest.approx([float(stored[h.key] @ query) for h in hits], abs=1e-5)
+        assert all(h.modality == "text" and "odd" in h.metadata for h in hits)
+        if mode == "exact":  # the components' scores (ANN candidates here come from unrelated default vectors)
+            assert keys_of(collection.search(PLANS, query, 7, mode=mode)) == brute_force(live, query, 7)
+        odd = [k for k in live if int(k[1:]) % 2 == 1]
+        best_odd = by_default_vectors(odd, 1)[0]
+        narrowed = collection.search(PLANS, query, 5, {"odd": True}, exclude_keys=[best_odd], mode=mode,
+                                     at_default_mixing=True)
+        assert keys_of(narrowed) == by_default_vectors([k for k in odd if k != best_odd], 5)
     store.close()
