@@ -4,6 +4,7 @@ The query is embedded under the request's mixing; every stored item is scored fr
 under the same mixing (`bonds.remix`), so a score equals what the item would get if it were embedded
 again under that mixing. Small collections (and small filtered sets) are scored exhaustively; large
 ones take FAISS candidates and re-score those exactly (the collection's index settings say when).
+Under the collection's own default mixing nothing needs re-scoring: its vectors are stored and indexed.
 `enhance` first pulls the query toward the collection's items of one modality (ImageBind-LLM's cache
 model, `bonds.enhance`), with the bank re-mixed under the same mixing.
 """
