@@ -232,15 +232,18 @@ def one_size(n: int, real_nd: np.ndarray, queries_qd: np.ndarray) -> dict[str, A
 def plot(sizes: list[dict]) -> str:
     plt = pyplot()
     fig, axes = plt.subplots(1, len(sizes), figsize=(5.2 * len(sizes), 3.8), squeeze=False)
+    colours = {"flat": "tab:blue", "hnsw": "tab:orange", "ivf": "tab:green"}  # one colour per index, one style per search
     for ax, size in zip(axes[0], sizes, strict=True):
         for kind, result in size["indexes"].items():
+            colour = colours.get(kind)
             fixed = [r for r in result["sweep"] if "fixed_qps" in r]
-            ax.plot([r["fixed_recall"] for r in fixed], [r["fixed_qps"] for r in fixed], "o-", ms=3, label=f"{kind}, bare index")
+            ax.plot([r["fixed_recall"] for r in fixed], [r["fixed_qps"] for r in fixed], "o-", ms=3, color=colour,
+                    label=f"{kind}, bare index")
             ax.plot([r["service_fixed_recall"] for r in fixed], [r["service_fixed_qps"] for r in fixed], "D-", ms=3,
-                    label=f"{kind}, service at its fixed mixing")
-            for factor, style in zip(RERANK_FACTORS, ("o-.", "s--", "^:"), strict=True):
+                    color=colour, alpha=0.55, label=f"{kind}, service at its fixed mixing")
+            for factor, style in zip(RERANK_FACTORS, ("s--", "^-.", "v:"), strict=True):
                 mixed = [r for r in result["sweep"] if r["rerank_factor"] == factor]
-                ax.plot([r["mixed_recall"] for r in mixed], [r["mixed_qps"] for r in mixed], style, ms=3,
+                ax.plot([r["mixed_recall"] for r in mixed], [r["mixed_qps"] for r in mixed], style, ms=3, color=colour,
                         label=f"{kind}, per-request mixing (rerank x{factor})")
         ax.axvline(TARGET_RECALL, color="grey", ls=":")
         ax.set_yscale("log")
