@@ -9,16 +9,19 @@ texts/s against PyTorch's 110-160, with the same vectors (cosine to PyTorch's 1.
 The export goes through torch's exporter (it needs the `onnx` package) the first time a model folder
 is seen; the file is cached under `cache_dir()/onnx/`, keyed by the weight files' path, size and mtime
 and the torch version, and is checked against PyTorch on probe inputs before it is used. A later
-process with a cached file never loads the PyTorch model at all.
+process with a cached file never loads the PyTorch model at all; a new export replaces the folder's
+earlier ones.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import logging
 import math
 import os
 import threading
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -162,13 +165,39 @@ def balanced_chunks(lengths: np.ndarray, chunks: int) -> list[np.ndarray]:
     return split(low)
 
 
+def export_path(model_dir: str | Path) -> Path:
+    """`<folder name>-<hash of its path>-<export key>.onnx`: exports of one folder share everything up to the key."""
+    folder = Path(model_dir).resolve()
+    where = hashlib.sha256(str(folder).encode()).hexdigest()[:8]
+    return cache_dir() / "onnx" / f"{folder.name}-{where}-{export_key(folder)}.onnx"
+
+
 def load(model_dir: str | Path, load_model: Callable[[], object], probe: Mapping[str, np.ndarray],
          threads: int) -> OnnxTextModel:
     """The cached export of `model_dir` (made now if missing), ready to run with `threads` threads."""
-    path = cache_dir() / "onnx" / f"{Path(model_dir).name}-{export_key(model_dir)}.onnx"
+    path = export_path(model_dir)
     if not path.is_file():
         export(load_model, path, probe)
+        prune(path)
     return OnnxTextModel(path, threads)
+
+
+def prune(current: Path, stale_partial_s: float = 3600.0) -> list[Path]:
+    """Delete the folder's earlier exports (older weights or torch: each is the model's full size and nothing
+    reads it again; a running session holds its own copy) and partial files that no export is still writing."""
+    family = glob.escape(current.name.rsplit("-", 1)[0])
+    removed = [old for old in current.parent.glob(f"{family}-*.onnx") if old != current]
+    now = time.time()
+    for partial in current.parent.glob(f"{family}-*.partial"):
+        try:
+            if now - partial.stat().st_mtime > stale_partial_s:
+                removed.append(partial)
+        except FileNotFoundError:  # its export just finished or gave up
+            continue
+    for path in removed:
+        path.unlink(missing_ok=True)
+        log.info("removed %s, an earlier export", path.name)
+    return removed
 
 
 def _session(path: Path, threads: int):

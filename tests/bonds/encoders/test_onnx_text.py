@@ -3,6 +3,9 @@ through the same code path, checked against PyTorch (chunked runs, padding on ei
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -84,6 +87,7 @@ def test_export_is_cached_and_keyed_on_the_weights(folder):
     _save_tiny_bert(folder, seed=1)  # the user replaces the weights: the key, hence the file, changes
     retrained = onnx_text.load(folder, load_model, probe, threads=1)
     assert len(loads) == 2 and retrained.path != first.path
+    assert not first.path.exists()  # the old export, no longer reachable, went with the new one
     batch = _batch()
     assert np.allclose(retrained.pooled(batch), _torch_pooled(_load(folder), batch), atol=1e-5)
 
@@ -116,3 +120,21 @@ def test_chunks_cover_every_row_once_and_even_out_padded_sizes(chunks):
     by_count = np.array_split(np.argsort(lengths), chunks)  # the naive split: equal rows per chunk
     assert largest(parts) <= largest(by_count)
     assert largest(parts) < 1.6 * lengths.sum() / chunks + lengths.max()  # near an even share of the tokens
+
+
+def test_pruning_keeps_other_folders_and_running_exports(folder, tmp_path):
+    """Only the same folder's older exports go, and partial files old enough that no export still writes them."""
+    onnx_dir = onnx_text.cache_dir() / "onnx"
+    onnx_dir.mkdir(parents=True)
+    current = onnx_text.export_path(folder)
+    same_name_elsewhere = onnx_text.export_path(tmp_path / "elsewhere" / folder.name)
+    assert same_name_elsewhere.name != current.name and same_name_elsewhere.name.startswith(f"{folder.name}-")
+    family = current.name.rsplit("-", 1)[0]
+    older = onnx_dir / f"{family}-0123456789abcdef01234567.onnx"
+    stale, fresh = onnx_dir / f"{older.name}.11.22.partial", onnx_dir / f"{current.name}.33.44.partial"
+    for path in (current, same_name_elsewhere, older, stale, fresh):
+        path.write_bytes(b"graph")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    removed = onnx_text.prune(current)
+    assert sorted(removed) == sorted([older, stale])
+    assert sorted(p.name for p in onnx_dir.iterdir()) == sorted(p.name for p in (current, same_name_elsewhere, fresh))
