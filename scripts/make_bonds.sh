@@ -2,7 +2,7 @@
 # Reproduce the shipped bonds from scratch with the training pipeline (`freebind train ...`):
 #   e5_into_starter  combination, multilingual e5 (text) -> starter (text, image, audio); served default
 #   starter_into_e5  displacement, starter -> e5
-# Both are trained on the same real, unpaired pools, embedded once in each space (2-core CPU: ~30 min).
+# Both are trained on the same real, unpaired pools, embedded once in each space (2-core CPU: ~21 min).
 #
 #   WORK   work folder (default artifacts/bonds; everything there is resumable and can be deleted)
 #   DATA   the shared data (default ../shared/data)
