@@ -316,10 +316,7 @@ class Collection:
         if use_exact:
             best = search.exact(views, scoring, query_d, top_k, allowed, exclude)
         elif at_default_mixing:
-            ids, kept = found[0], found[0] >= 0
-            if exclude:
-                kept &= ~np.isin(ids, np.fromiter(exclude, dtype=np.int64))
-            best = search.top([(ids[kept], scores[0][kept].astype(np.float64))], top_k)
+            best = search.indexed(found[0], scores[0], top_k, exclude)
         else:
             best = search.rerank(views, plans, query_d, top_k, candidates, exclude)
         return self._hits(best)

@@ -39,14 +39,6 @@ def plan_for(plans: Mapping[str, Node] | None, modality: str) -> Node | None:
 def score_rows(query_d: np.ndarray, plan: Node | None, view: GroupView, rows: np.ndarray) -> np.ndarray:
     """Scores `(len(rows),)` of `view`'s rows under `plan`, or of their default-mixing vectors (plan None)."""
     query_d = np.asarray(query_d, dtype=np.float32)
-    if plan is None:  # the vectors the ANN index holds: one product per block, no components
-        out = np.empty(len(rows), dtype=np.float64)
-        for start in range(0, len(rows), BLOCK):
-            out[start: start + BLOCK] = view.vectors[rows[start: start + BLOCK]] @ query_d
-        return out
-    if len(rows) <= BLOCK:  # a re-score's few dozen candidates: one block, no bookkeeping
-        a_nl = item_coefficients(plan, view.keys, view.gram[rows])
-        return (a_nl * (view.leaves[rows] @ query_d)).sum(axis=1)
     out = np.empty(len(rows), dtype=np.float64)
     contiguous = len(rows) > 0 and rows[-1] - rows[0] == len(rows) - 1
     for start in range(0, len(rows), BLOCK):
@@ -54,9 +46,11 @@ def score_rows(query_d: np.ndarray, plan: Node | None, view: GroupView, rows: np
             block = slice(int(rows[start]), int(rows[min(start + BLOCK, len(rows)) - 1]) + 1)
         else:
             block = rows[start: start + BLOCK]
-        a_nl = item_coefficients(plan, view.keys, view.gram[block])
-        dots_nl = view.leaves[block] @ query_d
-        out[start: start + BLOCK] = np.einsum("nl,nl->n", a_nl, dots_nl)
+        if plan is None:  # the vectors the ANN index holds: one product, no components
+            out[start: start + BLOCK] = view.vectors[block] @ query_d
+        else:
+            a_nl = item_coefficients(plan, view.keys, view.gram[block])
+            out[start: start + BLOCK] = np.einsum("nl,nl->n", a_nl, view.leaves[block] @ query_d)
     return out
 
 
@@ -86,6 +80,19 @@ def top(scored: list[tuple[np.ndarray, np.ndarray]], k: int) -> list[Scored]:
     return [Scored(i, s) for i, s in zip(ids.tolist(), scores.tolist(), strict=True)]
 
 
+def excluded(ids: np.ndarray, exclude: set[int]) -> np.ndarray:
+    """Which of `ids` are in `exclude`."""
+    return np.isin(ids, np.fromiter(exclude, dtype=np.int64, count=len(exclude)))
+
+
+def indexed(ids: np.ndarray, scores: np.ndarray, k: int, exclude: set[int]) -> list[Scored]:
+    """The ANN index's own answer, its scores exact under the default mixing it holds; the k best."""
+    kept = ids >= 0  # -1: fewer items qualified than asked for
+    if exclude:
+        kept &= ~excluded(ids, exclude)
+    return top([(ids[kept], scores[kept].astype(np.float64))], k)
+
+
 def exact(views: Mapping[str, GroupView], plans: Mapping[str, Node] | None, query_d: np.ndarray, k: int,
           allowed: np.ndarray | None, exclude: set[int]) -> list[Scored]:
     """Every live (and allowed, not excluded) item scored; the k best."""
@@ -95,7 +102,7 @@ def exact(views: Mapping[str, GroupView], plans: Mapping[str, Node] | None, quer
         if allowed is not None:
             mask &= np.isin(view.ids, allowed, assume_unique=True)
         if exclude:
-            mask &= ~np.isin(view.ids, np.fromiter(exclude, dtype=np.int64))
+            mask &= ~excluded(view.ids, exclude)
         rows = np.flatnonzero(mask)
         if len(rows):
             scored.append((view.ids[rows], score_rows(query_d, plan_for(plans, modality), view, rows)))
@@ -110,7 +117,7 @@ def rerank(views: Mapping[str, GroupView], plans: Mapping[str, Node], query_d: n
         view = views[modality]
         rows = np.sort(rows)
         if exclude:
-            rows = rows[~np.isin(view.ids[rows], np.fromiter(exclude, dtype=np.int64))]
+            rows = rows[~excluded(view.ids[rows], exclude)]
         if len(rows):
             scored.append((view.ids[rows], score_rows(query_d, plan_for(plans, modality), view, rows)))
     return top(scored, k)

@@ -77,14 +77,15 @@ async def search(body: SearchRequest, engine: EngineDep, store: StoreDep, settin
     # Every modality the space embeds, not only those stored now: an ingest may add a modality's first
     # items while this request runs, and the scoring must have a plan for whatever it finds.
     plans = {m: space.plan(m, resolved) for m in space.modalities}
+    indexed = at_default_mixing(collection, space, plans)
     query, exclude = await _query_vector(body.query, engine, collection, space, resolved, plans, settings)
     out: dict[str, Any] = {}
     if body.enhance is not None and body.enhance.alpha > 0:
-        query, neighbours = await _enhance(body.enhance, collection, space, plans, query, exclude)
+        query, neighbours = await _enhance(body.enhance, collection, plans, indexed, query, exclude)
         if body.enhance.return_neighbours:
             out["neighbours"] = neighbours
     hits = await run_in_threadpool(collection.search, plans, query, body.top_k, body.filter, body.modalities,
-                                   exclude, body.mode, at_default_mixing(collection, space, plans))
+                                   exclude, body.mode, indexed)
     results = [{"id": h.key, "score": h.score, "modality": h.modality, "metadata": h.metadata} for h in hits]
     return {"results": results, "fingerprint": space.fingerprint(resolved), "mixing": resolved.to_dict(), **out}
 
@@ -108,14 +109,14 @@ async def _query_vector(query: Query, engine: Engine, collection: Collection, sp
     return embedding.vectors[0], []
 
 
-async def _enhance(enhance: Enhance, collection: Collection, space: Space, plans: dict, query: np.ndarray,
+async def _enhance(enhance: Enhance, collection: Collection, plans: dict, indexed: bool, query: np.ndarray,
                    exclude: list[str]) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Cache model over the collection's items of one modality, all under the request's mixing."""
     if enhance.modality not in collection.meta["groups"] or enhance.modality == RAW_MODALITY:
         have = ", ".join(m for m in collection.meta["groups"] if m != RAW_MODALITY) or "(none)"
         raise InvalidInput(f"enhance.modality {enhance.modality!r}: the collection has no such items; it has {have}")
     hits = await run_in_threadpool(collection.search, plans, query, enhance.k, None, [enhance.modality], exclude,
-                                   None, at_default_mixing(collection, space, plans))
+                                   None, indexed)
     if not hits:
         return query, []
     values = await run_in_threadpool(collection.item_vectors, plans, [h.key for h in hits])
