@@ -112,7 +112,7 @@ class Collection:
                              np.frombuffer(vector, np.float32).reshape(1, self.dim))
             else:
                 for group in self.groups.values():
-                    group.kill(item)
+                    group.kill(np.array([item]))
             self.seq = seq
             self._unsnapshotted += 1
         live = self._live_ids()
@@ -263,10 +263,10 @@ class Collection:
         return [key for key, _ in found]
 
     def _forget(self, ids: list[int]) -> None:
-        for item in ids:
-            for group in self.groups.values():
-                group.kill(item)
-        self.ann.remove(np.array(ids, dtype=np.int64))
+        ids_arr = np.array(ids, dtype=np.int64)
+        for group in self.groups.values():
+            group.kill(ids_arr)
+        self.ann.remove(ids_arr)
 
     def _counts(self) -> dict[str, int]:
         """Live items per modality (under the lock)."""

@@ -90,13 +90,13 @@ class Group:
     def live_ids(self) -> np.ndarray:
         return self.ids[: self.n][self.alive[: self.n]]
 
-    def kill(self, item: int) -> bool:
-        row = int(self.rows_of(np.array([item]))[0])
-        if row < 0:
-            return False
-        self.alive[row] = False
-        self.live -= 1
-        return True
+    def kill(self, ids: np.ndarray) -> int:
+        """Marks those of `ids` live here dead (one search for a whole deletion); returns how many were."""
+        rows = self.rows_of(ids)
+        rows = np.unique(rows[rows >= 0])
+        self.alive[rows] = False
+        self.live -= len(rows)
+        return len(rows)
 
     def view(self, freeze_alive: bool = True) -> GroupView:
         """`freeze_alive=False` leaves the alive mask live (later deletions show through): for a caller that

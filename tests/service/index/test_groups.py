@@ -21,18 +21,19 @@ def test_rows_of_finds_live_items_and_marks_the_rest():
     group = Group("text", ["a", "b"], DIM, capacity=2)  # grows twice below
     group.append(*components([3, 5, 9]))
     group.append(*components([10, 40]))
-    assert group.kill(5) and group.kill(40)
-    assert not group.kill(5) and not group.kill(7)  # already gone, never there
+    assert group.kill(np.array([5])) == 1 and group.kill(np.array([40])) == 1
+    assert group.kill(np.array([5, 7])) == 0  # already gone, never there
     ids = np.array([9, 5, 1, 3, 40, 10, 99, 7])
     assert group.rows_of(ids).tolist() == [2, -1, -1, 0, -1, 3, -1, -1]
     assert group.live == 3
     assert sorted(group.live_ids().tolist()) == [3, 9, 10]
+    assert group.kill(np.array([9, 9, 3])) == 2 and group.live == 1  # a repeated id counts once
 
 
 def test_a_replacement_row_is_found_under_its_new_id():
     group = Group("text", ["a", "b"], DIM)
     group.append(*components([1, 2]))
-    group.kill(2)
+    group.kill(np.array([2]))
     group.append(*components([3]))  # item 2 replaced: SQLite gave it id 3
     assert group.rows_of(np.array([2, 3])).tolist() == [-1, 2]
     view = group.compacted()
@@ -56,7 +57,7 @@ def test_a_view_keeps_its_moment():
     group = Group("text", ["a", "b"], DIM, capacity=2)
     group.append(*components([1, 2]))
     view = group.view()
-    group.kill(1)
+    group.kill(np.array([1]))
     group.append(*components([3, 4, 5]))  # grows into fresh arrays
     assert view.ids.tolist() == [1, 2] and view.alive.tolist() == [True, True]
     assert view.live_rows().tolist() == [0, 1]
