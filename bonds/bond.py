@@ -2,7 +2,8 @@
 
 - `DisplacementBond` remaps a base space into an expert space (the result lives in the expert's space).
 - `CombinationBond` projects one or more experts into the base space (the result lives in the base's);
-  several experts make it a parallel bond, their projections pooled with per-expert weights.
+  several experts make it a parallel bond: every head of every expert pooled in one mean, each expert's
+  heads weighted by the expert's weight (1 by default).
 Both are `Space`s, so bonds compose in sequence with no special case. f always weights the projected
 term; factor 0 drops the projected side and its encoders never run.
 """
@@ -55,6 +56,10 @@ class _Bond(Space):
     def own_projectors(self) -> dict[str, ProjectorMixture]:
         raise NotImplementedError
 
+    def projected_bonds(self) -> list[str]:
+        """Bonds inside this one whose output its projector reads: their mixing is baked into a leaf."""
+        raise NotImplementedError
+
     def identity(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -93,17 +98,25 @@ class DisplacementBond(_Bond):
     def own_projectors(self) -> dict[str, ProjectorMixture]:
         return {f"{self.bond_name}/{self.expert_name}": self.projector}
 
+    def projected_bonds(self) -> list[str]:
+        return [b.bond_name for b in self.base.bonds()]
+
     def bond_controls(self) -> BondControls:
         return BondControls(self.bond_name, self.kind, self.shared, (self.expert_name,), self.defaults)
 
     def plan(self, modality: str, mixing: ResolvedMixing) -> Node:
         self.check_modality(modality)
         if modality not in self.base.modalities:
+            if mixing.is_off(self.bond_name, self.expert_name):
+                raise ModalityError(f"space {self.name!r} reaches {modality!r} only through expert "
+                                    f"{self.expert_name!r}, which this mixing switches off")
             return self.expert.plan(modality, mixing)
         projected = weighted([(1.0, Project(f"{self.bond_name}/{self.expert_name}", self.base.plan(modality, mixing)))])
         if modality not in self.expert.modalities:
             return projected  # the only route into the expert space: on whatever the mixing says
         f = 0.0 if mixing.is_off(self.bond_name) else mixing.factor(self.bond_name, modality)
+        if mixing.is_off(self.bond_name, self.expert_name) and f > 0.0:
+            return projected  # the expert's own term is skipped, so its encoder never runs
         if f == 0.0:
             return self.expert.plan(modality, mixing)
         if f == 1.0:
@@ -139,18 +152,23 @@ class CombinationBond(_Bond):
     def own_projectors(self) -> dict[str, ProjectorMixture]:
         return {f"{self.bond_name}/{e}": p for e, p in self.projectors_by_expert.items()}
 
+    def projected_bonds(self) -> list[str]:
+        return [b.bond_name for expert in self.experts.values() for b in expert.bonds()]
+
     def bond_controls(self) -> BondControls:
-        return BondControls(self.bond_name, self.kind, self.shared, tuple(self.experts), self.defaults)
+        return BondControls(self.bond_name, self.kind, self.shared, tuple(self.experts), self.defaults, self.default_weights)
 
     def pooled(self, modality: str, mixing: ResolvedMixing) -> Node | None:
-        """n(sum_j w_j * mean-of-heads_j) over the experts that are on and have the modality."""
+        """n(sum_j w_j * H_j * mean-of-heads_j) over the experts that are on and have the modality: with
+        H_j expert j's head count, one mean over all heads of all experts (method.md), weighted per expert."""
         terms = []
         for expert_name, expert in self.experts.items():
             if modality not in expert.modalities or mixing.is_off(self.bond_name, expert_name):
                 continue
             w = mixing.weights.get(self.bond_name, {}).get(expert_name, self.default_weights[expert_name])
             if w > 0:
-                terms.append((w, Project(f"{self.bond_name}/{expert_name}", expert.plan(modality, mixing))))
+                heads = len(self.projectors_by_expert[expert_name].heads)
+                terms.append((w * heads, Project(f"{self.bond_name}/{expert_name}", expert.plan(modality, mixing))))
         return weighted(terms) if terms else None
 
     def plan(self, modality: str, mixing: ResolvedMixing) -> Node:

@@ -31,7 +31,7 @@ class Mixing(BaseModel):
     )
     off: list[str] = Field(default_factory=list, description="bonds ('bond') or experts ('bond/expert') to skip")
     weights: dict[str, dict[str, float]] = Field(
-        default_factory=dict, description="parallel bond -> expert -> pooling weight >= 0 (uniform by default)"
+        default_factory=dict, description="parallel bond -> expert -> pooling weight >= 0 (default 1 each: one mean over every head of every expert)"
     )
 
 
@@ -44,6 +44,7 @@ class BondControls:
     modalities: tuple[str, ...]  # modalities that have a factor (present on both sides)
     experts: tuple[str, ...]
     defaults: Mapping[str, float]
+    default_weights: Mapping[str, float] = field(default_factory=dict)  # pooling weights; a combination's only
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,6 @@ class ResolvedMixing:
 
     def is_off(self, bond: str, expert: str | None = None) -> bool:
         return bond in self.off or (expert is not None and f"{bond}/{expert}" in self.off)
-
-    def weight(self, bond: str, expert: str) -> float:
-        return self.weights.get(bond, {}).get(expert, 1.0)
 
     def to_dict(self) -> dict[str, Any]:
         return {"preset": self.preset, "factors": self.factors, "off": sorted(self.off), "weights": self.weights}
@@ -90,7 +88,9 @@ def resolve_mixing(
     presets: Mapping[str, Mapping[str, Mapping[str, float]]],
     default_preset: str | None = None,
 ) -> ResolvedMixing:
-    """Defaults <- preset <- request factors; validates every name and value."""
+    """Defaults <- preset <- request factors, default pooling weights <- request weights; validates every
+    name and value. The result holds every factor and weight in effect, so its canonical form (and the
+    fingerprint) changes whenever the vectors would."""
     if mixing is None:
         mixing = Mixing()
     elif not isinstance(mixing, Mixing):
@@ -108,14 +108,16 @@ def resolve_mixing(
     _apply_factors(factors, mixing.factors, controls, "factors")
     off = set()
     for entry in mixing.off:
-        bond, _, expert = entry.partition("/")
+        bond, slash, expert = entry.partition("/")
         c = _check_bond(bond, controls, "off")
-        if expert and expert not in c.experts:
+        if slash and expert not in c.experts:
             raise MixingError(f"off names unknown expert {expert!r} of bond {bond!r}; valid: {', '.join(c.experts)}")
         off.add(entry)
-    weights: dict[str, dict[str, float]] = {}
+    weights = {name: dict(c.default_weights) for name, c in controls.items() if c.default_weights}
     for bond, per_expert in mixing.weights.items():
         c = _check_bond(bond, controls, "weights")
+        if not c.default_weights:
+            raise MixingError(f"weights name bond {bond!r}, a {c.kind} bond: only combination bonds pool experts by weight")
         for expert, w in per_expert.items():
             if expert not in c.experts:
                 raise MixingError(f"weights name unknown expert {expert!r} of bond {bond!r}; valid: {', '.join(c.experts)}")
@@ -157,11 +159,14 @@ def combine(base_nd: np.ndarray, projected_nd: np.ndarray, f: float) -> np.ndarr
     return normalize((1.0 - f) * np.asarray(base_nd, dtype=np.float64) + f * normalize(projected_nd))
 
 
-def pool(projected_knd: list[np.ndarray], weights_k: list[float] | None = None) -> np.ndarray:
-    """Parallel experts: n(sum_k w_k * mean-of-heads_k); uniform weights by default."""
-    if not projected_knd:
+def pool(head_outputs_per_expert: list[np.ndarray], weights_k: list[float] | None = None) -> np.ndarray:
+    """Parallel experts: one mean over every head of every expert (2 CLAP experts of 7 heads -> 14
+    outputs), each expert's heads weighted by its weight: n(sum_k w_k * sum_h head_kh), uniform by default.
+    `head_outputs_per_expert[k]` is `(heads_k, n, d)`, the unit outputs of expert k's heads."""
+    if not head_outputs_per_expert:
         raise ValueError("pool needs at least one expert's projection")
-    w = np.ones(len(projected_knd)) if weights_k is None else np.asarray(weights_k, dtype=np.float64)
-    if w.shape != (len(projected_knd),) or (w < 0).any() or w.sum() == 0:
-        raise ValueError(f"pool weights must be {len(projected_knd)} non-negative numbers, not all 0")
-    return normalize(sum(wk * np.asarray(p, dtype=np.float64) for wk, p in zip(w, projected_knd, strict=True)))
+    k = len(head_outputs_per_expert)
+    w = np.ones(k) if weights_k is None else np.asarray(weights_k, dtype=np.float64)
+    if w.shape != (k,) or (w < 0).any() or w.sum() == 0:
+        raise ValueError(f"pool weights must be {k} non-negative numbers, not all 0")
+    return normalize(sum(wk * np.asarray(h, dtype=np.float64).sum(0) for wk, h in zip(w, head_outputs_per_expert, strict=True)))

@@ -111,21 +111,28 @@ class Space(ABC):
     def embed(self, modality: str, items: Sequence[Any], mixing=None) -> np.ndarray:
         return self.encode(modality, items, mixing).vectors
 
-    def full_mixing(self) -> ResolvedMixing:
-        """A mixing under which every leaf any mixing could use appears in the plan.
+    def full_mixing(self, mixing: Mixing | Mapping[str, Any] | ResolvedMixing | None = None) -> ResolvedMixing:
+        """A mixing under which every leaf that `mixing` or any re-mix of it could use appears in the plan.
 
-        Bonds on, every expert weighted, factors of exactly 0 or 1 moved to 0.5 (so both sides
-        appear); other factors stay at their defaults (they matter only where a later displacement
-        bond projects an already-mixed vector, which re-mixing cannot undo).
+        Bonds on, every expert weighted, factors of exactly 0 or 1 moved to 0.5 (so both sides appear),
+        other factors as `mixing` has them; except for bonds whose output a projector reads (a
+        displacement's base, a combination's experts): their factors, offs and weights stay exactly
+        as `mixing` has them, since a projection of a mix is a leaf that re-mixing cannot take apart.
         """
-        base = self.resolve(None)
-        factors = {b: {m: (0.5 if f in (0.0, 1.0) else f) for m, f in per.items()} for b, per in base.factors.items()}
-        return ResolvedMixing(factors=factors, off=frozenset(), weights={}, preset=None)
+        given = self.resolve(mixing)
+        projected = {name for bond in self.bonds() for name in bond.projected_bonds()}
+        factors = {b: dict(per) if b in projected else {m: (0.5 if f in (0.0, 1.0) else f) for m, f in per.items()}
+                   for b, per in given.factors.items()}
+        weights = {b: dict(per) if b in projected else dict.fromkeys(per, 1.0) for b, per in given.weights.items()}
+        off = frozenset(entry for entry in given.off if entry.partition("/")[0] in projected)
+        return ResolvedMixing(factors=factors, off=off, weights=weights, preset=None)
 
-    def components(self, modality: str, items: Sequence[Any]) -> Components:
-        """Leaf vectors of `items` under `full_mixing`: enough to score them under any mixing."""
+    def components(self, modality: str, items: Sequence[Any],
+                   mixing: Mixing | Mapping[str, Any] | ResolvedMixing | None = None) -> Components:
+        """Leaf vectors of `items` under `full_mixing(mixing)`: enough to score them under `mixing` and any
+        mixing that differs from it outside projected bonds (all mixings, for the usual shapes)."""
         self.check_modality(modality)
-        node = self.plan(modality, self.full_mixing())
+        node = self.plan(modality, self.full_mixing(mixing))
         run = Evaluation(self.encoder_spaces(), self.projectors(), items)
         found = leaves(node)
         stacked = np.stack([run.value(leaf) for leaf in found], axis=1).astype(np.float32)

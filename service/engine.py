@@ -180,12 +180,14 @@ class Engine:
         self.metrics.items.labels(modality).inc(len(items))
         return embedding
 
-    async def components(self, space: str | Space, modality: str, items: Sequence[Any]) -> Components:
-        """`Space.components` (leaf vectors for re-mixing at search time), batched the same way."""
+    async def components(self, space: str | Space, modality: str, items: Sequence[Any], mixing: Any = None) -> Components:
+        """`Space.components` (leaf vectors for re-mixing at search time, around the collection's `mixing`),
+        batched the same way."""
         target = space if isinstance(space, Space) else self.space(space)
         target.check_modality(modality)
-        plan = target.plan(modality, target.full_mixing())
-        components = await self._run(target, plan, items, target.components, modality, items)
+        full = target.full_mixing(mixing)
+        plan = target.plan(modality, full)
+        components = await self._run(target, plan, items, target.components, modality, items, full)
         self.metrics.items.labels(modality).inc(len(items))
         return components
 

@@ -195,7 +195,7 @@ async def _records(engine: Engine, collection: Collection, space: Space, keys: l
                 v = check_vector(space, parsed[i][1], fingerprints[i], allowed, f"item {keys[i]!r}")
                 records[i] = Record(keys[i], VECTOR, metadata[i], [RAW_PLAN.key], v[None, :], np.ones((1, 1)), v)
             continue
-        components = await engine.components(space, modality, [parsed[i][1] for i in where])
+        components = await engine.components(space, modality, [parsed[i][1] for i in where], default)
         vectors = remix_vectors(space.plan(modality, default), components.keys, components.leaves, components.gram)
         for n, i in enumerate(where):
             records[i] = Record(keys[i], modality, metadata[i], components.keys, components.leaves[n],

@@ -7,6 +7,7 @@ import pytest
 
 from bonds.bond import CombinationBond, DisplacementBond
 from bonds.errors import DimensionError, MixingError, ModalityError
+from bonds.mixing import pool
 from tests.bonds.spaces import displacement, encoder_space, parallel_combination, projector
 
 TEXTS = ["a dog barks at the mailman", "a red car on the road", "birds sing at dawn"]
@@ -29,9 +30,14 @@ def head_reference(state: dict, prefix: str, x: np.ndarray) -> np.ndarray:
     return n(bn(h @ p["3.weight"].T + p["3.bias"], 4))
 
 
-def mixture_mean_reference(mixture, x) -> np.ndarray:
+def heads_reference(mixture, x) -> np.ndarray:
+    """`(heads, n, d)`: every head's unit output."""
     state = mixture.state_dict()
-    return np.mean([head_reference(state, f"heads.{h}.mlps.", x) for h in mixture.heads], axis=0)
+    return np.stack([head_reference(state, f"heads.{h}.mlps.", x) for h in mixture.heads])
+
+
+def mixture_mean_reference(mixture, x) -> np.ndarray:
+    return heads_reference(mixture, x).mean(axis=0)
 
 
 def test_projector_matches_numpy_reference():
@@ -46,9 +52,9 @@ def test_projector_matches_numpy_reference():
 def test_combination_parallel_matches_reference(f):
     base, clap_g, clap_m, bond = parallel_combination()
     got = bond.embed("text", TEXTS, {"factors": {"clap": {"text": f}}})
-    p_g = mixture_mean_reference(bond.projectors_by_expert["clap_g"], clap_g.embed("text", TEXTS))
-    p_m = mixture_mean_reference(bond.projectors_by_expert["clap_m"], clap_m.embed("text", TEXTS))
-    pooled = n(0.5 * p_g + 0.5 * p_m)  # uniform expert weights
+    h_g = heads_reference(bond.projectors_by_expert["clap_g"], clap_g.embed("text", TEXTS))  # 3 heads
+    h_m = heads_reference(bond.projectors_by_expert["clap_m"], clap_m.embed("text", TEXTS))  # 1 head
+    pooled = n(np.concatenate([h_g, h_m]).mean(axis=0))  # one mean over all 4 heads (method.md)
     want = n((1 - f) * base.embed("text", TEXTS) + f * pooled)
     assert np.allclose(got, want, atol=TOL)
     assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
@@ -62,17 +68,20 @@ def test_combination_invariants_f0_and_f1():
     assert not np.allclose(projected_only, base.embed("text", TEXTS), atol=1e-3)
 
 
-def test_uniform_weights_equal_plain_mean_of_all_heads():
-    """FreeBind pools all heads of all experts in one mean; with equal head counts that is uniform weights."""
+@pytest.mark.parametrize("heads_2", [("mix", "A"), ("mix",)])
+def test_parallel_experts_pool_all_their_heads_in_one_mean(heads_2):
+    """method.md: "Parallel experts pool all their projectors' outputs in one mean", whatever each
+    expert's head count (a partial import can give one expert fewer heads than the other)."""
     base = encoder_space("base", 16, 0)
     e1, e2 = encoder_space("e1", 8, 1, ("text",)), encoder_space("e2", 8, 2, ("text",))
-    p1, p2 = projector(8, 16, heads=("mix", "A"), seed=4), projector(8, 16, heads=("mix", "A"), seed=5)
+    p1, p2 = projector(8, 16, heads=("mix", "A", "T"), seed=4), projector(8, 16, heads=heads_2, seed=5)
     bond = CombinationBond("c", base, {"e1": e1, "e2": e2}, {"e1": p1, "e2": p2}, factors={"text": 1.0})
-    s1, s2 = p1.state_dict(), p2.state_dict()
-    x1, x2 = e1.embed("text", TEXTS), e2.embed("text", TEXTS)
-    heads = [head_reference(s1, f"heads.{h}.mlps.", x1) for h in ("mix", "A")]
-    heads += [head_reference(s2, f"heads.{h}.mlps.", x2) for h in ("mix", "A")]
-    assert np.allclose(bond.embed("text", TEXTS), n(np.mean(heads, axis=0)), atol=TOL)
+    h1, h2 = heads_reference(p1, e1.embed("text", TEXTS)), heads_reference(p2, e2.embed("text", TEXTS))
+    assert np.allclose(bond.embed("text", TEXTS), n(np.concatenate([h1, h2]).mean(axis=0)), atol=TOL)
+    assert np.allclose(bond.embed("text", TEXTS), pool([h1, h2]), atol=TOL)
+    weighted = bond.embed("text", TEXTS, {"weights": {"c": {"e1": 0.25, "e2": 2.0}}})
+    assert np.allclose(weighted, n(0.25 * h1.sum(0) + 2.0 * h2.sum(0)), atol=TOL)
+    assert np.allclose(weighted, pool([h1, h2], [0.25, 2.0]), atol=TOL)
 
 
 def test_expert_weights_and_switching_experts_off():
@@ -115,6 +124,36 @@ def test_displacement_base_only_and_expert_only_modalities():
     assert np.allclose(bond.embed("audio", audio), want, atol=TOL)  # only in base: always projected
     only_expert = DisplacementBond("d", encoder_space("b2", 16, 0, ("text",)), expert, projector(16, 10))
     assert np.allclose(only_expert.embed("image", [_image()]), expert.embed("image", [_image()]))
+
+
+def test_switching_off_a_displacements_expert_keeps_only_the_projected_base():
+    base, expert, bond = displacement(f=0.2)
+    counter = CountingEncoder(expert)
+    got = bond.embed("text", TEXTS, {"off": ["internvl/internvl"]})
+    assert np.allclose(got, n(mixture_mean_reference(bond.projector, base.embed("text", TEXTS))), atol=TOL)
+    assert counter.calls == []  # an expert that is off costs nothing
+    assert np.allclose(got, bond.embed("text", TEXTS, {"factors": {"internvl": {"text": 1.0}}}), atol=TOL)
+    with pytest.raises(ModalityError, match="only through expert 'internvl'"):
+        DisplacementBond("d", encoder_space("b2", 16, 0, ("text",)), expert, projector(16, 10)).embed(
+            "image", [_image()], {"off": ["d/internvl"]})
+    # the whole bond off: the expert alone, as before
+    assert np.allclose(bond.embed("text", TEXTS, {"off": ["internvl"]}), expert.embed("text", TEXTS), atol=TOL)
+
+
+def test_default_weights_are_part_of_the_resolved_mixing_and_the_fingerprint():
+    base = encoder_space("base", 16, 0)
+    e1, e2 = encoder_space("e1", 8, 1, ("text",)), encoder_space("e2", 8, 2, ("text",))
+
+    def bond(weights):
+        return CombinationBond("c", base, {"e1": e1, "e2": e2}, {"e1": projector(8, 16, seed=4), "e2": projector(8, 16, seed=5)},
+                               factors={"text": 0.5}, weights=weights)
+
+    even, lopsided = bond(None), bond({"e2": 3.0})
+    assert even.resolve(None).weights == {"c": {"e1": 1.0, "e2": 1.0}}
+    assert lopsided.resolve({"weights": {"c": {"e1": 2.0}}}).weights == {"c": {"e1": 2.0, "e2": 3.0}}
+    assert not np.allclose(even.embed("text", TEXTS), lopsided.embed("text", TEXTS), atol=1e-3)
+    assert even.fingerprint() != lopsided.fingerprint()  # different vectors are never labelled comparable
+    assert lopsided.fingerprint() == lopsided.fingerprint({"weights": {"c": {"e2": 3.0}}})
 
 
 def test_sequential_bond_equals_bonds_applied_one_after_another():
@@ -177,6 +216,7 @@ def test_presets_and_factor_overrides():
         ({"preset": "fast"}, "valid presets: versatile, at_expertise"),
         ({"off": ["clap/none"]}, "valid: clap_g, clap_m"),
         ({"weights": {"clap": {"clap_g": -1}}}, ">= 0"),
+        ({"off": ["clap/"]}, "valid: clap_g, clap_m"),
         ({"bogus": 1}, "invalid mixing"),
     ],
 )
@@ -184,6 +224,12 @@ def test_bad_mixings_name_the_valid_choices(mixing, message):
     _, _, _, bond = parallel_combination()
     with pytest.raises(MixingError, match=message):
         bond.embed("text", TEXTS, mixing)
+
+
+def test_pooling_weights_of_a_displacement_bond_are_refused():
+    _, _, bond = displacement()
+    with pytest.raises(MixingError, match="only combination bonds"):
+        bond.embed("text", TEXTS, {"weights": {"internvl": {"internvl": 2.0}}})
 
 
 def test_dimension_mismatch_is_refused():
