@@ -23,7 +23,8 @@ RELEASED_BONDS = {
     "InternVL_IB_PP_G_Proj": ("combination", "clap_g", "internvl_ib"),
     "InternVL_IB_PP_M_Proj": ("combination", "clap_m", "internvl_ib"),
 }
-MODALITIES = {"clap_g": ["text", "audio"], "clap_m": ["text", "audio"], "imagebind": ["text", "image", "audio"]}
+MODALITIES = {"clap_g": ["text", "audio"], "clap_m": ["text", "audio"], "imagebind": ["text", "image", "audio"],
+              "internvl_c": ["text", "image"], "internvl_ib": ["text", "image", "audio"]}
 PREFIX = "Head2.mlps."
 
 

@@ -103,6 +103,9 @@ def test_importer_computes_exactly_what_the_released_heads_compute(tmp_path):
     loaded, manifest = load_bond_checkpoint(written["IB_PP_G_Proj"], kind="combination", d_in=32, d_out=64)
     assert manifest.source["id"] == "clap_g" and manifest.target["id"] == "imagebind"
     assert read_manifest(written["InternVL_IB_Proj"]).kind == "displacement"
+    # the modalities each bond mixes: those both of its spaces embed
+    assert manifest.modalities == ["audio", "text"]
+    assert read_manifest(written["InternVL_IB_Proj"]).modalities == ["image", "text"]
     x = torch.randn(6, 32)
     with torch.no_grad():
         reference = torch.stack([torch.nn.functional.normalize(h(x), dim=-1) for h in originals.values()]).mean(0)
