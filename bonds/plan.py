@@ -47,7 +47,13 @@ class Sum:
 
     @property
     def key(self) -> str:
-        return "n(" + " + ".join(f"{c:.6g}*{node.key}" for c, node in self.terms) + ")"
+        return "n(" + " + ".join(f"{_exact(c)}*{node.key}" for c, node in self.terms) + ")"
+
+
+def _exact(c: float) -> str:
+    """The shortest text that reads back as `c` (a key must tell 0.3 from 0.3000004), "1" for 1.0."""
+    text = repr(float(c))
+    return text[:-2] if text.endswith(".0") else text
 
 
 Node = Encode | Project | Sum

@@ -7,7 +7,6 @@ mixture: every head's unit output is computed; `forward` returns their re-normal
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -93,17 +92,6 @@ class ProjectorMixture(nn.Module):
     def state_checksum(self) -> str:
         """sha256 of the weights (stable across processes), computed once per module."""
         return weights_checksum(self)
-
-    def select_heads(self, names: Sequence[str]) -> ProjectorMixture:
-        """A mixture of a subset of the heads (sharing their modules)."""
-        missing = [n for n in names if n not in self.heads]
-        if missing:
-            raise ValueError(f"unknown heads {missing}; this mixture has {list(self.heads)}")
-        sub = ProjectorMixture.__new__(ProjectorMixture)
-        nn.Module.__init__(sub)
-        sub.config = ProjectorConfig(self.d_in, self.d_out, self.config.hidden, tuple(names))
-        sub.heads = nn.ModuleDict({n: self.heads[n] for n in names})
-        return sub
 
 
 def weights_checksum(module: nn.Module) -> str:
