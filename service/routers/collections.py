@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from bonds.errors import DimensionError
+from bonds.mixing import ResolvedMixing
 from bonds.plan import Node
 from bonds.remix import remix_vectors
 from bonds.space import Space
@@ -81,10 +82,21 @@ def open_collection(engine: Engine, store: CollectionStore, name: str) -> tuple[
     return collection, space
 
 
+def pinned(resolved: ResolvedMixing) -> dict[str, Any]:
+    """A collection's mixing as stored: every factor and weight spelled out, no preset name, so a later edit
+    of the space's defaults or presets cannot change what its stored vectors mean."""
+    return {"factors": resolved.factors, "off": sorted(resolved.off), "weights": resolved.weights}
+
+
+def collection_mixing(collection: Collection, space: Space) -> ResolvedMixing:
+    """The mixing of the vectors a collection stores and indexes."""
+    return space.resolve(collection.meta["mixing"])
+
+
 def at_default_mixing(collection: Collection, space: Space, plans: dict[str, Node]) -> bool:
     """Whether `plans` are the collection's default mixing, whose vectors it stores and indexes: a search under
     it scores those vectors directly instead of re-scoring candidates from their components."""
-    default = space.resolve(collection.meta["mixing"])
+    default = collection_mixing(collection, space)
     return all(plan == space.plan(modality, default) for modality, plan in plans.items())
 
 
@@ -107,7 +119,7 @@ async def create_collection(body: CreateCollection, engine: EngineDep, store: St
     space = engine.space(body.space)
     resolved = space.resolve(body.mixing)  # a bad mixing is refused now, not at the first add
     collection = await run_in_threadpool(store.create, body.name, space.name, space.space_id(), space.dim, body.index,
-                                         json.loads(json.dumps(body.mixing or {})))
+                                         json.loads(json.dumps(pinned(resolved))))
     info = collection.info()
     info["mixing_resolved"] = resolved.to_dict()
     return info
@@ -183,7 +195,7 @@ async def _from_files(request: Request, settings: Settings) -> tuple[list[str], 
 async def _records(engine: Engine, collection: Collection, space: Space, keys: list[str], metadata: list[dict],
                    fingerprints: list[str | None], parsed: list[tuple[str, Any]]) -> list[Record]:
     """Components per modality (one batched call each) plus each item's vector under the default mixing."""
-    default = space.resolve(collection.meta["mixing"])
+    default = collection_mixing(collection, space)
     records: list[Record | None] = [None] * len(keys)
     by_modality: dict[str, list[int]] = {}
     for i, (modality, _) in enumerate(parsed):

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import yaml
 
 from bonds.media import decode_audio, decode_image
 from service.routers.collections import at_default_mixing
@@ -173,6 +174,33 @@ def test_items_survive_a_restart(space_file, tmp_path, backend):
     info = again.get("/collections/things").json()
     again.__exit__(None, None, None)
     assert after["results"] == before["results"] and info["count"] == len(items()) - 1
+
+
+def test_a_collection_keeps_its_mixing_when_the_space_description_changes_its_defaults(tmp_path, backend):
+    """Editing a preset's or a default factor's value changes no weights (the space id stays), but must not
+    change what a collection's stored vectors mean: old and new items stay scored under one mixing."""
+    space_file = write_space(tmp_path / "space")
+    first = start(space_file, tmp_path / "data", milvus_uri=backend.uri)
+    first.backend = backend
+    make(first, mixing={"preset": "at_expertise"})
+    pinned_info = first.get("/collections/things").json()["mixing"]
+    first.__exit__(None, None, None)
+    description = yaml.safe_load(space_file.read_text())
+    description["presets"]["at_expertise"] = {"clap": {"text": 0.05, "audio": 0.1}}
+    description["bonds"][0]["factors"] = {"text": 0.9, "audio": 0.9}
+    space_file.write_text(yaml.safe_dump(description))
+    again = start(space_file, tmp_path / "data", milvus_uri=backend.uri)
+    try:
+        assert again.get("/collections/things").json()["mixing"] == pinned_info
+        r = again.post("/collections/things/items", json={"items": [{"id": "t-new", "text": TEXTS["t-dog"]}]})
+        assert r.status_code == 200, r.text
+        hits = again.post("/search", json={"collection": "things", "query": {"text": TEXTS["t-dog"]}, "top_k": 2,
+                                           "mixing": pinned_info}).json()["results"]
+        # the same text added before and after the edit: stored under one mixing, so the same score
+        assert {h["id"] for h in hits} == {"t-dog", "t-new"}
+        assert hits[0]["score"] == pytest.approx(hits[1]["score"], abs=1e-5)
+    finally:
+        again.__exit__(None, None, None)
 
 
 def test_vector_items_and_queries_check_the_space(client, space_file):
