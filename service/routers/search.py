@@ -19,7 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from bonds.enhance import DEFAULT_ALPHA, DEFAULT_K, DEFAULT_T, blend
+from bonds.errors import ModalityError
 from bonds.mixing import ResolvedMixing
+from bonds.plan import Node
 from bonds.remix import remix_vectors
 from bonds.space import Space
 from service.deps import EngineDep, SettingsDep, StoreDep
@@ -74,9 +76,7 @@ class SearchRequest(BaseModel):
 async def search(body: SearchRequest, engine: EngineDep, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
     collection, space = open_collection(engine, store, body.collection)
     resolved = space.resolve(body.mixing)
-    # Every modality the space embeds, not only those stored now: an ingest may add a modality's first
-    # items while this request runs, and the scoring must have a plan for whatever it finds.
-    plans = {m: space.plan(m, resolved) for m in space.modalities}
+    plans, modalities = searched(collection, space, resolved, body.modalities)
     indexed = at_default_mixing(collection, space, plans)
     query, exclude = await _query_vector(body.query, engine, collection, space, resolved, plans, settings)
     out: dict[str, Any] = {}
@@ -84,10 +84,38 @@ async def search(body: SearchRequest, engine: EngineDep, store: StoreDep, settin
         query, neighbours = await _enhance(body.enhance, collection, plans, indexed, query, exclude)
         if body.enhance.return_neighbours:
             out["neighbours"] = neighbours
-    hits = await run_in_threadpool(collection.search, plans, query, body.top_k, body.filter, body.modalities,
+    hits = await run_in_threadpool(collection.search, plans, query, body.top_k, body.filter, modalities,
                                    exclude, body.mode, indexed)
     results = [{"id": h.key, "score": h.score, "modality": h.modality, "metadata": h.metadata} for h in hits]
     return {"results": results, "fingerprint": space.fingerprint(resolved), "mixing": resolved.to_dict(), **out}
+
+
+def searched(collection: Collection, space: Space, resolved: ResolvedMixing,
+             asked: list[str] | None) -> tuple[dict[str, Node], list[str] | None]:
+    """Plans for the modalities a search scores, and those modalities (passed on as a filter, so an item
+    of another one that an ingest adds while the search runs is never met without a plan).
+
+    A mixing may switch off a bond that is a modality's only route into the space: items of that
+    modality cannot be scored under it, which is an error when the collection holds such items and
+    the request did not leave them out."""
+    valid = [*space.modalities, RAW_MODALITY]
+    unknown = [m for m in asked or [] if m not in valid]
+    if unknown:
+        raise InvalidInput(f"modalities: {', '.join(map(repr, unknown))} not embedded by space {space.name!r}; "
+                           f"valid: {', '.join(valid)}")
+    plans: dict[str, Node] = {}
+    for modality in asked or space.modalities:
+        if modality == RAW_MODALITY:
+            continue
+        try:
+            plans[modality] = space.plan(modality, resolved)
+        except ModalityError as exc:
+            if asked is not None or collection.meta["groups"].get(modality):
+                raise InvalidInput(f"{exc}; the collection holds {modality} items: leave them out with "
+                                   f"\"modalities\" or use another mixing") from None
+    if asked is None:  # None, not the full list, keeps the search free of a modality filter
+        return plans, None if len(plans) == len(space.modalities) else [*plans, RAW_MODALITY]
+    return plans, asked
 
 
 async def _query_vector(query: Query, engine: Engine, collection: Collection, space: Space, resolved: ResolvedMixing,
