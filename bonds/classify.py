@@ -10,6 +10,7 @@ reason. Everything here is pure array math; embedding the descriptions is the ca
 from __future__ import annotations
 
 import json
+import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -53,11 +54,25 @@ class LabelSet:
 
     @classmethod
     def from_names(cls, names: Sequence[str], templates: Sequence[str] = ("{}",)) -> LabelSet:
-        """One description per template per name; a template holds `{}` where the name goes."""
-        for template in templates:
-            if "{}" not in template:
-                raise ValueError(f"template {template!r} has no '{{}}' for the label name")
-        return cls.from_mapping({name: [t.format(name) for t in templates] for name in names})
+        """One description per template per name, names kept in order (a repeated one too, so positions
+        stay the caller's); a template holds `{}` where the name goes, once or more."""
+        slots = [_name_slots(template) for template in templates]
+        return cls.from_entries([(name, [t.format(*[name] * n) for t, n in zip(templates, slots, strict=True)])
+                                 for name in names])
+
+
+def _name_slots(template: str) -> int:
+    """How many `{}` a template holds; ValueError for none, for a named or numbered field, or bad braces."""
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+    except ValueError as exc:
+        raise ValueError(f"template {template!r}: {exc}") from None
+    if not fields:
+        raise ValueError(f"template {template!r} has no '{{}}' for the label name")
+    other = next((f for f in fields if f != ""), None)
+    if other is not None:
+        raise ValueError(f"template {template!r} has field {{{other}}}; only '{{}}' is filled (with the label name)")
+    return len(fields)
 
 
 def _labelset_folder():

@@ -78,6 +78,21 @@ def test_classify_errors(client):
     assert empty.status_code == 422 and "no description" in empty.json()["detail"]
 
 
+def test_label_positions_are_the_requests_even_with_a_repeated_name(client):
+    r = client.post("/classify", json={"inputs": ["a dog barking"], "labels": ["dog", "dog", "car"], "top_k": 3})
+    assert r.status_code == 200, r.text
+    by_index = {e["index"]: e for e in r.json()["results"][0]["labels"]}
+    assert sorted(by_index) == [0, 1, 2] and by_index[2]["label"] == "car"
+    assert by_index[0]["score"] == pytest.approx(by_index[1]["score"])
+
+
+def test_a_template_may_name_the_label_twice(client):
+    r = client.post("/classify", json={"inputs": ["a dog"], "labels": ["dog"], "templates": ["a {}, a photo of a {}"],
+                                       "top_k": 1})
+    assert r.status_code == 200, r.text
+    assert r.json()["results"][0]["labels"][0]["description"] == "a dog, a photo of a dog"
+
+
 def test_vector_inputs_classify_like_their_text(client, space_file):
     space = library_space(space_file)
     v = space.embed("text", ["a dog barking"])[0]
