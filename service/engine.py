@@ -22,13 +22,13 @@ import anyio
 import numpy as np
 
 from bonds.description import load_space
-from bonds.encoders.base import Audio, Encoder, l2_normalize
+from bonds.encoders.base import Audio, Encoder
 from bonds.errors import DescriptionError, DimensionError, FreeBindError, UnknownNameError
 from bonds.mixing import ResolvedMixing
 from bonds.plan import Encode, Node, Project
 from bonds.space import Components, Embedding, Space
 from service.batcher import PREFETCHED, BatchedEncoder, Batcher
-from service.errors import NotReady, Overloaded, TooManyItems
+from service.errors import InvalidInput, NotReady, Overloaded, TooManyItems
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -46,6 +46,16 @@ class Embedded:
     notes: list[str | None]
     mixing: ResolvedMixing
     fingerprint: str
+
+
+def unit_vector(vector: np.ndarray, what: str = "a vector input", index: int | None = None) -> np.ndarray:
+    """A client's vector scaled to unit length, as float32. The norm is taken in float64: finite float32
+    numbers near their limits (3e38, 1e-30) overflow or vanish when squared in float32."""
+    wide = np.asarray(vector, dtype=np.float64)
+    norm = float(np.linalg.norm(wide))
+    if norm == 0.0:
+        raise InvalidInput(f"{what}: a zero vector has no direction", index=index)
+    return (wide / norm).astype(np.float32)
 
 
 class Engine:
@@ -230,7 +240,7 @@ class Engine:
         for i, vector in enumerate(items):
             if vector.shape != (space.dim,):
                 raise DimensionError(f"vector has {vector.size} numbers; space {space.name!r} is {space.dim}-d", index=i)
-        return l2_normalize(np.stack(items))
+        return np.stack([unit_vector(vector, index=i) for i, vector in enumerate(items)])
 
     # --- running library calls --------------------------------------------------------------------
     @contextmanager

@@ -20,15 +20,28 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import AfterValidator
 
 from bonds.errors import FreeBindError, MediaTooLargeError, UnsupportedMediaError
 from bonds.media import decode_audio, decode_image, decode_text
 from service.engine import VECTOR
 from service.errors import InvalidInput, TooManyItems
 from service.settings import Settings
+
+
+def _valid_unicode(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # JSON "\ud800" parses, but SQLite and every response would fail on it
+        raise ValueError("not valid Unicode: it holds a lone surrogate") from None
+    return value
+
+
+UnicodeText = Annotated[str, AfterValidator(_valid_unicode)]
+"""A string field that is stored or echoed back (ids): refused at validation when it cannot be encoded."""
 
 SHAPES = 'an input is a string or one of {"text": ...}, {"image": ...}, {"audio": ...}, {"vector": [...]}'
 
@@ -101,9 +114,12 @@ def decode_media(modality: str, data: bytes, settings: Settings) -> Any:
 
 
 def parse_vector(value: Any) -> np.ndarray:
-    if not isinstance(value, list) or not value or not all(isinstance(x, int | float) for x in value):
+    if not isinstance(value, list) or not value or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in value):
         raise InvalidInput("a vector input is a non-empty list of numbers")
-    vector = np.asarray(value, dtype=np.float32)
+    try:
+        vector = np.asarray(value, dtype=np.float32)
+    except OverflowError:  # an integer literal too large for any float
+        raise InvalidInput("a vector input must hold finite numbers") from None
     if not np.isfinite(vector).all():
         raise InvalidInput("a vector input must hold finite numbers")
     return vector

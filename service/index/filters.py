@@ -37,7 +37,9 @@ def _scalar(key: str, value: Any) -> Any:
             value.encode("utf-8")  # SQLite binds UTF-8; a lone surrogate (JSON "\ud800") has none
         except UnicodeEncodeError:
             raise InvalidFilterError(f"filter on {key!r}: the value is not valid Unicode (a lone surrogate)") from None
-    if value is None or isinstance(value, int | float | str):
+    if isinstance(value, int):
+        return _integer(key, value)
+    if value is None or isinstance(value, float | str):
         return value
     raise InvalidFilterError(f"filter on {key!r}: compare with a string, number, boolean or null, not {json.dumps(value)[:60]}")
 
@@ -45,6 +47,12 @@ def _scalar(key: str, value: Any) -> Any:
 def _number(key: str, op: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidFilterError(f"filter on {key!r}: {op!r} needs a number, got {value!r}")
+    return _integer(key, value) if isinstance(value, int) else value
+
+
+def _integer(key: str, value: int) -> int:
+    if not -(2**63) <= value < 2**63:  # SQLite's integers are 64-bit; a larger one cannot even be bound
+        raise InvalidFilterError(f"filter on {key!r}: {value} is outside the 64-bit integer range")
     return value
 
 

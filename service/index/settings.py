@@ -38,8 +38,8 @@ class IndexSettings(BaseModel):
     gpu: bool = Field(True, description="search on all GPUs when faiss has them (flat and ivf)")
     backend: Literal["faiss", "milvus"] = Field("faiss", description="where the components live: the service's "
                                                 "memory (faiss) or a Milvus server (milvus)")
-    milvus_uri: str | None = Field(None, description="milvus: a milvus-lite file (path ending in .db) or "
-                                   "http://host:19530; default: the service's FREEBIND_MILVUS_URI")
+    milvus_uri: str | None = Field(None, description="library use only (the HTTP API refuses it): a milvus-lite "
+                                   "file (path ending in .db) or http://host:19530; default: the service's FREEBIND_MILVUS_URI")
 
     @model_validator(mode="after")
     def _milvus_defaults(self) -> IndexSettings:

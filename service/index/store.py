@@ -31,7 +31,7 @@ from service.index.settings import IndexSettings
 from service.index.snapshot import fsync_dir
 
 log = logging.getLogger(__name__)
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # fullmatch: '$' would let a final newline in
 FORMAT_VERSION = 1
 
 
@@ -84,7 +84,7 @@ class CollectionStore:
 
     def create(self, name: str, space: str, space_id: str, dim: int, index: IndexSettings | Mapping[str, Any] | None = None,
                mixing: Mapping[str, Any] | None = None) -> Collection:
-        if not isinstance(name, str) or not NAME.match(name):
+        if not isinstance(name, str) or not NAME.fullmatch(name):
             raise InvalidCollectionError(
                 f"collection name {name!r}: 1 to 64 letters, digits, '_' or '-', starting with a letter or digit")
         settings = index if isinstance(index, IndexSettings) else IndexSettings.model_validate(dict(index or {}))

@@ -21,7 +21,7 @@ from bonds.plan import Node
 from bonds.remix import remix_vectors
 from bonds.space import Space
 from service.deps import EngineDep, SettingsDep, StoreDep
-from service.engine import VECTOR, Engine
+from service.engine import VECTOR, Engine, unit_vector
 from service.errors import InvalidInput
 from service.index import (
     RAW_PLAN,
@@ -32,7 +32,7 @@ from service.index import (
     Record,
     SpaceMismatchError,
 )
-from service.inputs import parse_inputs, parse_uploads
+from service.inputs import UnicodeText, parse_inputs, parse_uploads
 from service.settings import Settings
 
 router = APIRouter(tags=["collections"])
@@ -52,7 +52,7 @@ class CreateCollection(BaseModel):
 class ItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(..., min_length=1, max_length=512)
+    id: UnicodeText = Field(..., min_length=1, max_length=512)
     text: str | None = None
     image: str | None = Field(None, description="base64 or data URI")
     audio: str | None = Field(None, description="base64 or data URI")
@@ -107,15 +107,15 @@ def check_vector(space: Space, vector: np.ndarray, fingerprint: str | None, allo
     if fingerprint is not None and fingerprint not in allowed:
         raise SpaceMismatchError(f"{what}: fingerprint {fingerprint!r} is not one of this space's under the mixing in "
                                  f"use ({', '.join(sorted(allowed))}); embed it with space {space.name!r} and that mixing")
-    norm = float(np.linalg.norm(vector))
-    if norm == 0.0:
-        raise InvalidInput(f"{what}: a zero vector has no direction")
-    return (vector / norm).astype(np.float32)
+    return unit_vector(vector, what)
 
 
 # --- collections ------------------------------------------------------------------------------------
 @router.post("/collections", status_code=status.HTTP_201_CREATED)
 async def create_collection(body: CreateCollection, engine: EngineDep, store: StoreDep) -> dict[str, Any]:
+    if body.index.milvus_uri is not None:  # else any client could make the server open files or dial hosts
+        raise InvalidInput("index.milvus_uri: the Milvus collections live in is the operator's choice "
+                           "(FREEBIND_MILVUS_URI); a request cannot name one")
     space = engine.space(body.space)
     resolved = space.resolve(body.mixing)  # a bad mixing is refused now, not at the first add
     collection = await run_in_threadpool(store.create, body.name, space.name, space.space_id(), space.dim, body.index,
@@ -188,7 +188,10 @@ async def _from_files(request: Request, settings: Settings) -> tuple[list[str], 
     uploads = [(f.content_type, await f.read()) for f in files]
     parsed = await run_in_threadpool(parse_uploads, uploads, settings)
     keys = [f.filename or f"file-{i}" for i, f in enumerate(files)]
-    metadata = [{"filename": f.filename, **(by_name.get(f.filename) or {})} for f in files]
+    wrong = [n for n, m in by_name.items() if not isinstance(m, dict)]
+    if wrong:
+        raise InvalidInput(f"multipart 'metadata' of {wrong[0]!r}: each file's metadata is a JSON object")
+    metadata = [{"filename": f.filename, **by_name.get(f.filename, {})} for f in files]
     return keys, metadata, parsed
 
 
@@ -215,7 +218,7 @@ async def _records(engine: Engine, collection: Collection, space: Space, keys: l
     return [r for r in records if r is not None]
 
 
-@router.get("/collections/{name}/items/{item_id}")
+@router.get("/collections/{name}/items/{item_id:path}")  # ids may hold '/' (file paths)
 async def get_item(name: str, item_id: str, store: StoreDep) -> dict[str, Any]:
     found = await run_in_threadpool(store.get(name).get, item_id)
     if found is None:
@@ -223,7 +226,7 @@ async def get_item(name: str, item_id: str, store: StoreDep) -> dict[str, Any]:
     return found
 
 
-@router.delete("/collections/{name}/items/{item_id}")
+@router.delete("/collections/{name}/items/{item_id:path}")
 async def delete_item(name: str, item_id: str, store: StoreDep) -> dict[str, Any]:
     if not await run_in_threadpool(store.get(name).delete, [item_id]):
         raise ItemNotFoundError(f"collection {name!r} has no item {item_id!r}")

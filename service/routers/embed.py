@@ -143,5 +143,9 @@ def _mixing_field(text: str | None) -> Mixing | None:
         return None
     try:
         return Mixing.model_validate(json.loads(text))
-    except (json.JSONDecodeError, ValidationError) as exc:
-        raise MixingError(f"the 'mixing' field must be a mixing as JSON: {str(exc).splitlines()[0]}") from None
+    except json.JSONDecodeError as exc:
+        raise MixingError(f"the 'mixing' field must be a mixing as JSON: {exc}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(the whole value)"
+        raise MixingError(f"the 'mixing' field: {where}: {first['msg']}") from None

@@ -29,7 +29,7 @@ from service.engine import VECTOR, Engine
 from service.errors import InvalidInput
 from service.index import RAW_MODALITY, Collection, ItemNotFoundError
 from service.index.search import plan_for
-from service.inputs import parse_inputs
+from service.inputs import UnicodeText, parse_inputs
 from service.routers.collections import at_default_mixing, check_vector, open_collection
 from service.settings import Settings
 
@@ -44,7 +44,7 @@ class Query(BaseModel):
     image: str | None = Field(None, description="base64 or data URI")
     audio: str | None = Field(None, description="base64 or data URI")
     vector: list[float] | None = Field(None, description="a vector of the space under this request's mixing")
-    id: str | None = Field(None, description="a stored item: its vector under this request's mixing is the query")
+    id: UnicodeText | None = Field(None, description="a stored item: its vector under this request's mixing is the query")
     fingerprint: str | None = Field(None, description="of a `vector` query: checked against space and mixing")
 
 

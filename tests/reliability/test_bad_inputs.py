@@ -128,6 +128,10 @@ CASES = [
     Case("NaN in an ingested item vector", 422, ("finite",), raw("/collections/docs/items", '{"items": [{"id": "v", "vector": VEC}]}'.replace("VEC", vector_text("NaN")))),
     Case("Infinity in an ingested item vector", 422, ("finite",), raw("/collections/docs/items", '{"items": [{"id": "v", "vector": VEC}]}'.replace("VEC", vector_text("-Infinity")))),
     Case("wrong-length ingested item vector", 422, ("17 numbers", "16-d"), post("/collections/docs/items", {"items": [{"id": "v", "vector": [0.5] * 17}]})),
+    Case("integer too large for any float in a vector", 422, ("finite",), raw("/embed", '{"inputs": [{"vector": VEC}]}'.replace("VEC", vector_text("1" + "0" * 400)))),
+    Case("booleans as a vector", 422, ("list of numbers",), embed({"vector": [True] * DIM})),
+    Case("zero /embed vector", 422, ("zero vector",), embed({"vector": [0.0] * DIM})),
+    Case("vector of 3e38 (finite, overflows float32 squares)", 200, (), embed({"vector": [3e38] * DIM})),
     # --- text ---------------------------------------------------------------------------------------
     Case("empty text", 200, (), embed("")),
     Case("text of 20000 characters (the limit)", 200, (), embed("word " * 4000)),
@@ -141,6 +145,9 @@ CASES = [
     Case("lone surrogate in an item's metadata (JSON)", 422, ("json",), raw("/collections/docs/items", '{"items": [{"id": "s", "text": "x", "metadata": {"k": "\\ud800"}}]}')),
     Case("1 MB /classify label", 413, ("1000000 characters", "limit is 20000"), post("/classify", {"inputs": ["x"], "labels": ["y" * 1_000_000]})),
     Case("lone surrogate in a /classify label", 422, ("surrogate",), raw("/classify", '{"inputs": ["x"], "labels": ["dog", "c\\udc00t"]}')),
+    Case("lone surrogate in an item id", 422, ("json",), raw("/collections/docs/items", '{"items": [{"id": "a\\ud800", "text": "x"}]}')),
+    Case("lone surrogate in a search by id", 422, ("surrogate",), raw("/search", '{"collection": "docs", "query": {"id": "\\ud800"}}')),
+    Case("lone surrogate in search modalities", 422, ("valid: text, image, audio",), raw("/search", '{"collection": "docs", "query": {"text": "x"}, "modalities": ["\\ud800"]}')),
     Case("257 inputs (over FREEBIND_MAX_ITEMS)", 413, ("257 inputs", "limit is 256"), embed(*["x"] * 257)),
     Case("no inputs", 422, ("no inputs",), embed()),
     # --- JSON ---------------------------------------------------------------------------------------
@@ -167,6 +174,15 @@ CASES = [
     Case("top_k of 0", 422, ("top_k", "greater than or equal to 1"), search({"text": "x"}, top_k=0)),
     Case("collection name with a path", 422, ("collection name",), post("/collections", {"name": "../../etc"})),
     Case("filter key with SQL in it", 422, ("filter key",), search({"text": "x"}, filter={"a'); DROP TABLE items;--": 1})),
+    Case("integer beyond 64 bits in a filter", 422, ("64-bit",), search({"text": "x"}, filter={"n": 10**20})),
+    Case("integer beyond 64 bits in a filter comparison", 422, ("64-bit",), search({"text": "x"}, filter={"n": {"gt": -(10**20)}})),
+    Case("unknown modality in a search", 422, ("video", "valid: text, image, audio"), search({"text": "x"}, modalities=["video"])),
+    Case("collection name ending in a newline", 422, ("collection name",), post("/collections", {"name": "x\n"})),
+    Case("Milvus URI chosen by a request", 422, ("milvus_uri", "operator"), post("/collections", {"name": "m", "index": {"backend": "milvus", "milvus_uri": "/tmp/x.db"}})),
+    Case("multipart metadata that is not an object per file", 422, ("a.png", "json object"), multipart_items('{"a.png": "oops"}')),
+    Case("/classify template with a named field", 422, ("{kind}",), post("/classify", {"inputs": ["x"], "labels": ["cat"], "templates": ["a {} of {kind}"]})),
+    Case("/classify template with an unbalanced brace", 422, ("template",), post("/classify", {"inputs": ["x"], "labels": ["cat"], "templates": ["a {} {"]})),
+    Case("upload with a mixing of the wrong type", 422, ("factors.aux.text", "number"), lambda: {"method": "POST", "url": "/embed/upload", "files": [("files", ("t.txt", b"hello", "text/plain"))], "data": {"mixing": '{"factors": {"aux": {"text": "high"}}}'}}),
     Case("item id over 512 characters", 422, ("id",), post("/collections/docs/items", {"items": [{"id": "i" * 513, "text": "x"}]})),
 ]
 

@@ -162,6 +162,26 @@ def test_collection_lifecycle_and_items(client):
     assert client.get("/collections/things").status_code == 404
 
 
+def test_item_ids_may_hold_slashes(client):
+    """Ids are often file paths; the item routes take them percent-encoded or as they are."""
+    client.post("/collections", json={"name": "files", "space": "tinybond", "index": client.backend.index()})
+    r = client.post("/collections/files/items", json={"items": [{"id": "photos/2024/dog.jpg", "text": "a dog"}]})
+    assert r.status_code == 200, r.text
+    assert client.get("/collections/files/items/photos%2F2024%2Fdog.jpg").json()["id"] == "photos/2024/dog.jpg"
+    assert client.get("/collections/files/items/photos/2024/dog.jpg").json()["id"] == "photos/2024/dog.jpg"
+    assert client.delete("/collections/files/items/photos/2024/dog.jpg").json()["deleted"] is True
+    assert client.get("/collections/files/items/photos/2024/dog.jpg").status_code == 404
+
+
+def test_item_vectors_near_the_float32_limits_are_stored_unit_length(client):
+    client.post("/collections", json={"name": "vecs", "space": "tinybond", "index": client.backend.index()})
+    v = np.arange(1, 17, dtype=np.float64)
+    items = [{"id": f"x{scale}", "vector": (v * scale / 16).tolist()} for scale in (3e38, 1e-30)]
+    assert client.post("/collections/vecs/items", json={"items": items}).status_code == 200
+    hits = client.post("/search", json={"collection": "vecs", "query": {"vector": (v * 1e-30).tolist()}}).json()["results"]
+    assert [h["score"] for h in hits] == pytest.approx([1.0, 1.0], abs=1e-5)
+
+
 def test_items_survive_a_restart(space_file, tmp_path, backend):
     first = start(space_file, tmp_path / "data", milvus_uri=backend.uri)
     first.backend = backend

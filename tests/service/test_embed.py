@@ -94,6 +94,10 @@ def test_vector_inputs_pass_through_unit_normalised(client):
     np.testing.assert_allclose(out["data"][0]["embedding"], v / np.linalg.norm(v), atol=1e-6)
     r = client.post("/embed", json={"inputs": ["ok", {"vector": [1.0, 2.0]}]})
     assert r.status_code == 422 and r.json()["index"] == 1
+    # finite float32 numbers whose squares overflow or vanish in float32 still give a unit vector
+    for scale in (3e38, 1e-30):
+        out = post(client, inputs=[{"vector": (v.astype(np.float64) * scale / DIM).tolist()}])
+        np.testing.assert_allclose(out["data"][0]["embedding"], v / np.linalg.norm(v), atol=1e-6)
 
 
 @pytest.mark.parametrize(("bad", "status", "kind"), [
