@@ -85,7 +85,8 @@ def save_bond_checkpoint(
             f"projector maps {projector.d_in}->{projector.d_out} but source/target dims are "
             f"{source['dim']}->{target['dim']}"
         )
-    folder = Path(folder)
+    folder = Path(folder).resolve()  # "." has no name to stage beside
+    _check_replaceable(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     cast = getattr(torch, dtype)
     tensors = {
@@ -93,13 +94,18 @@ def save_bond_checkpoint(
         for k, v in projector.state_dict().items()
     }
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    save_file(tensors, str(staging / WEIGHTS_FILE))
-    manifest = Manifest(
-        kind=kind, source=dict(source), target=dict(target), modalities=list(modalities),
-        projector=projector.config.to_dict(), training=dict(training or {}), data=dict(data or {}),
-        weights_sha256=sha256_file(staging / WEIGHTS_FILE), weights_dtype=dtype, library_version=library_version(),
-    )
-    (staging / MANIFEST_FILE).write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=True) + "\n")
+    try:
+        save_file(tensors, str(staging / WEIGHTS_FILE))
+        manifest = Manifest(
+            kind=kind, source=dict(source), target=dict(target), modalities=list(modalities),
+            projector=projector.config.to_dict(), training=dict(training or {}), data=dict(data or {}),
+            weights_sha256=sha256_file(staging / WEIGHTS_FILE), weights_dtype=dtype, library_version=library_version(),
+        )
+        (staging / MANIFEST_FILE).write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=True) + "\n")
+        _readable_as_umask_allows(staging)
+    except BaseException:
+        _remove_tree(staging)
+        raise
     if folder.exists():
         backup = folder.with_name(f".{folder.name}.old")
         os.replace(folder, backup)
@@ -108,6 +114,26 @@ def save_bond_checkpoint(
     else:
         os.replace(staging, folder)
     return manifest
+
+
+def _check_replaceable(folder: Path) -> None:
+    """A checkpoint replaces only an earlier checkpoint or an empty folder, never a folder of other files."""
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise CheckpointError(f"cannot write a checkpoint to {str(folder)!r}: it is a file")
+    if not (folder / MANIFEST_FILE).is_file() and any(folder.iterdir()):
+        raise CheckpointError(f"refusing to replace {str(folder)!r}: it holds files and is not a checkpoint "
+                              f"(no {MANIFEST_FILE}); pick another folder or empty it first")
+
+
+def _readable_as_umask_allows(staging: Path) -> None:
+    """mkdtemp makes a 0700 folder: a service running as another user (a container's) could not read it."""
+    mask = os.umask(0)
+    os.umask(mask)
+    staging.chmod(0o777 & ~mask)
+    for path in staging.iterdir():
+        path.chmod(0o666 & ~mask)
 
 
 def _remove_tree(path: Path) -> None:

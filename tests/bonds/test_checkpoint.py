@@ -35,6 +35,41 @@ def test_round_trip_is_exact_in_float32(tmp_path):
     assert files == ["manifest.json", "weights.safetensors"]  # no pickles, no leftovers
 
 
+def test_a_checkpoint_replaces_only_a_checkpoint_or_an_empty_folder(tmp_path):
+    precious = tmp_path / "precious"
+    (precious / "sub").mkdir(parents=True)
+    (precious / "important.txt").write_text("data")
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        _save(precious, projector(12, 6))
+    assert (precious / "important.txt").read_text() == "data" and (precious / "sub").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["precious"]  # no staging folder left behind
+    (tmp_path / "empty").mkdir()
+    _save(tmp_path / "empty", projector(12, 6))
+    _save(tmp_path / "empty", projector(12, 6, seed=1))  # an earlier checkpoint is replaced
+    assert read_manifest(tmp_path / "empty").kind == "combination"
+
+
+def test_a_checkpoint_is_readable_by_other_users_as_the_umask_allows(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        _save(tmp_path / "bond", projector(12, 6))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "bond").stat().st_mode & 0o777 == 0o755
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "bond").iterdir()} == {0o644}
+
+
+def test_the_current_folder_can_be_the_destination(tmp_path, monkeypatch):
+    target = tmp_path / "out"
+    target.mkdir()
+    monkeypatch.chdir(target)
+    _save(".", projector(12, 6))
+    assert read_manifest(target).kind == "combination"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 def test_float16_storage_stays_close(tmp_path):
     mixture = projector(12, 6)
     _save(tmp_path / "bond", mixture, dtype="float16")
