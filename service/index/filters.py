@@ -5,6 +5,9 @@
     {"kind": {"in": ["dog", "cat"]}}     membership; also "eq", "ne", "nin"
     {"missing": null}                    the key is absent or null
 
+"ne" and "nin" hold for items that lack the key (a missing value is not 3), as in MongoDB; SQL's
+`!=` and `NOT IN` would silently drop them.
+
 Conditions on several keys all have to hold. The search restricts its candidates to the ids that
 match *before* taking the top k, so a filter never silently shortens a result list.
 """
@@ -76,8 +79,8 @@ def to_sql(filter_: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
                 if value is None:
                     clauses.append(f"{field} IS {'NOT ' if op == 'ne' else ''}NULL")
                     params.append(path)
-                else:
-                    clauses.append(f"{field} {'=' if op == 'eq' else '!='} ?")
+                else:  # IS NOT: true for a missing key, where != is NULL
+                    clauses.append(f"{field} {'=' if op == 'eq' else 'IS NOT'} ?")
                     params += [path, value]
             elif op in _COMPARE:
                 clauses.append(f"{field} {_COMPARE[op]} ?")
@@ -86,9 +89,18 @@ def to_sql(filter_: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
                 if not isinstance(value, list) or not value or len(value) > _MAX_VALUES:
                     raise InvalidFilterError(f"filter on {key!r}: {op!r} needs a list of 1 to {_MAX_VALUES} values")
                 values = [_scalar(key, v) for v in value]
-                marks = ", ".join("?" * len(values))
-                clauses.append(f"{field} {'NOT ' if op == 'nin' else ''}IN ({marks})")
-                params += [path, *values]
+                present = [v for v in values if v is not None]
+                listed_null = len(present) < len(values)  # null in the list stands for a missing key
+                marks = ", ".join("?" * len(present))
+                if op == "in":
+                    parts = [f"{field} IN ({marks})"] * bool(present) + [f"{field} IS NULL"] * listed_null
+                    joiner = " OR "
+                else:  # a missing key is outside the list unless null is in it
+                    parts = [f"{field} IS {'NOT ' if listed_null else ''}NULL"] + [f"{field} NOT IN ({marks})"] * bool(present)
+                    joiner = " AND " if listed_null else " OR "
+                clauses.append(joiner.join(parts))
+                for part in parts:
+                    params += [path, *present] if " IN (" in part else [path]
             else:
                 valid = ", ".join(["eq", "ne", *_COMPARE, "in", "nin"])
                 raise InvalidFilterError(f"filter on {key!r}: unknown operator {op!r}; valid: {valid}")

@@ -132,6 +132,25 @@ def test_filters_apply_inside_the_search(client):
     assert bad.status_code == 422 and "unknown operator" in bad.json()["detail"]
 
 
+@pytest.mark.parametrize(("condition", "expected"), [
+    ({"ne": 1}, ["a-mid", "a-plain", "t-no-key"]),  # a missing key is "not 1" (MongoDB's reading)
+    ({"nin": [1, 2]}, ["a-plain", "t-no-key"]),
+    ({"nin": [1, None]}, ["a-mid", "a-plain"]),  # null listed: a missing key is in the list
+    ({"in": [2, None]}, ["a-mid", "t-no-key"]),
+    ({"in": [None]}, ["t-no-key"]),
+    ({"ne": None}, ["a-low", "a-mid", "a-plain"]),
+    ({"eq": 1}, ["a-low"]),
+])
+def test_negative_filters_keep_items_that_lack_the_key(client, condition, expected):
+    client.post("/collections", json={"name": "tags", "space": "tinybond", "index": client.backend.index()})
+    items = [{"id": "a-low", "text": "low", "metadata": {"level": 1}}, {"id": "a-mid", "text": "mid", "metadata": {"level": 2}},
+             {"id": "a-plain", "text": "plain", "metadata": {"level": 3}}, {"id": "t-no-key", "text": "none", "metadata": {}}]
+    assert client.post("/collections/tags/items", json={"items": items}).status_code == 200
+    r = client.post("/search", json={"collection": "tags", "query": {"text": "x"}, "top_k": 10, "filter": {"level": condition}})
+    assert r.status_code == 200, r.text
+    assert sorted(h["id"] for h in r.json()["results"]) == expected
+
+
 def test_unknown_collection_is_a_404_problem(client):
     r = client.post("/search", json={"collection": "nope", "query": {"text": "x"}})
     assert r.status_code == 404
