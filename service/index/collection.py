@@ -330,20 +330,21 @@ class Collection:
     def _candidates_wanted(self, top_k: int, exclude: set[int]) -> int:
         return self.settings.rerank_factor * top_k + len(exclude)  # excluded items may take candidate places
 
-    def item_vectors(self, plans: Mapping[str, Node], keys: Sequence[str]) -> np.ndarray:
-        """Vectors `(len(keys), d)` of stored items under `plans`, rebuilt from their components."""
+    def item_vectors(self, plans: Mapping[str, Node], keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors `(len(keys), d)` of stored items under `plans`, rebuilt from their components, and which
+        keys were found `(len(keys),)`: an item deleted since the caller saw it has a zero row there."""
         with self._lock:
             self._check_open()
             ids = items.ids_of(self._conn, list(keys))
-            located = self._rows_of(np.array([ids[k] for k in keys], dtype=np.int64))
+            located = self._rows_of(np.array(list(ids.values()), dtype=np.int64))
             views = {m: self.groups[m].view() for m in located}
         out = np.zeros((len(keys), self.dim), dtype=np.float32)
-        position = {i: n for n, i in enumerate(ids[k] for k in keys)}
+        position = {ids[k]: n for n, k in enumerate(keys) if k in ids}
         for modality, rows in located.items():
             view = views[modality]
             vectors = search.vectors_of_rows(search.plan_for(plans, modality), view, rows)
             out[[position[int(i)] for i in view.ids[rows]]] = vectors
-        return out
+        return out, np.array([k in ids for k in keys], dtype=bool)
 
     def _select(self, filter_, modalities, exclude_keys) -> tuple[np.ndarray | None, set[int]]:
         """Ids allowed by the filter and modalities (None: all), and ids to leave out.

@@ -120,7 +120,7 @@ class MilvusCollection(Collection):
         view = self.vectors.fetch(row[1], keys, np.array([row[0]], dtype=np.int64))
         return row[1], keys, view.leaves, view.gram
 
-    def item_vectors(self, plans: Mapping[str, Node], keys: Sequence[str]) -> np.ndarray:
+    def item_vectors(self, plans: Mapping[str, Node], keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
             self._check_open()
             rows = self._conn.execute(f"SELECT key, id, modality FROM items WHERE key IN ({', '.join('?' * len(keys))})",
@@ -132,7 +132,7 @@ class MilvusCollection(Collection):
             view = self.vectors.fetch(modality, self.meta["groups"][modality], np.array(sorted(mine), dtype=np.int64))
             vectors = search.vectors_of_rows(search.plan_for(plans, modality), view, np.arange(len(view.ids)))
             out[[position[mine[int(i)]] for i in view.ids]] = vectors
-        return out
+        return out, np.isin(np.arange(len(keys)), [position[k] for k, _, _ in rows])
 
     def search(self, plans: Mapping[str, Node], query_d: np.ndarray, top_k: int, filter_=None,
                modalities: Sequence[str] | None = None, exclude_keys: Sequence[str] = (),

@@ -114,10 +114,12 @@ def enhance(store: Any, engine: Engine, result: Embedded, spec: Enhance) -> np.n
     indexed = at_default_mixing(collection, space, plans)
     for i, query_d in enumerate(result.vectors):
         hits = collection.search(plans, query_d, spec.k, None, [spec.modality], at_default_mixing=indexed)
-        if hits:
-            values_kd = collection.item_vectors(plans, [hit.key for hit in hits])
-            scores_1k = np.array([[hit.score for hit in hits]])
-            out[i] = blend(query_d[None], scores_1k, values_kd[None], spec.t, spec.alpha)[0]
+        if not hits:
+            continue
+        values_kd, found = collection.item_vectors(plans, [hit.key for hit in hits])
+        if found.any():  # an item deleted since the search drops out
+            scores_1k = np.array([[hit.score for hit, kept in zip(hits, found, strict=True) if kept]])
+            out[i] = blend(query_d[None], scores_1k, values_kd[found][None], spec.t, spec.alpha)[0]
     return out
 
 

@@ -147,7 +147,11 @@ async def _enhance(enhance: Enhance, collection: Collection, plans: dict, indexe
                                    None, indexed)
     if not hits:
         return query, []
-    values = await run_in_threadpool(collection.item_vectors, plans, [h.key for h in hits])
+    values, found = await run_in_threadpool(collection.item_vectors, plans, [h.key for h in hits])
+    hits = [h for h, kept in zip(hits, found, strict=True) if kept]  # one deleted meanwhile drops out
+    if not hits:
+        return query, []
+    values = values[found]
     scores = np.array([[h.score for h in hits]])
     enhanced = blend(query[None, :], scores, values[None], t=enhance.t, alpha=enhance.alpha)[0]
     return enhanced, [{"id": h.key, "score": h.score} for h in hits]

@@ -20,7 +20,7 @@ def test_search_while_an_ingest_adds_a_new_modality(make_client):
         assert client.post("/collections", json={"name": name}).status_code == 201
         assert client.post(f"/collections/{name}/items", json={"items": [item]}).status_code == 200
     modality, keys, leaves, gram = store.get("source").components("img")
-    stored = store.get("source").item_vectors({modality: client.app.state.engine.space().plan(modality, client.app.state.engine.space().resolve(None))}, ["img"])[0]
+    stored = store.get("source").item_vectors({modality: client.app.state.engine.space().plan(modality, client.app.state.engine.space().resolve(None))}, ["img"])[0][0]
     collection = store.get("race")
     original = collection.search
 
@@ -37,3 +37,29 @@ def test_search_while_an_ingest_adds_a_new_modality(make_client):
     r = client.post("/search", json={"collection": "race", "query": {"image": image}, "top_k": 5})
     assert r.status_code == 200 and r.json()["results"][0]["id"] == "img"
     assert np.isclose(r.json()["results"][0]["score"], 1.0, atol=1e-4)
+
+
+def test_enhance_survives_a_neighbour_deleted_between_search_and_read(make_client):
+    """The cache model searches for neighbours, then reads their vectors: a delete in between drops that
+    neighbour from the blend instead of failing the request (it was a KeyError, a 500)."""
+    client = make_client()
+    image = base64.b64encode(media.image("PNG", (16, 16))).decode()
+    assert client.post("/collections", json={"name": "cache"}).status_code == 201
+    items = [{"id": "kept", "image": image}, {"id": "gone", "image": base64.b64encode(media.image("PNG", (24, 24))).decode()}]
+    assert client.post("/collections/cache/items", json={"items": items}).status_code == 200
+    collection = client.app.state.store.get("cache")
+    original = collection.search
+
+    def search_then_a_concurrent_delete(*args, **kwargs):
+        hits = original(*args, **kwargs)
+        collection.delete(["gone"])
+        return hits
+
+    collection.search = search_then_a_concurrent_delete
+    enhance = {"k": 2, "alpha": 0.5, "modality": "image", "return_neighbours": True}
+    r = client.post("/search", json={"collection": "cache", "query": {"text": "a photo"}, "enhance": enhance})
+    assert r.status_code == 200, r.text
+    assert [n["id"] for n in r.json()["neighbours"]] == ["kept"]
+    client.post("/collections/cache/items", json={"items": items[1:]})
+    r = client.post("/embed", json={"inputs": ["a photo"], "enhance": {"collection": "cache", "k": 2, "alpha": 0.5}})
+    assert r.status_code == 200, r.text
