@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(32 * 2**20, ge=1, description="request body limit (413 before parsing)")
     max_items: int = Field(256, ge=1, description="inputs per request")
     max_text_chars: int = Field(20_000, ge=1, description="characters per text input")
+    max_label_descriptions: int = Field(10_000, ge=1, description="/classify: inline label descriptions per request "
+                                        "(each is embedded; ImageNet's 1000 names x 10 templates fit)")
     max_image_pixels: int = Field(40_000_000, ge=1, description="pixels per image, checked before decoding")
     max_audio_seconds: float = Field(600.0, gt=0, description="seconds per audio input")
 

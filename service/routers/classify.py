@@ -27,7 +27,7 @@ from bonds.mixing import ResolvedMixing
 from bonds.space import Space
 from service.deps import EngineDep, SettingsDep
 from service.engine import Engine
-from service.errors import InvalidInput
+from service.errors import InvalidInput, TooManyItems
 from service.inputs import parse_inputs
 
 router = APIRouter(tags=["classify"])
@@ -86,6 +86,8 @@ def label_set(body: ClassifyRequest) -> tuple[LabelSet, str]:
         raise InvalidInput("give either `labels` or `labelset`")
     if body.labelset is not None:
         return shipped_labelset(body.labelset), f"labelset:{body.labelset}"
+    if body.templates and not isinstance(body.labels, list):
+        raise InvalidInput("`templates` apply to label names (a list); described labels or a label set use their own texts")
     try:
         if isinstance(body.labels, dict):
             labels = LabelSet.from_mapping(body.labels)
@@ -111,6 +113,9 @@ async def classify(body: ClassifyRequest, request: Request, engine: EngineDep, s
     resolved = space.resolve(body.mixing)
     labels, labels_key = label_set(body)
     if body.labels is not None:  # inline labels are text inputs: same length limit, valid Unicode
+        if len(labels.descriptions) > settings.max_label_descriptions:
+            raise TooManyItems(f"{len(labels.descriptions)} label descriptions; the limit is "
+                               f"{settings.max_label_descriptions} per request (FREEBIND_MAX_LABEL_DESCRIPTIONS)")
         for text in (*labels.labels, *labels.descriptions):
             decode_text(text, settings.media_limits())
     fingerprint = space.fingerprint(resolved)

@@ -180,6 +180,8 @@ CASES = [
     Case("collection name ending in a newline", 422, ("collection name",), post("/collections", {"name": "x\n"})),
     Case("Milvus URI chosen by a request", 422, ("milvus_uri", "operator"), post("/collections", {"name": "m", "index": {"backend": "milvus", "milvus_uri": "/tmp/x.db"}})),
     Case("multipart metadata that is not an object per file", 422, ("a.png", "json object"), multipart_items('{"a.png": "oops"}')),
+    Case("/classify templates with described labels", 422, ("templates", "label names"), post("/classify", {"inputs": ["x"], "labels": {"cat": "a cat"}, "templates": ["a {}"]})),
+    Case("/classify with 10001 label descriptions", 413, ("10001 label descriptions", "limit is 10000"), post("/classify", {"inputs": ["x"], "labels": [f"l{i}" for i in range(10_001)]})),
     Case("/classify template with a named field", 422, ("{kind}",), post("/classify", {"inputs": ["x"], "labels": ["cat"], "templates": ["a {} of {kind}"]})),
     Case("/classify template with an unbalanced brace", 422, ("template",), post("/classify", {"inputs": ["x"], "labels": ["cat"], "templates": ["a {} {"]})),
     Case("upload with a mixing of the wrong type", 422, ("factors.aux.text", "number"), lambda: {"method": "POST", "url": "/embed/upload", "files": [("files", ("t.txt", b"hello", "text/plain"))], "data": {"mixing": '{"factors": {"aux": {"text": "high"}}}'}}),
