@@ -165,15 +165,31 @@ def eval_command(
 
 
 def _bond_to_evaluate(workdir: Path, checkpoint: Path | None):
-    pairs = json.loads((workdir / "pairs" / "summary.json").read_text())["config"]
+    summary_path = workdir / "pairs" / "summary.json"
+    if not summary_path.is_file():
+        raise FileNotFoundError(f"no pairs in {summary_path.parent} (eval reads the bond's spaces from them); "
+                                "run `pairs` first or pass the right --workdir")
+    pairs = json.loads(summary_path.read_text())["config"]
     if checkpoint is None:
         from training.fit import load_fitted
 
         projector, report = load_fitted(workdir)
         return pairs["source"], pairs["target"], report["config"]["kind"], projector
-    from bonds.checkpoint import load_bond_checkpoint
+    from bonds.checkpoint import load_bond_checkpoint, read_manifest
+    from training.embed import read_space_info
 
-    projector, manifest = load_bond_checkpoint(checkpoint)
+    manifest = read_manifest(checkpoint)
+    # The spaces it was trained between (export records the pairs config; `--source-id` may rename the ids).
+    trained = manifest.data.get("pairs") or {}
+    ends = (trained.get("source", manifest.source.get("id")), trained.get("target", manifest.target.get("id")))
+    fit_report = workdir / "fit" / "fit.json"
+    kind = json.loads(fit_report.read_text())["config"]["kind"] if fit_report.is_file() else manifest.kind
+    if ends != (pairs["source"], pairs["target"]) or manifest.kind != kind:
+        raise ValueError(f"{checkpoint} holds a {manifest.kind} bond {ends[0]} -> {ends[1]}, but the bond of "
+                         f"{workdir} is a {kind} bond {pairs['source']} -> {pairs['target']}; pass that bond's "
+                         "checkpoint, or the work folder it was trained in")
+    dims = [read_space_info(workdir, space)["dim"] for space in (pairs["source"], pairs["target"])]
+    projector, manifest = load_bond_checkpoint(checkpoint, kind=kind, d_in=dims[0], d_out=dims[1])
     return pairs["source"], pairs["target"], manifest.kind, projector
 
 

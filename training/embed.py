@@ -4,12 +4,14 @@ Layout under the work folder (one folder per space and pool):
 
     embeddings/<space>/space.json                      what built the space (modalities, dim, spec)
     embeddings/<space>/<pool>/shard-00000.safetensors  `vectors` (n, dim) float32|float16
-    embeddings/<space>/<pool>/shard-00000.json         ids of the rows, the pool spec, the space
+    embeddings/<space>/<pool>/shard-00000.json         ids of the rows, the pool spec, the space, the
+                                                       rows it holds and the pool's total item count
 
 A pool is cut into fixed-size shards by position, so the set of shards never depends on who computes
 them: `--num-shards N --shard-index I` (or one Ray task per shard) computes every N-th shard, and a
 shard already on disk is skipped. Each shard is written to a temp name and renamed, so an interrupted
-run leaves no half shard and simply resumes.
+run leaves no half shard and simply resumes. Reading checks that the shards cover the whole pool (a
+missing last shard is an error, not a shorter pool).
 """
 
 from __future__ import annotations
@@ -58,7 +60,28 @@ def build_space(spec: SpaceSpec, device: str | None = None):
     options = dict(spec.options)
     if device is not None and spec.encoder != "tiny":
         options.setdefault("device", device)
+    check_encoder_options(spec.encoder, options)
     return EncoderSpace(create_encoder(spec.encoder, **options), name=spec.name)
+
+
+def check_encoder_options(encoder: str, options: Mapping[str, Any]) -> None:
+    """A ValueError naming the options an encoder does not take (instead of a TypeError from its constructor)."""
+    import inspect
+
+    from bonds.encoders import ENCODERS, list_encoders
+
+    list_encoders()  # registers the optional encoders
+    factory = ENCODERS.get(encoder)
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # no introspectable signature: let the encoder judge
+        return
+    try:
+        signature.bind(**options)
+    except TypeError as exc:
+        takes = [n for n, p in signature.parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        raise ValueError(f"encoder {encoder!r} does not take the options {dict(options)} ({exc}); "
+                         f"its options are: {', '.join(takes) or '(none)'}") from None
 
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -102,7 +125,7 @@ def embed_shard(
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     save_file({"vectors": vectors.astype(dtype)}, str(tmp))
     sidecar = {"ids": pool.ids[start:stop], "pool": pool.spec.to_string(), "space": space.name,
-               "modality": pool.spec.modality, "start": start, "stop": stop}
+               "modality": pool.spec.modality, "start": start, "stop": stop, "total": len(pool)}
     target.with_suffix(".json").write_text(json.dumps(sidecar) + "\n")
     os.replace(tmp, target)  # the shard exists only once its ids do
     return stop - start
@@ -147,6 +170,7 @@ def embed_pools(
 
     The space (its models) is built only if some shard is missing, so a re-run over cached pools is cheap.
     """
+    check_sizes(shard_size, batch_size)
     info = _space_info(workdir, spec, space, device)
     written: dict[str, int] = {}
     for pool_spec in pools:
@@ -155,15 +179,15 @@ def embed_pools(
             continue
         pool = list_pool(pool_spec)
         folder = pool_folder(workdir, spec.name, pool_spec.name)
-        check_cached(folder, pool_spec)
-        todo = [i for i in shards_of(pool, shard_size, num_shards, shard_index) if not shard_path(folder, i).is_file()]
+        size = check_cached(folder, pool_spec, pool, shard_size)
+        todo = [i for i in shards_of(pool, size, num_shards, shard_index) if not shard_path(folder, i).is_file()]
         written[pool_spec.name] = 0
         if todo and space is None:
             space = build_space(spec, device)
-        bar = tqdm(total=sum(min(shard_size, len(pool) - i * shard_size) for i in todo), disable=not progress or not todo,
+        bar = tqdm(total=sum(min(size, len(pool) - i * size) for i in todo), disable=not progress or not todo,
                    desc=f"embed {spec.name}/{pool_spec.name}", unit="item")
         for index in todo:
-            n = embed_shard(space, pool, folder, index, shard_size, batch_size, dtype)
+            n = embed_shard(space, pool, folder, index, size, batch_size, dtype)
             written[pool_spec.name] += n
             bar.update(n)
         bar.close()
@@ -187,13 +211,33 @@ def _space_info(workdir: Path, spec: SpaceSpec, space, device: str | None) -> di
     return read_space_info(workdir, spec.name)
 
 
-def check_cached(folder: Path, pool_spec: PoolSpec) -> None:
-    """Shards on disk must come from the same pool spec: same name, other data is an error, not a reuse."""
+def check_sizes(shard_size: int, batch_size: int) -> None:
+    if shard_size < 1 or batch_size < 1:
+        raise ValueError(f"shard size and batch size must be >= 1, got {shard_size} and {batch_size}")
+
+
+def check_cached(folder: Path, pool_spec: PoolSpec, pool: Pool | None = None, shard_size: int = 8192) -> int:
+    """Shards on disk must come from the same pool spec: same name, other data is an error, not a reuse.
+
+    With `pool`, they must also hold as many items as the pool lists now. Returns the shard size to
+    cut the pool with: the one its first shard was written with, if any (shards of two sizes would
+    overlap or leave gaps), else `shard_size`.
+    """
     first = shard_path(folder, 0).with_suffix(".json")
-    if first.is_file():
-        cached = json.loads(first.read_text())["pool"]
-        if cached != pool_spec.to_string():
-            raise ValueError(f"{folder} holds pool {cached!r}, not {pool_spec.to_string()!r}; rename the pool or remove it")
+    if not first.is_file():
+        return shard_size
+    cached = json.loads(first.read_text())
+    if cached["pool"] != pool_spec.to_string():
+        raise ValueError(f"{folder} holds pool {cached['pool']!r}, not {pool_spec.to_string()!r}; "
+                         "rename the pool or remove it")
+    if pool is not None and cached.get("total", len(pool)) != len(pool):
+        raise ValueError(f"{folder} was embedded when pool {pool_spec.name!r} had {cached['total']} items; it has "
+                         f"{len(pool)} now (its files changed): remove {folder} and embed it again")
+    written = cached["stop"] - cached["start"]
+    if pool is not None and written != min(shard_size, len(pool)):
+        log.info("%s was cut into shards of %d items; continuing with that size, not %d", folder, written, shard_size)
+        return written
+    return shard_size
 
 
 def embed_pools_ray(workdir: Path, spec: SpaceSpec, pools: list[PoolSpec], *, shard_size: int = 8192,
@@ -206,6 +250,7 @@ def embed_pools_ray(workdir: Path, spec: SpaceSpec, pools: list[PoolSpec], *, sh
     """
     import ray  # only this runner needs Ray
 
+    check_sizes(shard_size, batch_size)
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     probe = build_space(spec, device)
@@ -217,10 +262,11 @@ def embed_pools_ray(workdir: Path, spec: SpaceSpec, pools: list[PoolSpec], *, sh
             continue
         pool = list_pool(pool_spec)
         folder = pool_folder(workdir, spec.name, pool_spec.name)
+        size = check_cached(folder, pool_spec, pool, shard_size)
         expected[pool_spec.name] = 0
-        for index in shards_of(pool, shard_size):
+        for index in shards_of(pool, size):
             if not shard_path(folder, index).is_file():
-                futures.append(remote.remote(str(workdir), spec, pool_spec, index, shard_size, batch_size, dtype, device))
+                futures.append(remote.remote(str(workdir), spec, pool_spec, index, size, batch_size, dtype, device))
     for name, n in ray.get(futures):
         expected[name] += n
     return expected
@@ -244,11 +290,21 @@ def load_embeddings(workdir: Path, space: str, pool: str) -> tuple[list[str], np
         raise FileNotFoundError(f"no embeddings of pool {pool!r} in space {space!r} under {folder}; run `embed` first")
     ids: list[str] = []
     chunks = []
+    total = None
     for i, path in enumerate(files):
         if path != shard_path(folder, i):
             raise FileNotFoundError(f"{folder}: shard {i} is missing (found {path.name}); finish `embed` first")
-        ids.extend(json.loads(path.with_suffix(".json").read_text())["ids"])
+        sidecar = json.loads(path.with_suffix(".json").read_text())
+        continues = sidecar.get("start", len(ids)) == len(ids)
+        if not continues or (total is not None and sidecar.get("total", total) != total):
+            raise ValueError(f"{folder}: shard {i} does not continue the shards before it (other shard sizes or "
+                             f"other data); remove {folder} and embed pool {pool!r} again")
+        total = sidecar.get("total", total)
+        ids.extend(sidecar["ids"])
         chunks.append(load_file(str(path))["vectors"].astype(np.float32))
+    if total is not None and len(ids) < total:
+        raise FileNotFoundError(f"{folder}: pool {pool!r} has {total} items but its shards hold {len(ids)} (shards "
+                                f"from {len(files)} on are missing); finish `embed` first")
     return ids, np.concatenate(chunks)
 
 

@@ -52,8 +52,12 @@ def retrieval_metrics(q_nd: np.ndarray, g_nd: np.ndarray) -> dict[str, float]:
         raise ValueError(f"retrieval needs aligned sets, got {len(q_nd)} queries and {len(g_nd)} gallery items")
     out = {}
     sims = q_nd @ g_nd.T
+    if not np.isfinite(sims).all():
+        raise ValueError("retrieval scores hold NaN or inf: the query or gallery embeddings are not finite")
     for direction, s in (("q2g", sims), ("g2q", sims.T)):
-        rank = (s > np.diag(s)[:, None]).sum(axis=1)  # how many beat the true match (ties favour it)
+        # how many other items score at least as high as the true match: a tie counts against it, so
+        # collapsed (all-equal) embeddings score 0, not 100
+        rank = (s >= np.diag(s)[:, None]).sum(axis=1) - 1
         for k in RECALL_AT:
             out[f"{direction}_R@{k}"] = round(100.0 * float((rank < k).mean()), 2)
     out["mean_R@1"] = round((out["q2g_R@1"] + out["g2q_R@1"]) / 2, 2)
@@ -61,21 +65,55 @@ def retrieval_metrics(q_nd: np.ndarray, g_nd: np.ndarray) -> dict[str, float]:
 
 
 def zeroshot_metrics(x_nd: np.ndarray, labels: list[str], class_nd: np.ndarray, classes: list[str]) -> dict[str, float]:
-    predicted = np.asarray(classes)[np.argmax(x_nd @ class_nd.T, axis=1)]
-    return {"top1": round(100.0 * float((predicted == np.asarray(labels)).mean()), 2)}
+    """Top-1 (percent): an item is right when its true class scores strictly above every other class
+    (a tie counts against it); a label that is no class is wrong."""
+    s = x_nd @ class_nd.T
+    if not np.isfinite(s).all():
+        raise ValueError("zero-shot scores hold NaN or inf: the item or class-prompt embeddings are not finite")
+    column = {c: i for i, c in enumerate(classes)}
+    right = np.zeros(len(labels), bool)
+    for i, label in enumerate(labels):
+        if label in column:
+            right[i] = (s[i] >= s[i, column[label]]).sum() == 1
+    return {"top1": round(100.0 * float(right.mean()), 2)}
 
 
 def load_tasks(path: Path, workdir: Path) -> list[Task]:
+    """Tasks of a YAML/JSON file; anything malformed is a ValueError naming the file and the task."""
     import yaml
 
-    raw = yaml.safe_load(Path(path).read_text()) or {}
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ValueError(f"{path}: not valid YAML/JSON{where}: {problem}") from None
+    if not isinstance(raw, dict) or set(raw) - {"retrieval", "zeroshot"}:
+        raise ValueError(f"{path}: expected a mapping with `retrieval` and/or `zeroshot` lists of tasks"
+                         + (f", got keys {sorted(map(str, raw))}" if isinstance(raw, dict) else ""))
     tasks = []
-    for spec in raw.get("retrieval", []):
-        tasks.append(Task(spec["name"], "retrieval", spec.get("group", "default"),
+    for spec in _task_list(raw, "retrieval", path):
+        _require(spec, ("name", "query", "gallery"), "retrieval", path)
+        tasks.append(Task(str(spec["name"]), "retrieval", str(spec.get("group", "default")),
                           {"query": parse_pool(spec["query"]), "gallery": parse_pool(spec["gallery"])}))
-    for spec in raw.get("zeroshot", []):
-        classes = _read_json_ref(spec["classes"], Path(path).parent)
-        templates = _read_json_ref(spec.get("templates", ["{c}"]), Path(path).parent)
+    for spec in _task_list(raw, "zeroshot", path):
+        _require(spec, ("name", "items", "classes"), "zeroshot", path)
+        name = spec["name"]
+        raw_classes = _read_json_ref(spec["classes"], path.parent)
+        templates = _read_json_ref(spec.get("templates", ["{c}"]), path.parent)
+        if not isinstance(raw_classes, dict) or not raw_classes:
+            raise ValueError(f"{path}: zero-shot task {name!r}: classes must map each label of the items to a class "
+                             f"name, like {{0: airplane, 1: car}}; got {type(raw_classes).__name__} {raw_classes!r}"[:300])
+        if isinstance(templates, str) or not isinstance(templates, list) or not templates \
+                or not all(isinstance(t, str) for t in templates):
+            raise ValueError(f"{path}: zero-shot task {name!r}: templates must be a list of strings with {{c}} "
+                             f"for the class name, got {templates!r}"[:300])
+        # labels are read as strings (pools.py), so keys are too: `{0: red}` in YAML matches label 0
+        classes = {str(label): str(text) for label, text in raw_classes.items()}
+        if len(classes) != len(raw_classes):
+            raise ValueError(f"{path}: zero-shot task {name!r}: two class keys are the same label ({sorted(classes)})")
         labels = list(classes)
         prompts = [t.replace("{c}", classes[label]) for label in labels for t in templates]
         blob = "\n".join(prompts)
@@ -86,11 +124,42 @@ def load_tasks(path: Path, workdir: Path) -> list[Task]:
         prompt_file.parent.mkdir(parents=True, exist_ok=True)
         prompt_file.write_text(blob + "\n")
         prompt_pool = PoolSpec(f"prompts-{prompt_file.stem}", "text", str(prompt_file))
-        tasks.append(Task(spec["name"], "zeroshot", spec.get("group", "default"),
+        tasks.append(Task(str(name), "zeroshot", str(spec.get("group", "default")),
                           {"items": parse_pool(spec["items"]), "prompts": prompt_pool}, labels, len(templates)))
     if not tasks:
         raise ValueError(f"{path}: no retrieval or zeroshot tasks")
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: task names must be unique; repeated: {sorted({n for n in names if names.count(n) > 1})}")
+    eval_pools(tasks)
     return tasks
+
+
+def _task_list(raw: dict, key: str, path: Path) -> list[dict]:
+    specs = raw.get(key) or []
+    if not isinstance(specs, list) or not all(isinstance(s, dict) for s in specs):
+        raise ValueError(f"{path}: `{key}` must be a list of tasks, each a mapping like {{name: ..., ...}}")
+    return specs
+
+
+def _require(spec: dict, keys: tuple[str, ...], kind: str, path: Path) -> None:
+    missing = [k for k in keys if spec.get(k) in (None, "")]
+    if missing:
+        label = f"{kind} task {spec['name']!r}" if spec.get("name") else f"a {kind} task"
+        raise ValueError(f"{path}: {label} has no {', '.join(missing)} (each needs {', '.join(keys)})")
+
+
+def eval_pools(tasks: list[Task]) -> list[PoolSpec]:
+    """Every pool the tasks use, once; one name used for two different pools is a ValueError."""
+    pools: dict[str, tuple[PoolSpec, str]] = {}
+    for task in tasks:
+        for pool in task.pools.values():
+            if pool.name in pools and pools[pool.name][0] != pool:
+                other, where = pools[pool.name]
+                raise ValueError(f"pool name {pool.name!r} means {other.to_string()!r} in task {where!r} but "
+                                 f"{pool.to_string()!r} in task {task.name!r}; give different pools different names")
+            pools.setdefault(pool.name, (pool, task.name))
+    return [p for p, _ in pools.values()]
 
 
 def _read_json_ref(value: Any, root: Path) -> Any:
@@ -98,7 +167,13 @@ def _read_json_ref(value: Any, root: Path) -> Any:
     if not isinstance(value, str):
         return value
     file, _, key = value.partition("#")
-    data = json.loads((root / file).read_text() if not Path(file).is_absolute() else Path(file).read_text())
+    target = Path(file) if Path(file).is_absolute() else root / file
+    try:
+        data = json.loads(target.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{target}: not valid JSON ({exc})") from None
+    if key and (not isinstance(data, dict) or key not in data):
+        raise ValueError(f"{target} has no key {key!r}" + (f"; it has {sorted(data)}" if isinstance(data, dict) else ""))
     return data[key] if key else data
 
 
@@ -133,9 +208,15 @@ class Leaves:
 
 
 def score(task: Task, leaves: Leaves, which: str, f: float | None = None) -> dict[str, float] | None:
+    where = which if f is None else f"{which} at factor {f}"
     if task.kind == "retrieval":
         q, g = leaves.side(which, task.pools["query"], f), leaves.side(which, task.pools["gallery"], f)
-        return None if q is None or g is None else retrieval_metrics(q, g)
+        if q is None or g is None:
+            return None
+        try:
+            return retrieval_metrics(q, g)
+        except ValueError as exc:
+            raise ValueError(f"task {task.name!r} ({where}): {exc}") from None
     x, prompts = leaves.side(which, task.pools["items"], f), leaves.side(which, task.pools["prompts"], f)
     if x is None or prompts is None:
         return None
@@ -143,7 +224,13 @@ def score(task: Task, leaves: Leaves, which: str, f: float | None = None) -> dic
     labels = list_pool(task.pools["items"]).labels
     if labels is None:
         raise ValueError(f"zero-shot task {task.name!r}: its items pool has no label field (add ?label=...)")
-    return zeroshot_metrics(x, labels, class_nd, task.classes)
+    if not set(labels) & set(task.classes):
+        raise ValueError(f"zero-shot task {task.name!r}: no label of its items is a class key (labels look like "
+                         f"{sorted(set(labels))[:3]}, keys like {task.classes[:3]}); key the classes by the labels")
+    try:
+        return zeroshot_metrics(x, labels, class_nd, task.classes)
+    except ValueError as exc:
+        raise ValueError(f"task {task.name!r} ({where}): {exc}") from None
 
 
 def headline(metrics: dict[str, float] | None) -> float | None:
@@ -156,10 +243,10 @@ def evaluate(workdir: Path, tasks: list[Task], projector, *, source: str, target
              factors=DEFAULT_FACTORS, batch_size: int = 64, device: str | None = None, progress: bool = True) -> dict:
     """Embed what is missing, score every task in every space and at every factor; returns the report."""
     workdir = Path(workdir)
+    pools = eval_pools(tasks)
     for space in (source, target):
         spec = SpaceSpec(**read_space_info(workdir, space)["spec"])
-        pools = {p.name: p for t in tasks for p in t.pools.values()}
-        embed_pools(workdir, spec, list(pools.values()), batch_size=batch_size, device=device, progress=progress)
+        embed_pools(workdir, spec, pools, batch_size=batch_size, device=device, progress=progress)
     leaves = Leaves(workdir, source, target, projector, kind)
     report: dict[str, Any] = {"kind": kind, "source": source, "target": target,
                               "base": target if kind == "combination" else source,

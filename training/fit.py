@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from bonds.checkpoint import sha256_file
 from bonds.projector import ProjectorConfig, ProjectorMixture
 from training.pairs import load_pairs
 from training.state import flatten_optimizer, latest_state, load_state, save_state, unflatten_optimizer
@@ -53,6 +55,18 @@ class FitConfig:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "epochs": self.resolved_epochs()}
+
+    def validate(self) -> None:
+        """A ValueError naming the first setting out of range (the CLI prints it as `error: ...`)."""
+        if self.resolved_epochs() < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch size must be >= 2 (InfoNCE needs negatives, BatchNorm two rows), got {self.batch_size}")
+        for name, value in (("learning rate", self.lr), ("temperature", self.temperature)):
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value}")
+        if self.hidden < 1:
+            raise ValueError(f"hidden width must be >= 1, got {self.hidden}")
 
 
 def info_nce(projected_nd: torch.Tensor, target_nd: torch.Tensor, temperature: float = 1 / 50) -> torch.Tensor:
@@ -95,10 +109,20 @@ def fit(workdir: Path, config: FitConfig, *, progress: bool = True, stop_after: 
     `stop_after` ends this run after that many epochs (an interruption on purpose: the next call resumes).
     """
     workdir = Path(workdir)
+    config.validate()
+    if stop_after is not None and stop_after < 1:
+        raise ValueError(f"stop after must be >= 1 epoch, got {stop_after}")
+    check_device(device)
     summary, centres = load_pairs(workdir)
+    for letter, arrays in centres.items():
+        if not all(np.isfinite(a).all() for a in arrays):
+            raise ValueError(f"pairs of centre {letter} hold NaN or inf values; check the embeddings and run `pairs` again")
     source = torch.from_numpy(np.concatenate([centres[c][0] for c in summary["centres"]]))
     target = torch.nn.functional.normalize(torch.from_numpy(np.concatenate([centres[c][1] for c in summary["centres"]])), dim=-1)
     modes = _mode_indices(summary, centres, config.modes)
+    few = {m: len(idx) for m, idx in modes.items() if len(idx) < 2}
+    if few:
+        raise ValueError(f"modes {few} have fewer than 2 pairs (InfoNCE needs a batch of two); add data or leave them out")
     epochs = config.resolved_epochs()
     root = workdir / "fit"
     stamp = {"config": config.to_dict(), "pairs": summary["centres"]}
@@ -110,6 +134,7 @@ def fit(workdir: Path, config: FitConfig, *, progress: bool = True, stop_after: 
         generator = torch.Generator().manual_seed(config.seed)
         history: list[dict] = []
         start = _resume(root / "state", stamp, model, optimizers, generator, history)
+        _drop_stale_outputs(root, stamp)
         run_epochs = range(start, epochs if stop_after is None else min(epochs, start + stop_after))
         steps = sum(-(-len(idx) // config.batch_size) for idx in modes.values()) * len(run_epochs)
         bar = tqdm(total=steps, disable=not progress, desc="fit", unit="step")
@@ -124,10 +149,16 @@ def fit(workdir: Path, config: FitConfig, *, progress: bool = True, stop_after: 
                     if len(batch) < 2:  # BatchNorm needs two rows; only a 1-row tail is dropped
                         continue
                     loss = info_nce(model.heads[mode](source[batch].to(device)), target[batch].to(device), config.temperature)
+                    value = loss.item()
+                    if not math.isfinite(value):
+                        bar.close()
+                        raise ValueError(f"the loss of head {mode} became {value} in epoch {epoch + 1}: training "
+                                         f"diverged; lower --lr (now {config.lr}) or raise --temperature (now "
+                                         f"{config.temperature}), remove {root / 'state'} and fit again")
                     optimizers[mode].zero_grad(set_to_none=True)
                     loss.backward()
                     optimizers[mode].step()
-                    total, batches, seen = total + loss.item(), batches + 1, seen + len(batch)
+                    total, batches, seen = total + value, batches + 1, seen + len(batch)
                 losses[mode] = total / max(batches, 1)
             history.append({"epoch": epoch + 1, "loss": losses})
             log.info("epoch %d/%d: %s", epoch + 1, epochs, ", ".join(f"{m} {v:.4f}" for m, v in losses.items()))
@@ -144,6 +175,7 @@ def fit(workdir: Path, config: FitConfig, *, progress: bool = True, stop_after: 
 
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(root / "projector.safetensors"))
         (root / "projector.json").write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+        report["projector_sha256"] = sha256_file(root / "projector.safetensors")  # ties the weights to this report
     (root / "fit.json").write_text(json.dumps(report, indent=2) + "\n")
     log.info("fit: %d pair-steps in %.1f s (%.0f samples/s)", seen, seconds, report["samples_per_second_this_run"])
     return model
@@ -177,14 +209,62 @@ def _resume(root: Path, stamp, model, optimizers, generator, history: list) -> i
     return int(scalars["epoch"])
 
 
+def check_device(device: str) -> None:
+    """A ValueError for a device string torch does not know or a device this machine does not have."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use cpu or cuda (cuda:N)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available on this machine; use --device cpu")
+    if kind == "cuda" and torch.device(device).index is not None and torch.device(device).index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r}: MPS is not available on this machine; use --device cpu")
+
+
+def _drop_stale_outputs(root: Path, stamp: dict) -> None:
+    """A run of another config or on other pairs starts (its state was removed): the projector and report
+    of the previous run are no longer this fit's, so they go before anything else is written."""
+    report_path = root / "fit.json"
+    if not report_path.is_file():
+        return
+    report = json.loads(report_path.read_text())
+    if {"config": report.get("config"), "pairs": report.get("pairs")} == json.loads(json.dumps(stamp)):
+        return
+    for name in ("projector.safetensors", "projector.json", "fit.json"):
+        (root / name).unlink(missing_ok=True)
+    log.info("removed the projector of the previous fit in %s (another config or other pairs)", root)
+
+
 def load_fitted(workdir: Path) -> tuple[ProjectorMixture, dict]:
-    """The finished projector of a work folder (eval mode) and its fit report."""
+    """The finished projector of a work folder (eval mode) and its fit report.
+
+    Refused unless the last fit run finished, the projector on disk is the one that run wrote, and the
+    pairs it was trained on are the work folder's current pairs.
+    """
     from safetensors.torch import load_file
 
-    root = Path(workdir) / "fit"
-    if not (root / "projector.safetensors").is_file():
-        raise FileNotFoundError(f"no finished projector in {root}; run `fit` to the last epoch first")
+    workdir = Path(workdir)
+    root = workdir / "fit"
+    weights, report_path = root / "projector.safetensors", root / "fit.json"
+    if not report_path.is_file():
+        raise FileNotFoundError(f"no fit in {root}; run `fit` first")
+    report = json.loads(report_path.read_text())
+    if not report.get("finished"):
+        raise ValueError(f"the fit in {root} is not finished ({report.get('epochs_done')} of "
+                         f"{report.get('config', {}).get('epochs')} epochs); run `fit` again with the same options "
+                         "to finish it")
+    if not weights.is_file() or not (root / "projector.json").is_file():
+        raise FileNotFoundError(f"no finished projector in {root}; run `fit` again with the same options to write it")
+    if report.get("projector_sha256") != sha256_file(weights):
+        raise ValueError(f"{weights} is not the projector of the fit {report_path} describes; run `fit` again with "
+                         "the same options to rewrite it")
+    summary_path = workdir / "pairs" / "summary.json"
+    if summary_path.is_file() and json.loads(summary_path.read_text())["centres"] != report.get("pairs"):
+        raise ValueError(f"the pairs in {summary_path.parent} changed after the fit in {root}; remove {root} and "
+                         "run `fit` again")
     config = ProjectorConfig.from_dict(json.loads((root / "projector.json").read_text()))
     model = ProjectorMixture(config)
-    model.load_state_dict(load_file(str(root / "projector.safetensors")))
-    return model.eval(), json.loads((root / "fit.json").read_text())
+    model.load_state_dict(load_file(str(weights)))
+    return model.eval(), report

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,6 +54,22 @@ class PairsConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def validate(self) -> None:
+        """A ValueError naming the first option out of range."""
+        if self.pseudo not in PSEUDO_CHOICES:
+            raise ValueError(f"pseudo must be one of {PSEUDO_CHOICES}, got {self.pseudo!r}")
+        if self.k < 1:
+            raise ValueError(f"k (neighbours per query) must be >= 1, got {self.k}")
+        if not (math.isfinite(self.tau) and self.tau > 0):
+            raise ValueError(f"tau (retrieval softmax temperature) must be a positive number, got {self.tau}; "
+                             "FreeBind uses 0.01")
+        if self.block < 1:
+            raise ValueError(f"block (queries per retrieval block) must be >= 1, got {self.block}")
+        if self.bank_limit is not None and self.bank_limit < 1:
+            raise ValueError(f"bank limit must be >= 1 (or left out for the whole bank), got {self.bank_limit}")
+        if not self.pools:
+            raise ValueError("give at least one pool")
+
 
 def normalize_rows(x_nd: np.ndarray) -> np.ndarray:
     return (x_nd / np.maximum(np.linalg.norm(x_nd, axis=1, keepdims=True), 1e-12)).astype(np.float32)
@@ -82,6 +99,10 @@ def retrieve(
         raise ValueError(f"queries are {xq_nd.shape[1]}-d but the bank is {xb_md.shape[1]}-d")
     if any(len(b) != len(xb_md) for b in banks):
         raise ValueError("every bank must have one row per bank item")
+    if len(xb_md) == 0:
+        raise ValueError("the memory bank is empty")
+    if k < 1 or block < 1 or not (math.isfinite(tau) and tau > 0):
+        raise ValueError(f"k and block must be >= 1 and tau > 0, got k={k}, block={block}, tau={tau}")
     k = min(k, len(xb_md))
     index = faiss.IndexFlatIP(xb_md.shape[1])
     index.add(np.ascontiguousarray(xb_md, dtype=np.float32))
@@ -112,10 +133,32 @@ def modes_for(centres: list[str], wanted: list[str] | None = None) -> dict[str, 
     return modes
 
 
-def _bank(workdir: Path, space: str, config: PairsConfig) -> np.ndarray:
-    chunks = [load_embeddings(workdir, space, name)[1] for name in config.bank]
-    bank = np.concatenate(chunks)
-    return bank[: config.bank_limit] if config.bank_limit else bank
+def pool_string(workdir: Path, space: str, name: str) -> str:
+    """The pool spec (`NAME=MODALITY:PATH?...`) a pool was embedded from in a space."""
+    return json.loads((pool_folder(workdir, space, name) / "shard-00000.json").read_text())["pool"]
+
+
+def load_both(workdir: Path, config: PairsConfig, name: str, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """A pool's vectors in the source and the target space, checked to be the same items in the same order."""
+    for space in (config.source, config.target):
+        if not has_embeddings(workdir, space, name):
+            raise FileNotFoundError(f"{what} {name!r} is not embedded in {space}; run `embed --space {space}` "
+                                    "with that pool first")
+    ids_s, src = load_embeddings(workdir, config.source, name)
+    ids_t, tgt = load_embeddings(workdir, config.target, name)
+    spec_s, spec_t = pool_string(workdir, config.source, name), pool_string(workdir, config.target, name)
+    if spec_s != spec_t or ids_s != ids_t:
+        differs = f"from {spec_s!r} and {spec_t!r}" if spec_s != spec_t else "with other items"
+        raise ValueError(f"{what} {name!r} was embedded {differs} in {config.source} and {config.target}: its rows "
+                         "must be the same items in both spaces; embed the same pool (same path and slice) in both")
+    return src, tgt
+
+
+def _banks(workdir: Path, config: PairsConfig) -> dict[str, np.ndarray]:
+    """The memory bank in each space (rows checked to be the same items), cut to `bank_limit` rows."""
+    chunks = [load_both(workdir, config, name, "bank pool") for name in config.bank]
+    banks = {config.source: np.concatenate([s for s, _ in chunks]), config.target: np.concatenate([t for _, t in chunks])}
+    return {space: bank[: config.bank_limit] if config.bank_limit else bank for space, bank in banks.items()}
 
 
 def pool_modality(workdir: Path, config: PairsConfig, name: str) -> str:
@@ -134,8 +177,7 @@ def build_pairs(workdir: Path, config: PairsConfig, *, progress: bool = True) ->
     """
     from safetensors.numpy import save_file
 
-    if config.pseudo not in PSEUDO_CHOICES:
-        raise ValueError(f"pseudo must be one of {PSEUDO_CHOICES}, got {config.pseudo!r}")
+    config.validate()
     workdir = Path(workdir)
     out = workdir / "pairs"
     out.mkdir(parents=True, exist_ok=True)
@@ -176,21 +218,26 @@ def build_pairs(workdir: Path, config: PairsConfig, *, progress: bool = True) ->
 
 
 def _pairs_of_pool(workdir, config, name, modality, spaces, banks, progress) -> tuple[np.ndarray, np.ndarray]:
-    in_source = modality in spaces["source"]["modalities"] and has_embeddings(workdir, config.source, name)
-    in_target = modality in spaces["target"]["modalities"] and has_embeddings(workdir, config.target, name)
-    if in_source and in_target:  # the same item in both spaces
-        ids_s, src = load_embeddings(workdir, config.source, name)
-        ids_t, tgt = load_embeddings(workdir, config.target, name)
-        if ids_s != ids_t:
-            raise ValueError(f"pool {name!r} was embedded with different items in {config.source} and {config.target}")
-        return src, tgt
+    has_s, has_t = (modality in spaces[side]["modalities"] for side in ("source", "target"))
+    if has_s and has_t:  # the same item in both spaces; it must be embedded in both
+        missing = [space for space in (config.source, config.target) if not has_embeddings(workdir, space, name)]
+        if len(missing) == 1:
+            raise ValueError(f"pool {name!r} ({modality}) is not embedded in {missing[0]}, which also embeds {modality}: "
+                             f"its pairs are the same item in both spaces; run `embed --space {missing[0]}` with that "
+                             "pool first")
+        return load_both(workdir, config, name, "pool")
+    in_source = has_s and has_embeddings(workdir, config.source, name)
+    in_target = has_t and has_embeddings(workdir, config.target, name)
     if not (in_source or in_target):
         raise ValueError(f"pool {name!r} ({modality}) is embedded in neither {config.source} nor {config.target}")
+    if not config.bank:
+        raise ValueError(f"pool {name!r} ({modality}) is embedded only in {config.source if in_source else config.target}"
+                         ": its pairs come from retrieval, which needs a memory bank; add --bank POOL (a pool of a "
+                         "modality both spaces embed, embedded in both)")
     querying = config.source if in_source else config.target
     _, xq = load_embeddings(workdir, querying, name)
-    for side in (config.source, config.target):
-        if side not in banks:
-            banks[side] = _bank(workdir, side, config)
+    if not banks:
+        banks.update(_banks(workdir, config))
     own_bank = banks[querying]
     agg_s, agg_t = (normalize_rows(a) for a in retrieve(
         xq, own_bank, [banks[config.source], banks[config.target]], k=config.k, tau=config.tau, block=config.block,

@@ -2,8 +2,8 @@
 
     NAME=MODALITY:PATH[?field=F&label=L&start=S&stop=E&step=K]
 
-PATH is a text file (one item a line, `.gz` allowed), a folder of images or audio files (sorted,
-recursive), or a `manifest.jsonl` whose `field` names a path (relative to the manifest) or a text; a
+PATH is a text file (one item a line, blank lines skipped, `.gz` allowed), a folder of images or audio
+files (sorted, recursive, extensions in any case), or a `manifest.jsonl` whose `field` names a path (relative to the manifest) or a text; a
 field holding a list (COCO's five captions) gives one item per element. `start/stop/step` slice the
 items, so training and evaluation can use disjoint lines of the same file. Items are listed cheaply
 (ids and sources); media are decoded only when a batch is encoded.
@@ -62,10 +62,22 @@ class Pool:
         return len(self.ids)
 
     def load(self, indices: range | list[int]) -> list[Any]:
-        """Decoded items (str, PIL image, Audio) for some positions: what an encoder takes."""
-        from bonds import media
+        """Decoded items (str, PIL image, Audio) for some positions: what an encoder takes.
 
-        return [media.load(self.spec.modality, self.sources[i]) for i in indices]
+        An item that cannot be read or decoded is a ValueError naming the pool and the item's source.
+        """
+        from bonds import media
+        from bonds.errors import FreeBindError
+
+        items = []
+        for i in indices:
+            try:
+                items.append(media.load(self.spec.modality, self.sources[i]))
+            except (FreeBindError, OSError) as exc:
+                where = self.sources[i] if self.spec.modality != "text" else f"item {self.ids[i]}"
+                raise ValueError(f"pool {self.spec.name!r}: cannot read {where}: {exc}; "
+                                 "fix or remove that file (or slice it out with start/stop/step)") from None
+        return items
 
 
 def parse_pool(text: str) -> PoolSpec:
@@ -100,26 +112,35 @@ def list_pool(spec: PoolSpec) -> Pool:
         suffixes = IMAGE_SUFFIXES if spec.modality == "image" else AUDIO_SUFFIXES
         if spec.modality == "text":
             raise ValueError(f"pool {spec.name!r}: a text pool is a file, not a folder")
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in suffixes)
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+        if not files:
+            raise ValueError(f"pool {spec.name!r}: folder {path} holds no {spec.modality} files "
+                             f"(looked for {', '.join(suffixes)}, any case, in it and its subfolders)")
         ids = [str(p.relative_to(path)) for p in files]
         sources, labels = [str(p) for p in files], None
-    elif path.name.endswith((".jsonl", ".jsonl.gz")):
+    elif path.name.lower().endswith((".jsonl", ".jsonl.gz")):
         ids, sources, labels = _list_manifest(spec, path)
     else:
         if spec.modality != "text":
             raise ValueError(f"pool {spec.name!r}: {spec.modality} pools are folders or manifest.jsonl files")
-        sources = read_lines(path)
-        ids = [f"line{i}" for i in range(len(sources))]
+        numbered = [(i, line) for i, line in enumerate(read_lines(path)) if line]  # blank lines are no items
+        ids, sources = [f"line{i}" for i, _ in numbered], [line for _, line in numbered]
         labels = None
+    if not ids:
+        raise ValueError(f"pool {spec.name!r}: {path} has no items; check the path and the field")
     keep = range(len(ids))[spec.start : spec.stop : spec.step]
+    if not keep:
+        raise ValueError(f"pool {spec.name!r}: start={spec.start}, stop={spec.stop}, step={spec.step} leave none of "
+                         f"its {len(ids)} items; change the slice")
     return Pool(
         spec, [ids[i] for i in keep], [sources[i] for i in keep], None if labels is None else [labels[i] for i in keep]
     )
 
 
 def read_lines(path: Path) -> list[str]:
-    """Non-empty stripped lines of a text file (gzip by suffix); line numbers are kept by the caller."""
-    opener = gzip.open if path.suffix == ".gz" else open
+    """Stripped lines of a text file (gzip by suffix, any case), blank ones included so that the caller
+    can number lines; callers skip the blank ones (they are no items)."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as handle:
         return [line.strip() for line in handle]
 

@@ -94,3 +94,102 @@ def test_errors_are_messages_not_tracebacks(cli, tmp_path):
     assert result.exit_code == 2 and "NAME=MODALITY:PATH" in result.output
     result = cli("train", "fit", "--kind", "displacement", "--workdir", tmp_path, ok=False)
     assert result.exit_code == 2 and "run `pairs` first" in result.output
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, cli):
+    """A finished bond on generated data: `ex` (tiny, text only, 24-d) combined into `base` (tiny, 16-d)."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("small")
+    rng = np.random.default_rng(0)
+    words = "a dog cat bird car red blue big small runs sits on the grass road tree".split()
+    (root / "text.txt").write_text("".join(" ".join(rng.choice(words, 5)) + f" {i}\n" for i in range(80)))
+    (root / "imgs").mkdir()
+    for i in range(12):
+        Image.fromarray((rng.random((8, 8, 3)) * 255).astype("uint8")).save(root / "imgs" / f"{i:02d}.png")
+    work = root / "work"
+    common = ["--workdir", work, "--no-progress"]
+    pools = ["--pool", f"t=text:{root / 'text.txt'}?stop=60", "--pool", f"v=image:{root / 'imgs'}"]
+    cli("train", "embed", "--space", "base", "--encoder", "tiny", "--encoder-option", "dim=16", *pools, *common)
+    cli("train", "embed", "--space", "ex", "--encoder", "tiny", "--encoder-option", "dim=24", "--encoder-option",
+        'modalities=["text"]', *pools, *common)
+    cli("train", "pairs", "--source", "ex", "--target", "base", "--pool", "t", "--pool", "v", "--bank", "t", "--k", "8",
+        *common)
+    cli("train", "fit", "--kind", "combination", "--epochs", "1", "--hidden", "16", "--batch-size", "32", *common)
+    cli("train", "export", "--out", root / "ck", "--source-id", "renamed-ex", "--workdir", work)
+    (root / "tasks.yaml").write_text(f"retrieval:\n  - {{name: r, query: 'q=text:{root / 'text.txt'}?start=60&stop=70', "
+                                     f"gallery: 'g=text:{root / 'text.txt'}?start=70'}}\n")
+    return root
+
+
+@pytest.fixture()
+def copy(small, tmp_path):
+    """A private copy of the small bond's folders, for commands that may write into them."""
+    import shutil
+
+    shutil.copytree(small, tmp_path / "c")
+    return tmp_path / "c"
+
+
+def one_error_line(result, says: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], result.output
+
+
+def test_eval_of_a_checkpoint_checks_that_it_is_this_bond(cli, copy):
+    from bonds.checkpoint import save_bond_checkpoint
+    from bonds.projector import ProjectorConfig, ProjectorMixture
+
+    common = ["--tasks", copy / "tasks.yaml", "--factor", "0.5", "--workdir", copy / "work", "--no-progress"]
+    cli("train", "eval", "--checkpoint", copy / "ck", *common)  # its own bond, exported under another source id
+    projector = ProjectorMixture(ProjectorConfig(24, 16, 8, ("mix",)))  # the same dims, other spaces or kind
+    for name, kind, ends in [("other", "combination", ("some_other", "yet_another")), ("kind", "displacement", ("ex", "base"))]:
+        save_bond_checkpoint(copy / name, projector, kind=kind, source={"id": ends[0], "dim": 24},
+                             target={"id": ends[1], "dim": 16}, modalities=["text"])
+        one_error_line(cli("train", "eval", "--checkpoint", copy / name, *common, ok=False),
+                       f"holds a {kind} bond {ends[0]} -> {ends[1]}, but the bond of")
+
+
+def test_export_refuses_a_refit_that_did_not_finish(cli, copy):
+    import shutil
+
+    work = copy / "work"
+    shutil.rmtree(work / "fit" / "state")  # as an error message suggests, to start over with other settings
+    cli("train", "fit", "--kind", "combination", "--epochs", "2", "--hidden", "8", "--stop-after", "1", "--workdir", work,
+        "--no-progress")
+    one_error_line(cli("train", "export", "--out", copy / "ck2", "--workdir", work, ok=False), "is not finished")
+    one_error_line(cli("train", "eval", "--tasks", copy / "tasks.yaml", "--workdir", work, ok=False), "is not finished")
+
+
+PAIRS = ["train", "pairs", "--source", "ex", "--target", "base", "--pool", "t", "--pool", "v", "--no-progress"]
+
+
+@pytest.mark.parametrize("args, tasks, says", [
+    ([*PAIRS, "--bank", "t", "--k", "0"], None, "k (neighbours per query) must be >= 1"),
+    ([*PAIRS, "--bank", "t", "--block", "0"], None, "block (queries per retrieval block) must be >= 1"),
+    ([*PAIRS, "--bank", "t", "--tau", "0"], None, "tau (retrieval softmax temperature) must be a positive number"),
+    (PAIRS, None, "needs a memory bank; add --bank POOL"),
+    (["train", "eval"], "retrieval:\n  - {name: r, query: \"q=text:x.txt\n", "not valid YAML/JSON at line"),
+    (["train", "eval"], "zeroshot:\n  - {name: z, items: 'i=image:x', classes: [red, blue]}\n", "classes must map"),
+    (["train", "eval"], "retrieval:\n  - {query: 'q=text:x.txt'}\n", "a retrieval task has no name"),
+    (["train", "embed", "--space", "new", "--encoder", "tiny", "--encoder-option", "bogus=1", "--pool", "t=text:{text}"],
+     None, "encoder 'tiny' does not take the options {'bogus': 1}"),
+    (["train", "embed", "--space", "new", "--encoder", "tiny", "--pool", "e=image:{empty}"], None, "holds no image files"),
+    (["train", "fit", "--kind", "combination", "--device", "cuda"], None, "CUDA is not available"),
+    (["train", "fit", "--kind", "combination", "--batch-size", "1"], None, "batch size must be >= 2"),
+    (["train", "fit", "--kind", "combination", "--batch-size", "0"], None, "batch size must be >= 2"),
+    (["train", "fit", "--kind", "combination", "--epochs", "0"], None, "epochs must be >= 1"),
+])
+def test_user_errors_are_one_line_messages(cli, copy, monkeypatch, args, tasks, says):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    (copy / "empty").mkdir()
+    places = {"text": copy / "text.txt", "empty": copy / "empty"}
+    args = [a.format(**places) for a in args]
+    if tasks is not None:
+        (copy / "bad.yaml").write_text(tasks)
+        args += ["--tasks", copy / "bad.yaml"]
+    one_error_line(cli(*args, "--workdir", copy / "work", ok=False), says)

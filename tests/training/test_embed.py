@@ -81,3 +81,23 @@ def test_ray_runner_writes_the_same_shards(tmp_path, pools):
     for name in ("en", "cifar"):
         a, b = load_embeddings(tmp_path / "ray", "tiny16", name), load_embeddings(tmp_path / "local", "tiny16", name)
         assert a[0] == b[0] and np.array_equal(a[1], b[1])
+
+
+def test_a_missing_last_shard_or_other_shard_size_is_an_error(tmp_path, pools):
+    embed_pools(tmp_path, TINY, pools[:1], shard_size=100, progress=False)
+    folder = pool_folder(tmp_path, "tiny16", "en")
+    for suffix in (".safetensors", ".json"):
+        (folder / f"shard-00002{suffix}").unlink()  # the last shard never written: the pool would end at 200
+    with pytest.raises(FileNotFoundError, match="has 250 items but its shards hold 200"):
+        load_embeddings(tmp_path, "tiny16", "en")
+    # the shards on disk are 100 items each: the missing one is cut the same way, whatever --shard-size says
+    assert embed_pools(tmp_path, TINY, pools[:1], shard_size=60, progress=False) == {"en": 50}
+    ids, vectors = load_embeddings(tmp_path, "tiny16", "en")
+    assert ids == list_pool(pools[0]).ids and len(vectors) == 250
+
+
+def test_unknown_encoder_options_and_sizes_are_errors(tmp_path, pools):
+    with pytest.raises(ValueError, match="encoder 'tiny' does not take the options.*bogus"):
+        embed_pools(tmp_path, SpaceSpec("x", "tiny", {"bogus": 1}), pools[:1], progress=False)
+    with pytest.raises(ValueError, match="batch size must be >= 1"):
+        embed_pools(tmp_path, TINY, pools[:1], batch_size=0, progress=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.evaluate import retrieval_metrics, suggest_presets, zeroshot_metrics
+from training.evaluate import load_tasks, retrieval_metrics, suggest_presets, zeroshot_metrics
 
 
 def test_retrieval_recall_both_directions():
@@ -31,3 +31,38 @@ def test_presets_keep_english_within_two_points():
     report = {"factors": factors, "tasks": {"en": task("english", [90.0, 88.5, 70.0]),
                                             "de": task("multilingual", [20.0, 40.0, 60.0])}}
     assert suggest_presets(report) == {"english": 0.5, "multilingual": 1.0}
+
+
+def test_ties_count_against_the_match_and_nan_is_an_error():
+    collapsed = np.ones((20, 4), dtype=np.float32)  # every item embedded the same: nothing is retrieved
+    m = retrieval_metrics(collapsed, collapsed)
+    assert m["q2g_R@1"] == m["g2q_R@1"] == m["q2g_R@10"] == 0.0
+    assert retrieval_metrics(np.eye(4, dtype=np.float32), np.eye(4, dtype=np.float32))["mean_R@1"] == 100.0
+    assert zeroshot_metrics(collapsed[:3], ["a", "a", "b"], collapsed[:2], ["a", "b"]) == {"top1": 0.0}
+    broken = np.full((4, 4), np.nan, dtype=np.float32)
+    with pytest.raises(ValueError, match="NaN"):
+        retrieval_metrics(broken, np.eye(4, dtype=np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        zeroshot_metrics(broken, ["a"] * 4, np.eye(2, 4, dtype=np.float32), ["a", "b"])
+
+
+def test_task_files_integer_class_keys_and_conflicting_pools(tmp_path):
+    path = tmp_path / "tasks.yaml"
+    path.write_text("zeroshot:\n  - {name: z, items: 'zi=image:/x/manifest.jsonl?label=label', "
+                    "classes: {0: red, 1: blue}, templates: ['a {c} thing']}\n")
+    (task,) = load_tasks(path, tmp_path)
+    assert task.classes == ["0", "1"]  # labels are read as strings, so the keys are too
+    assert zeroshot_metrics(np.eye(2, dtype=np.float32), ["0", "1"], np.eye(2, dtype=np.float32), task.classes)["top1"] == 100
+    path.write_text("retrieval:\n"
+                    "  - {name: r1, query: 'q=text:a.txt?stop=25', gallery: 'g=text:a.txt?start=25'}\n"
+                    "  - {name: r2, query: 'q=text:b.txt?stop=25', gallery: 'g=text:a.txt?start=25'}\n")
+    with pytest.raises(ValueError, match="pool name 'q' means 'q=text:a.txt.* in task 'r1' but 'q=text:b.txt.* 'r2'"):
+        load_tasks(path, tmp_path)
+    for text, says in [("retrieval:\n  - {name: r, query: \"q=text:a.txt\n", "not valid YAML/JSON at line"),
+                       ("zeroshot:\n  - {name: z, items: 'i=image:/x', classes: [red, blue]}\n", "classes must map"),
+                       ("retrieval:\n  - {query: 'q=text:a.txt'}\n", "a retrieval task has no name, gallery"),
+                       ("retrieval: {name: r}\n", "must be a list of tasks"),
+                       ("tasks: []\n", "expected a mapping")]:
+        path.write_text(text)
+        with pytest.raises(ValueError, match=says):
+            load_tasks(path, tmp_path)

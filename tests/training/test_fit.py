@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.numpy import save_file
 
-from training.fit import FitConfig, fit, info_nce
+from training.fit import FitConfig, fit, info_nce, load_fitted
 from training.pairs import normalize_rows
 from training.state import flatten_optimizer, unflatten_optimizer
 
@@ -113,3 +113,49 @@ def test_a_known_linear_relation_is_recovered(tmp_path):
     assert r_at_1(oracle, yg) == 1.0
     assert r_at_1(through_bond, yg) >= 0.97
     assert r_at_1(xq @ rng.standard_normal((24, 16)).astype(np.float32), yg) < 0.2  # a wrong map does not
+
+
+def test_export_refuses_an_unfinished_or_stale_fit(tmp_path):
+    """State removed, refit with other settings and --stop-after: the old projector is not this fit's."""
+    x, y = synthetic(n=200)
+    write_pairs(tmp_path, {"T": (x, y)})
+    first = fit(tmp_path, FitConfig("displacement", epochs=1, batch_size=64, hidden=16), progress=False)
+    loaded, report = load_fitted(tmp_path)
+    assert report["finished"] and all(torch.equal(v, first.state_dict()[k]) for k, v in loaded.state_dict().items())
+    import shutil
+
+    shutil.rmtree(tmp_path / "fit" / "state")
+    fit(tmp_path, FitConfig("displacement", epochs=2, batch_size=64, hidden=8), progress=False, stop_after=1)
+    with pytest.raises((ValueError, FileNotFoundError), match="not finished"):
+        load_fitted(tmp_path)
+    fit(tmp_path, FitConfig("displacement", epochs=2, batch_size=64, hidden=8), progress=False)
+    assert load_fitted(tmp_path)[0].config.hidden == 8
+    weights = tmp_path / "fit" / "projector.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")  # e.g. copied in from another run
+    with pytest.raises(ValueError, match="is not the projector of the fit"):
+        load_fitted(tmp_path)
+
+
+def test_bad_settings_and_a_diverging_loss_are_errors(tmp_path, monkeypatch):
+    x, y = synthetic(n=100)
+    write_pairs(tmp_path, {"T": (x, y)})
+    for config, says in [(FitConfig("displacement", batch_size=1), "batch size must be >= 2"),
+                         (FitConfig("displacement", batch_size=0), "batch size must be >= 2"),
+                         (FitConfig("displacement", epochs=0), "epochs must be >= 1"),
+                         (FitConfig("displacement", lr=0.0), "learning rate"),
+                         (FitConfig("displacement", temperature=-1.0), "temperature")]:
+        with pytest.raises(ValueError, match=says):
+            fit(tmp_path, config, progress=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        fit(tmp_path, FitConfig("displacement", epochs=1, hidden=8), progress=False, device="cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        fit(tmp_path, FitConfig("displacement", epochs=1, hidden=8), progress=False, device="gpu0")
+    # 1/T overflows float32: the logits are inf and the loss NaN; fitting stops instead of finishing
+    with pytest.raises(ValueError, match="loss of head mix became nan in epoch 1"):
+        fit(tmp_path, FitConfig("displacement", epochs=1, hidden=8, temperature=1e-40), progress=False)
+    assert not (tmp_path / "fit" / "projector.safetensors").exists()
+    x[3, 0] = np.nan
+    write_pairs(tmp_path / "nan", {"T": (x, y)})
+    with pytest.raises(ValueError, match="centre T hold NaN"):
+        fit(tmp_path / "nan", FitConfig("displacement", epochs=1, hidden=8), progress=False)

@@ -117,3 +117,51 @@ def test_pairs_follow_the_modalities_of_each_space(tmp_path, shared_data):
     (ref_t,) = [normalize_rows(a.astype(np.float32)) for a in dense_reference(s_img, s_text, [t_text], 0.01)[1]]
     np.testing.assert_array_equal(centres["V"][0][:100], s_img)  # the image itself on the side that has images
     np.testing.assert_allclose(centres["V"][1][:100], ref_t, atol=2e-2)  # k = 32 of 400: truncated, close
+
+
+@pytest.fixture()
+def two_spaces(tmp_path):
+    """A text file and 12 images; space `s` embeds text and images, `t` text only (nothing embedded yet)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "text.txt").write_text("".join(f"item {i} of {rng.integers(1000)}\n" for i in range(60)))
+    (tmp_path / "imgs").mkdir()
+    for i in range(12):
+        Image.fromarray((rng.random((8, 8, 3)) * 255).astype("uint8")).save(tmp_path / "imgs" / f"{i:02d}.png")
+    s, t = SpaceSpec("s", "tiny", {"dim": 16}), SpaceSpec("t", "tiny", {"dim": 12, "seed": 1, "modalities": ["text"]})
+    return tmp_path, s, t
+
+
+def test_bank_rows_must_be_the_same_items_in_both_spaces(two_spaces):
+    work, s, t = two_spaces
+    images = parse_pool(f"v=image:{work / 'imgs'}")
+    embed_pools(work, s, [parse_pool(f"bank=text:{work / 'text.txt'}?stop=30"), images], progress=False)
+    embed_pools(work, t, [parse_pool(f"bank=text:{work / 'text.txt'}?start=30")], progress=False)
+    with pytest.raises(ValueError, match="bank pool 'bank' was embedded from .*stop=30.* and .*start=30.*same items"):
+        build_pairs(work, PairsConfig("s", "t", ["v"], ["bank"], k=8), progress=False)
+
+
+def test_a_pool_missing_in_a_space_that_has_its_modality_is_an_error(two_spaces):
+    work, s, t = two_spaces
+    text = parse_pool(f"en=text:{work / 'text.txt'}")
+    embed_pools(work, s, [text, parse_pool(f"other=text:{work / 'text.txt'}?step=2")], progress=False)
+    embed_pools(work, t, [text], progress=False)
+    with pytest.raises(ValueError, match=r"pool 'other' \(text\) is not embedded in t, which also embeds text"):
+        build_pairs(work, PairsConfig("s", "t", ["en", "other"], ["en"], k=8), progress=False)
+
+
+def test_retrieval_needs_a_bank_and_sane_options(two_spaces):
+    work, s, t = two_spaces
+    text, images = parse_pool(f"en=text:{work / 'text.txt'}"), parse_pool(f"v=image:{work / 'imgs'}")
+    embed_pools(work, s, [text, images], progress=False)
+    embed_pools(work, t, [text], progress=False)
+    with pytest.raises(ValueError, match="add --bank POOL"):
+        build_pairs(work, PairsConfig("s", "t", ["en", "v"], []), progress=False)
+    for option, says in [({"k": 0}, "k .* must be >= 1"), ({"tau": 0.0}, "tau .* positive"), ({"tau": -1.0}, "tau"),
+                         ({"tau": float("nan")}, "tau"), ({"block": 0}, "block .* >= 1"), ({"bank_limit": 0}, "bank limit")]:
+        with pytest.raises(ValueError, match=says):
+            build_pairs(work, PairsConfig("s", "t", ["en", "v"], ["en"], **option), progress=False)
+    summary = build_pairs(work, PairsConfig("s", "t", ["en", "v"], ["en"], k=8), progress=False)
+    _, centres = load_pairs(work)
+    assert summary["centres"]["V"]["pairs"] == 12 and all(np.isfinite(a).all() for pair in centres.values() for a in pair)

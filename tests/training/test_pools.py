@@ -46,3 +46,40 @@ def test_missing_path_and_bad_field(tmp_path, shared_data):
         list_pool(parse_pool(f"x=text:{tmp_path}/nope.txt"))
     with pytest.raises(ValueError, match="no field"):
         list_pool(parse_pool(f"x=text:{shared_data}/coco-mini/captions.jsonl?field=caption"))
+
+
+def test_folders_without_items_of_the_modality_are_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no images here\n")
+    for folder in ("empty", "notes"):
+        with pytest.raises(ValueError, match=rf"{folder} holds no image files \(looked for .jpg, .jpeg, .png"):
+            list_pool(parse_pool(f"x=image:{tmp_path / folder}"))
+    (tmp_path / "text.txt").write_text("a\nb\n")
+    with pytest.raises(ValueError, match="leave none of its 2 items"):
+        list_pool(parse_pool(f"x=text:{tmp_path / 'text.txt'}?start=5"))
+
+
+def test_a_corrupt_image_is_named(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "good.PNG")  # suffixes match in any case
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    pool = list_pool(parse_pool(f"x=image:{tmp_path}"))
+    assert pool.ids == ["bad.png", "good.PNG"] and pool.load([1])[0].size == (8, 8)
+    with pytest.raises(ValueError, match=r"pool 'x': cannot read .*bad\.png: not a decodable image"):
+        pool.load([0, 1])
+
+
+def test_text_pools_skip_blank_lines_and_read_upper_case_gzip(tmp_path):
+    import gzip
+
+    (tmp_path / "blanks.txt").write_text("a dog\n\n   \nthe cat\n")
+    pool = list_pool(parse_pool(f"x=text:{tmp_path / 'blanks.txt'}"))
+    assert pool.sources == ["a dog", "the cat"] and pool.ids == ["line0", "line3"]  # ids keep the line numbers
+    with gzip.open(tmp_path / "x.TXT.GZ", "wt") as handle:
+        handle.write("one\ntwo\n")
+    assert list_pool(parse_pool(f"x=text:{tmp_path / 'x.TXT.GZ'}")).sources == ["one", "two"]
+    (tmp_path / "only_blanks.txt").write_text("\n \n")
+    with pytest.raises(ValueError, match="has no items"):
+        list_pool(parse_pool(f"x=text:{tmp_path / 'only_blanks.txt'}"))
