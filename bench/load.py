@@ -19,7 +19,9 @@ from bench.common import latency_summary
 
 async def _drive(url: str, bodies: Sequence[bytes], concurrency: int, requests: int, warmup: bool,
                  headers: dict[str, str]) -> tuple[list[float], dict[int | str, int], float]:
-    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    # idle connections are dropped well before uvicorn's 5 s keep-alive: a request sent on a connection the
+    # server is closing at that moment fails as "disconnected", which would be charged to the server
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False, keepalive_timeout=2.0)
     timeout = aiohttp.ClientTimeout(total=600)
     latencies: list[float] = []
     statuses: dict[int | str, int] = {}
@@ -31,8 +33,8 @@ async def _drive(url: str, bodies: Sequence[bytes], concurrency: int, requests: 
                 async with session.post(url, data=bodies[i % len(bodies)]) as response:
                     await response.read()
                     status = response.status
-            except aiohttp.ClientConnectionError:  # counted and reported, not a crash of the whole part
-                status = "disconnected"
+            except aiohttp.ClientConnectionError as exc:  # counted and reported, not a crash of the whole part
+                status = f"disconnected ({type(exc).__name__})"
             if record:
                 latencies.append(time.perf_counter() - started)
                 statuses[status] = statuses.get(status, 0) + 1
