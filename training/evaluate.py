@@ -265,19 +265,22 @@ def evaluate(workdir: Path, tasks: list[Task], projector, *, source: str, target
 def suggest_presets(report: dict, keep_group: str = "english", gain_group: str = "multilingual",
                     max_drop: float = 2.0) -> dict[str, float]:
     """`multilingual`: the factor best on average over the gain group's tasks. `english`: the factor best
-    on the gain group among those where no keep-group task drops more than `max_drop` points below f = 0."""
+    on the gain group among those where no keep-group task drops more than `max_drop` points below the
+    smallest factor measured (f = 0, the unbonded space, unless --factor left it out), in whatever order
+    the factors were given."""
     factors = [str(f) for f in report["factors"]]
+    lowest = min(factors, key=float)
 
     def mean_over(group: str, f: str) -> float:
         values = [headline(t["bonded"][f]) for t in report["tasks"].values() if t["group"] == group]
         return float(np.mean(values)) if values else 0.0
 
     def safe(f: str) -> bool:
-        return all(headline(t["bonded"][f]) >= headline(t["bonded"][factors[0]]) - max_drop
+        return all(headline(t["bonded"][f]) >= headline(t["bonded"][lowest]) - max_drop
                    for t in report["tasks"].values() if t["group"] == keep_group)
 
     best = max(factors, key=lambda f: (mean_over(gain_group, f), -float(f)))
-    allowed = [f for f in factors if safe(f)] or [factors[0]]
+    allowed = [f for f in factors if safe(f)] or [lowest]
     english = max(allowed, key=lambda f: (mean_over(gain_group, f), -float(f)))
     return {keep_group: float(english), gain_group: float(best)}
 

@@ -31,6 +31,12 @@ def test_presets_keep_english_within_two_points():
     report = {"factors": factors, "tasks": {"en": task("english", [90.0, 88.5, 70.0]),
                                             "de": task("multilingual", [20.0, 40.0, 60.0])}}
     assert suggest_presets(report) == {"english": 0.5, "multilingual": 1.0}
+    # factors given in another order: the reference is still f = 0, not whichever came first
+    order = [2, 1, 0]
+    shuffled = {"factors": [factors[i] for i in order],
+                "tasks": {n: {**t, "bonded": {str(factors[i]): t["bonded"][str(factors[i])] for i in order}}
+                          for n, t in report["tasks"].items()}}
+    assert suggest_presets(shuffled) == {"english": 0.5, "multilingual": 1.0}
 
 
 def test_ties_count_against_the_match_and_nan_is_an_error():
