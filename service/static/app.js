@@ -4,12 +4,16 @@
 const $ = (id) => document.getElementById(id);
 const state = { spaces: [], space: null, query: null, searchTimer: null, lastRequest: null };
 
+// A server with FREEBIND_API_KEYS answers 401 without a key: the page asks for one once and keeps it
+// in this browser's localStorage (sent only to this origin, as the API expects: Authorization: Bearer).
+const KEY_STORE = "freebind-api-key";
+
 async function api(method, path, body) {
-  const response = await fetch(path, {
-    method,
-    headers: body ? { "content-type": "application/json" } : {},
-    body: body ? JSON.stringify(body) : undefined,
-  });
+  const headers = body ? { "content-type": "application/json" } : {};
+  const key = localStorage.getItem(KEY_STORE);
+  if (key) headers.authorization = `Bearer ${key}`;
+  const response = await fetch(path, { method, headers, body: body ? JSON.stringify(body) : undefined });
+  if (response.status === 401) $("auth").hidden = false;
   const text = await response.text();
   const data = text ? JSON.parse(text) : null;
   if (!response.ok) {
@@ -116,7 +120,8 @@ function renderMixing() {
   const query = state.query || { text: "a dog barking" };
   const shown = query.text !== undefined ? query : { [Object.keys(query)[0]]: "<base64 or data URI>" };
   const body = { collection: $("collection").value, query: shown, top_k: Number($("top-k").value), mixing };
-  $("curl").textContent = `curl -s ${location.origin}/search -H 'content-type: application/json' -d '${JSON.stringify(body).replaceAll("'", "'\\''")}'`;
+  const auth = localStorage.getItem(KEY_STORE) ? ` -H "authorization: Bearer $FREEBIND_API_KEY"` : "";
+  $("curl").textContent = `curl -s ${location.origin}/search${auth} -H 'content-type: application/json' -d '${JSON.stringify(body).replaceAll("'", "'\\''")}'`;
 }
 
 async function loadCollections(select) {
@@ -188,8 +193,9 @@ function renderResults(results) {
     li.dataset.id = r.id;
     const meta = r.metadata || {};
     let media = "";
-    if (meta.thumbnail) media = `<img src="${meta.thumbnail}" alt="${escapeHtml(meta.name || r.id)}">`;
-    else if (meta.audio) media = `<audio controls src="${meta.audio}" aria-label="${escapeHtml(meta.name || r.id)}"></audio>`;
+    const thumbnail = mediaUrl(meta.thumbnail, "image"), audio = mediaUrl(meta.audio, "audio");
+    if (thumbnail) media = `<img src="${escapeHtml(thumbnail)}" alt="${escapeHtml(meta.name || r.id)}">`;
+    else if (audio) media = `<audio controls src="${escapeHtml(audio)}" aria-label="${escapeHtml(meta.name || r.id)}"></audio>`;
     const snippet = meta.text || meta.title || meta.name || "";
     li.innerHTML = `${media}<div><span class="rank">#${rank + 1}</span><span class="score">${r.score.toFixed(3)}</span> · ${escapeHtml(r.modality || "")}</div>
       <div class="id">${escapeHtml(String(r.id))}</div><div class="small">${escapeHtml(String(snippet)).slice(0, 160)}</div>`;
@@ -198,8 +204,15 @@ function renderResults(results) {
   if (!results.length) list.innerHTML = "<li>No results.</li>";
 }
 
+// Metadata is whatever any API client stored: a media URL is used only as a data URI of its kind or an
+// http(s) URL, and every value is escaped before it meets innerHTML.
+function mediaUrl(value, kind) {
+  if (typeof value !== "string") return null;
+  return value.startsWith(`data:${kind}/`) || /^https?:\/\//i.test(value) ? value : null;
+}
+
 function escapeHtml(text) {
-  return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+  return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
 
 function wireDrop() {
@@ -216,12 +229,22 @@ function wireDrop() {
 
 async function start() {
   wireDrop();
+  $("save-key").addEventListener("click", () => {
+    localStorage.setItem(KEY_STORE, $("api-key").value.trim());
+    $("auth").hidden = true;
+    showError("");
+    load();
+  });
   $("space").addEventListener("change", (e) => selectSpace(e.target.value));
   $("preset").addEventListener("change", () => { buildSliders(); scheduleSearch(); });
   $("create").addEventListener("click", createCollection);
   $("search").addEventListener("click", async () => { state.query = await readQuery(); renderMixing(); runSearch(); });
   $("query-text").addEventListener("keydown", async (e) => { if (e.key === "Enter") { $("query-file").value = ""; state.query = await readQuery(); renderMixing(); runSearch(); } });
   $("copy-curl").addEventListener("click", () => navigator.clipboard && navigator.clipboard.writeText($("curl").textContent));
+  await load();
+}
+
+async function load() {
   try {
     await loadSpaces();
     await loadCollections();

@@ -93,3 +93,34 @@ def test_query_slider_and_ranking_match_the_api(space_file, tmp_path, shared_dat
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "playground.png"), full_page=True)
         browser.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/install.sh installs it)")
+def test_keyed_server_and_hostile_metadata(space_file, tmp_path):
+    """With FREEBIND_API_KEYS the page asks for a key and then works; metadata any client stored cannot run
+    script in it (an attribute break-out in `thumbnail` stays text, a javascript: URL is not used)."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    key = "k-playground"
+    with running_server([str(space_file)], tmp_path / "data", api_keys='["k-playground"]') as (base, _), \
+            playwright.sync_playwright() as p:
+        auth = {"authorization": f"Bearer {key}"}
+        assert httpx.post(f"{base}/collections", json={"name": "hostile"}, headers=auth, timeout=10).status_code == 201
+        items = [{"id": "x1", "text": "a dog", "metadata": {"thumbnail": 'x" onerror="window.pwned=1'}},
+                 {"id": "x2", "text": "a dog barks", "metadata": {"audio": "javascript:window.pwned=2"}}]
+        assert httpx.post(f"{base}/collections/hostile/items", json={"items": items}, headers=auth, timeout=30).status_code == 200
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(base + "/")
+        page.wait_for_selector("#auth:not([hidden])")  # the first call was a 401
+        page.fill("#api-key", key)
+        page.click("#save-key")
+        page.wait_for_function("[...document.querySelectorAll('#collection option')].some(o => o.value === 'hostile')")
+        page.select_option("#collection", "hostile")
+        page.fill("#query-text", "a dog")
+        page.click("#search")
+        page.wait_for_selector("#results li[data-id]")
+        assert sorted(page_ranking(page)) == ["x1", "x2"]
+        assert page.locator("#results [onerror]").count() == 0 and page.locator("#results audio").count() == 0
+        assert page.evaluate("window.pwned === undefined")
+        assert "Bearer $FREEBIND_API_KEY" in page.inner_text("#curl")
+        browser.close()
