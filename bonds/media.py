@@ -67,10 +67,10 @@ def _to_rgb(image):
     if image.mode == "RGB":
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16/32-bit grey: rescale to 8 bits rather than clip everything to white
-        array = np.asarray(image, dtype=np.float64)
-        top = array.max() or 1.0
-        return Image.fromarray((array / top * 255.0).astype(np.uint8)).convert("RGB")
+        # 16-bit grey (PNG opens it as I;16 or I): a fixed 65535 -> 255 rescale, as an 8-bit save of the same
+        # picture would hold; stretching by the image's own maximum would brighten dark images
+        array = np.clip(np.asarray(image, dtype=np.float64), 0, 65535) / 257.0
+        return Image.fromarray(np.rint(array).astype(np.uint8)).convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):

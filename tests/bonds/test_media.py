@@ -47,8 +47,19 @@ def test_every_image_mode_becomes_rgb(mode):
     fmt = "TIFF" if mode in ("CMYK", "I;16") else "PNG"
     decoded = decode_image(_encode(image, fmt))
     assert decoded.mode == "RGB" and decoded.size == (32, 32)
-    if mode == "I;16":
-        assert np.asarray(decoded).max() == 255 and np.asarray(decoded).min() == 0  # rescaled, not clipped
+    if mode == "I;16":  # 65535 -> 255 whatever the picture holds: not clipped to white, not stretched
+        want = np.rint(np.arange(1024).reshape(32, 32) * 60 / 257.0)
+        assert np.array_equal(np.asarray(decoded)[..., 0], want.astype(np.uint8))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_a_16_bit_grey_picture_decodes_as_its_8_bit_save_does(fmt):
+    """A dark 16-bit picture stays dark and mid-grey stays mid-grey (no per-image contrast stretch)."""
+    values = np.linspace(0, 4000, 32 * 32).reshape(32, 32).astype(np.uint16)
+    dark = np.asarray(decode_image(_encode(Image.fromarray(values), fmt)))[..., 0]
+    assert dark.max() == round(4000 / 257)
+    grey = np.asarray(decode_image(_encode(Image.fromarray(np.full((8, 8), 32768, np.uint16)), fmt)))
+    assert (grey == 128).all()
 
 
 def test_transparent_pixels_become_white_and_exif_orientation_applies():

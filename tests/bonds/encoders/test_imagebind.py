@@ -231,6 +231,9 @@ def test_tokenizer_layout_truncation_and_end_token(encoder):
     assert ids[1, -1] == end and (ids[1] != 0).all()  # start + 75 tokens + end
     assert notes == [None, "text cut to 77 tokens"]
     assert encoder.encode("text", ["dog " * 200]).notes == ["text cut to 77 tokens"]
+    # CLIP cleans text with ftfy.fix_text first: full-width letters, ligatures and mojibake read as plain text
+    plain = encoder.tokenizer(["a dog. caf\u00e9"])[0][0]
+    assert np.array_equal(encoder.tokenizer(["\uff41 \uff44\uff4f\uff47. caf\u00c3\u00a9"])[0][0], plain)
 
 
 # ---------------------------------------------------------------- images
