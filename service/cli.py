@@ -15,8 +15,10 @@ import typer
 def serve_command(
     host: str = typer.Option(None, "--host", envvar="FREEBIND_HOST", help="interface to listen on [127.0.0.1]"),
     port: int = typer.Option(None, "--port", envvar="FREEBIND_PORT", help="TCP port [8000]"),
-    space: list[str] = typer.Option(None, "--space", envvar="FREEBIND_SPACES",
-                                    help="space name or description file; repeat for several [starter_e5]"),
+    # no envvar here: click would split FREEBIND_SPACES on whitespace ('["a", "b"]' -> '["a",' and '"b"]');
+    # the settings object reads it whole
+    space: list[str] = typer.Option(None, "--space", help="space name or description file; repeat for several "
+                                    "(env FREEBIND_SPACES: a JSON list or a,b) [starter_e5]"),
     default_space: str = typer.Option(None, "--default-space", envvar="FREEBIND_DEFAULT_SPACE",
                                       help="space of requests that name none [the first]"),
     data_dir: Path = typer.Option(None, "--data-dir", envvar="FREEBIND_DATA_DIR", help="collections folder [./data]"),

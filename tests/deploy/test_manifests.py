@@ -64,6 +64,11 @@ def test_overlays_render_to_valid_kubernetes_objects(overlay):
     gpus = container["resources"]["limits"].get("nvidia.com/gpu")
     assert (gpus == 1) if overlay == "gpu" else gpus is None
     assert container["image"] == f"freebind:{'cuda' if overlay == 'gpu' else 'cpu'}"
+    # Kubernetes injects <SERVICE>_PORT=tcp://... for every Service unless links are off: with a Service named
+    # freebind that is FREEBIND_PORT, which the settings would read (and refuse) as the port
+    services = {d["metadata"]["name"].upper().replace("-", "_") for d in docs if d["kind"] == "Service"}
+    if any(name == "FREEBIND" or name.startswith("FREEBIND_") for name in services):
+        assert deployment["spec"]["template"]["spec"].get("enableServiceLinks") is False
 
 
 def test_validator_catches_a_broken_manifest():
