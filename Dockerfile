@@ -1,9 +1,10 @@
-# FreeBind service image. CPU by default; `--build-arg CUDA=1` builds the CUDA variant
-# (torch CUDA build + faiss-gpu on an NVIDIA CUDA runtime base).
+# FreeBind service image. CPU by default (torch from PyTorch's CPU index); `--build-arg CUDA=1` builds the
+# CUDA variant (PyPI's CUDA torch build, which brings its own CUDA libraries, + faiss-gpu) on the same base.
 # The install steps are scripts/install.sh, the same script `make install` and CI run.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE} AS build
 ARG CUDA=0
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # System packages for tests and training (chromium, espeak-ng, WordNet) stay out of the image;
 # the runtime stage installs the one library serving needs (libsndfile).
 ENV VENV=/opt/freebind/.venv FREEBIND_CUDA=${CUDA} FREEBIND_SKIP_APT=1 FREEBIND_EXTRAS=models,milvus PIP_NO_CACHE_DIR=1
@@ -14,7 +15,8 @@ COPY scripts ./scripts
 COPY bonds ./bonds
 COPY training ./training
 COPY service ./service
-RUN bash scripts/install.sh && rm -rf /root/.cache
+# the CUDA variant takes PyPI's torch (the CUDA build): no CPU index there
+RUN TORCH_INDEX_URL=$([ "${CUDA}" = 1 ] || echo "${TORCH_INDEX_URL}") bash scripts/install.sh && rm -rf /root/.cache
 
 FROM ${BASE_IMAGE} AS runtime
 # Runtime system packages only (audio decoding); the build stage's compilers stay behind.

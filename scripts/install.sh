@@ -4,6 +4,8 @@
 #   FREEBIND_CUDA=1        install the CUDA torch build and faiss-gpu instead of the CPU ones
 #   FREEBIND_SKIP_APT=1    do not touch system packages
 #   FREEBIND_EXTRAS        which extras to install (default models,dev; the Docker image uses models,milvus)
+#   TORCH_INDEX_URL        where torch comes from (the Docker CPU image: https://download.pytorch.org/whl/cpu;
+#                          PyPI's Linux torch is the CUDA build, gigabytes of nvidia wheels)
 set -euo pipefail
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3.11}
@@ -26,10 +28,11 @@ PIP="$VENV/bin/python -m pip -q --disable-pip-version-check"
 $PIP install --upgrade pip >/dev/null
 
 # torch first and pinned: an unpinned torch drags in gigabytes of CUDA wheels.
-if [ "${FREEBIND_CUDA:-0}" = 1 ]; then
-  $PIP install "torch==2.13.0" faiss-gpu-cu12
-else
-  $PIP install "torch==2.13.0"
-fi
+$PIP install "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 $PIP install -e ".[${FREEBIND_EXTRAS:-models,dev}]"
+if [ "${FREEBIND_CUDA:-0}" = 1 ]; then
+  # faiss-cpu (a dependency) and faiss-gpu-cu12 install the same `faiss` package: the GPU one goes last
+  $PIP uninstall -y faiss-cpu >/dev/null
+  $PIP install --force-reinstall --no-deps faiss-gpu-cu12
+fi
 touch "$VENV/.installed"

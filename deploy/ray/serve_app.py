@@ -5,12 +5,15 @@
 
 Each replica builds the app from `FREEBIND_*` settings in its own process (models load once per
 replica, the lifespan runs there), and Ray's proxy spreads requests, and so the embedding work, over the
-replicas. Collections: every replica opens the store under its own FREEBIND_DATA_DIR; serve collections
-from one replica (a separate deployment with num_replicas=1) or from the distributed index (docs/deploy.md).
+replicas. Collections: a store is one process's (it is locked), so each replica opens its own folder under
+FREEBIND_DATA_DIR (`replica-<id>`); serve collections from one replica (a separate deployment with
+num_replicas=1) or from the distributed index (docs/deploy.md).
 """
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from ray import serve
@@ -22,7 +25,25 @@ def _build_asgi_app():
     from service.app import create_app
     from service.settings import get_settings
 
-    return create_app(get_settings())
+    settings = get_settings()
+    return create_app(settings.model_copy(update={"data_dir": replica_data_dir(settings.data_dir, _replica_id())}))
+
+
+def replica_data_dir(data_dir: Path, replica_id: str | None) -> Path:
+    """The replica's own store folder: two replicas on one node (num_gpus 0.5) sharing FREEBIND_DATA_DIR would
+    fight over its lock, and the second would not start."""
+    if not replica_id:
+        return data_dir
+    return Path(data_dir) / f"replica-{re.sub(r'[^A-Za-z0-9_.-]', '_', replica_id)}"
+
+
+def _replica_id() -> str | None:
+    try:
+        context = serve.get_replica_context()
+    except Exception:  # noqa: BLE001 - not inside a replica (a plain import, a test)
+        return None
+    replica = getattr(context, "replica_id", None)
+    return getattr(replica, "unique_id", None) or getattr(context, "replica_tag", None)
 
 
 @serve.ingress(_build_asgi_app)

@@ -80,11 +80,31 @@ def test_validator_catches_a_broken_manifest():
 
 def test_dockerfile_uses_the_make_install_script_and_runs_as_non_root():
     lines = [line.strip() for line in (REPO / "Dockerfile").read_text().splitlines() if line.strip() and not line.startswith("#")]
-    assert any(line.startswith("RUN bash scripts/install.sh") for line in lines)
+    assert any(line.startswith("RUN") and "bash scripts/install.sh" in line for line in lines)
     assert "install.sh" in (REPO / "Makefile").read_text()
+    # the CPU image takes torch from PyTorch's CPU index (PyPI's Linux torch is the CUDA build)
+    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in lines
+    # faiss-cpu (a dependency) and faiss-gpu-cu12 share the `faiss` package: the GPU one must be installed last
+    script = (REPO / "scripts" / "install.sh").read_text()
+    assert script.rindex("faiss-gpu-cu12") > script.index('install -e ".[')
     assert [line for line in lines if line.startswith("USER")][-1] != "USER root"
     assert any("HEALTHCHECK" in line for line in lines) and any("/health/ready" in line for line in lines)
     for line in lines:
         if line.startswith("COPY ") and "--from" not in line:
             for src in line.split()[1:-1]:
                 assert (REPO / src).exists(), f"Dockerfile copies {src}, which is not in the repo"
+
+
+def test_the_wheel_carries_the_shipped_spaces_and_the_ray_app(tmp_path):
+    """A non-editable install (a wheel on a Ray cluster) must find `starter_e5` and its bonds, and Ray's
+    import path `deploy.ray.serve_app`."""
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
+                   check=True, capture_output=True, timeout=300)
+    names = set(zipfile.ZipFile(next(tmp_path.glob("freebind-*.whl"))).namelist())
+    shipped = {p.relative_to(REPO).as_posix() for p in (REPO / "bonds" / "spaces").rglob("*") if p.is_file()}
+    assert shipped and shipped <= names
+    assert "deploy/ray/serve_app.py" in names

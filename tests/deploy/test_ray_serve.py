@@ -51,6 +51,8 @@ def test_two_replicas_serve_embed_and_readiness(tiny_space, tmp_path):
         answers = [httpx.post(f"{base}/embed", json={"inputs": [{"text": f"dog {i}"}]}, timeout=30) for i in range(8)]
         assert all(a.status_code == 200 for a in answers)
         assert {a.json()["space"] for a in answers} == {"tiny_ray"} and len(answers[0].json()["data"][0]["embedding"]) == 16
+        # one FREEBIND_DATA_DIR for both: each replica keeps its own locked store under it
+        assert len(list((tmp_path / "data").glob("replica-*"))) == 2
     finally:
         serve.shutdown()
         ray.shutdown()
