@@ -129,8 +129,20 @@ async function loadCollections(select) {
   $("collection").innerHTML = collections.map((c) => {
     const name = typeof c === "string" ? c : c.name;
     const count = c.count !== undefined ? ` (${c.count})` : "";
-    return `<option value="${name}" ${name === select ? "selected" : ""}>${name}${count}</option>`;
+    const space = (c && c.space) || "";
+    return `<option value="${escapeHtml(name)}" data-space="${escapeHtml(space)}" ${name === select ? "selected" : ""}>${escapeHtml(name)}${count}</option>`;
   }).join("");
+  followCollectionSpace();
+}
+
+// A collection's items live in its own space: the sliders (bonds, presets) must be that space's.
+function followCollectionSpace() {
+  const option = $("collection").selectedOptions[0];
+  const space = option && option.dataset.space;
+  if (space && state.space && space !== state.space.name && state.spaces.some((s) => s.name === space)) {
+    $("space").value = space;
+    selectSpace(space);
+  }
 }
 
 async function createCollection() {
@@ -236,6 +248,7 @@ async function start() {
     load();
   });
   $("space").addEventListener("change", (e) => selectSpace(e.target.value));
+  $("collection").addEventListener("change", () => { followCollectionSpace(); renderMixing(); });
   $("preset").addEventListener("change", () => { buildSliders(); scheduleSearch(); });
   $("create").addEventListener("click", createCollection);
   $("search").addEventListener("click", async () => { state.query = await readQuery(); renderMixing(); runSearch(); });

@@ -101,10 +101,14 @@ def test_keyed_server_and_hostile_metadata(space_file, tmp_path):
     script in it (an attribute break-out in `thumbnail` stays text, a javascript: URL is not used)."""
     playwright = pytest.importorskip("playwright.sync_api")
     key = "k-playground"
-    with running_server([str(space_file)], tmp_path / "data", api_keys='["k-playground"]') as (base, _), \
+    plain = tmp_path / "plain_space.yaml"  # a second space without bonds: the collection below lives there
+    plain.write_text(yaml.safe_dump({"format_version": 1, "name": "plain_space", "base": "base",
+                                     "encoders": {"base": {"kind": "tiny", "options": {"dim": 16, "seed": 0}}}}))
+    with running_server([str(space_file), str(plain)], tmp_path / "data", api_keys='["k-playground"]') as (base, _), \
             playwright.sync_playwright() as p:
         auth = {"authorization": f"Bearer {key}"}
-        assert httpx.post(f"{base}/collections", json={"name": "hostile"}, headers=auth, timeout=10).status_code == 201
+        created = httpx.post(f"{base}/collections", json={"name": "hostile", "space": "plain_space"}, headers=auth, timeout=10)
+        assert created.status_code == 201, created.text
         items = [{"id": "x1", "text": "a dog", "metadata": {"thumbnail": 'x" onerror="window.pwned=1'}},
                  {"id": "x2", "text": "a dog barks", "metadata": {"audio": "javascript:window.pwned=2"}}]
         assert httpx.post(f"{base}/collections/hostile/items", json={"items": items}, headers=auth, timeout=30).status_code == 200
@@ -116,6 +120,7 @@ def test_keyed_server_and_hostile_metadata(space_file, tmp_path):
         page.click("#save-key")
         page.wait_for_function("[...document.querySelectorAll('#collection option')].some(o => o.value === 'hostile')")
         page.select_option("#collection", "hostile")
+        assert page.input_value("#space") == "plain_space"  # the sliders follow the collection's space
         page.fill("#query-text", "a dog")
         page.click("#search")
         page.wait_for_selector("#results li[data-id]")
