@@ -12,9 +12,12 @@
     presets: {english: {e5: {text: 0.1}}, multilingual: {e5: {text: 0.7}}}
     default_preset: english
 
-A displacement bond names one `expert` and one `checkpoint`. Relative paths are relative to the file;
-`${models_root}` in any string is replaced by the models root given at load time. Names resolve
-through the registries; a missing checkpoint or a dimension that does not fit fails with a clear error.
+A displacement bond names one `expert` and one `checkpoint`. Relative checkpoint paths are relative to the
+file; encoder options are passed as written. `${models_root}` in any string is replaced by the models root
+given at load time (made absolute first). The file is checked against a schema before anything loads:
+unknown or repeated keys, factors outside [0, 1], weights that are not finite numbers >= 0, a repeated bond
+name, presets of a space without bonds are errors naming the file and the place. Names resolve through the
+registries; a missing checkpoint or a dimension that does not fit fails with a clear error.
 """
 
 from __future__ import annotations
@@ -23,17 +26,86 @@ import inspect
 import json
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
 from bonds.bond import CombinationBond, DisplacementBond
 from bonds.checkpoint import load_bond_checkpoint
-from bonds.encoders import ENCODERS, create_encoder
+from bonds.encoders import ENCODERS, create_encoder, list_encoders
 from bonds.errors import DescriptionError, FreeBindError, UnknownNameError
 from bonds.space import EncoderSpace, Space
 
 FORMAT_VERSION = 1
 SHIPPED_DIR = Path(__file__).parent / "spaces"
 MODELS_ROOT_TOKEN = "${models_root}"
+
+
+# --- the schema ------------------------------------------------------------------------------------------
+Factor = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]  # no '/': mixings write bond/expert
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EncoderSpec(_Strict):
+    kind: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExpertSpec(_Strict):
+    checkpoint: str
+    weight: float = Field(1.0, ge=0.0, allow_inf_nan=False)
+
+
+class BondSpec(_Strict):
+    name: Name
+    kind: Literal["displacement", "combination"]
+    expert: str | None = None
+    checkpoint: str | None = None
+    experts: dict[str, ExpertSpec] | None = None
+    factors: dict[str, Factor] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _shape_of_its_kind(self) -> BondSpec:
+        if self.kind == "displacement" and (self.expert is None or self.checkpoint is None or self.experts is not None):
+            raise ValueError("a displacement bond has `expert` and `checkpoint` (and no `experts`)")
+        if self.kind == "combination" and (not self.experts or self.expert is not None or self.checkpoint is not None):
+            raise ValueError("a combination bond has `experts` (at least one: name -> {checkpoint, weight})")
+        return self
+
+
+class DescriptionSpec(_Strict):
+    format_version: StrictInt = FORMAT_VERSION
+    name: Name | None = None
+    encoders: dict[str, EncoderSpec]
+    base: str
+    bonds: list[BondSpec] = Field(default_factory=list)
+    presets: dict[str, dict[str, dict[str, Factor]]] = Field(default_factory=dict)
+    default_preset: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DescriptionSpec:
+        names = [b.name for b in self.bonds]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"bond names must be unique (mixings name bonds); repeated: {', '.join(repeated)}")
+        if (self.presets or self.default_preset) and not self.bonds:
+            raise ValueError("presets set bond factors, and this space has no bonds")
+        if self.default_preset is not None and self.default_preset not in self.presets:
+            raise ValueError(f"default_preset {self.default_preset!r} is not one of the presets ({', '.join(self.presets) or 'none'})")
+        return self
+
+
+def validate_description(data: Any, path: Path) -> DescriptionSpec:
+    """The description checked against the schema; a DescriptionError naming the file, the place and the problem."""
+    try:
+        return DescriptionSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()[:5]]
+        raise DescriptionError(f"{path}: " + "; ".join(problems)) from None
 
 
 def list_spaces(extra_dirs: list[Path] | None = None) -> dict[str, str]:
@@ -57,14 +129,12 @@ def resolve_space_path(name_or_path: str | Path, extra_dirs: list[Path] | None =
 
 
 def read_description(path: Path) -> dict[str, Any]:
-    text = path.read_text()
     try:
+        text = path.read_text(encoding="utf-8")
         if path.suffix == ".json":
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_no_repeated_keys)
         else:
-            import yaml
-
-            data = yaml.safe_load(text)
+            data = _load_yaml(text)
     except Exception as exc:
         raise DescriptionError(f"{path}: cannot parse ({exc})") from None
     if not isinstance(data, dict):
@@ -72,6 +142,26 @@ def read_description(path: Path) -> dict[str, Any]:
     if data.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
         raise DescriptionError(f"{path}: format_version {data.get('format_version')!r} not supported")
     return data
+
+
+def _no_repeated_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    keys = [k for k, _ in pairs]
+    repeated = sorted({str(k) for k in keys if keys.count(k) > 1})
+    if repeated:  # the parsers would keep the last one silently
+        raise ValueError(f"key {repeated[0]!r} appears twice in one mapping")
+    return dict(pairs)
+
+
+def _load_yaml(text: str) -> Any:
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            self.flatten_mapping(node)
+            _no_repeated_keys([(self.construct_object(k, deep=deep), None) for k, _ in node.value])
+            return super().construct_mapping(node, deep=deep)
+
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _substitute(value: Any, models_root: str | None, where: str) -> Any:
@@ -97,7 +187,10 @@ def load_space(
     """Build the space a description file describes. `encoder_cache` shares encoders between spaces."""
     path = resolve_space_path(name_or_path, extra_dirs)
     raw = read_description(path)
-    data = _substitute(raw, None if models_root is None else str(models_root), str(path))
+    validate_description(raw, path)
+    # absolute first: a relative root would mean the cwd in encoder options and the file's folder in checkpoints
+    root = None if models_root is None else str(Path(models_root).resolve())
+    data = _substitute(raw, root, str(path))
     cache = encoder_cache if encoder_cache is not None else {}
     try:
         return _build(data, path, device, cache)
@@ -118,11 +211,15 @@ def _encoder_space(name: str, spec: Mapping[str, Any], device: str | None, cache
     options = dict(spec.get("options") or {})
     key = json.dumps([kind, options, device], sort_keys=True, default=str)
     if key not in cache:
+        list_encoders()  # registers the optional kinds, so their signature (device?) is known on first use too
         factory = ENCODERS.get(kind) if kind in ENCODERS else None
         build_options = dict(options)
         if device is not None and factory is not None and "device" in inspect.signature(factory).parameters:
             build_options.setdefault("device", device)
-        cache[key] = create_encoder(kind, **build_options)
+        try:
+            cache[key] = create_encoder(kind, **build_options)
+        except TypeError as exc:  # an option the encoder does not take
+            raise DescriptionError(f"encoder {name!r} (kind {kind!r}): {exc}") from None
     return EncoderSpace(cache[key], name=name, identity={"kind": kind, "options": options})
 
 
@@ -160,6 +257,7 @@ def _build(data: Mapping[str, Any], path: Path, device: str | None, cache) -> Sp
             )
             space = DisplacementBond(name, space, expert, projector, bond.get("factors"), presets, default_preset,
                                      expert_name=bond["expert"])
+            _check_factor_modalities(space, bond, where)
         elif kind == "combination":
             experts, projectors, weights = {}, {}, {}
             for expert_name, spec in _require(bond, "experts", where).items():
@@ -172,6 +270,7 @@ def _build(data: Mapping[str, Any], path: Path, device: str | None, cache) -> Sp
                 weights[expert_name] = float(spec.get("weight", 1.0))
             space = CombinationBond(name, space, experts, projectors, bond.get("factors"), weights, presets,
                                     default_preset)
+            _check_factor_modalities(space, bond, where)
         else:
             raise DescriptionError(f"{where}: unknown bond kind {kind!r}; valid: displacement, combination")
     space.name = data.get("name", path.stem)
@@ -179,6 +278,14 @@ def _build(data: Mapping[str, Any], path: Path, device: str | None, cache) -> Sp
         space.presets = {}
     _check_presets(space)
     return space
+
+
+def _check_factor_modalities(bond: Any, spec: Mapping[str, Any], where: str) -> None:
+    """A factor of a modality the bond does not mix would be silently 0."""
+    unknown = sorted(set(spec.get("factors") or {}) - set(bond.shared))
+    if unknown:
+        raise DescriptionError(f"{where}.factors names {', '.join(map(repr, unknown))}; bond {bond.bond_name!r} mixes "
+                               f"{', '.join(bond.shared) or 'no modality'} (modalities both its sides embed)")
 
 
 def _check_presets(space: Space) -> None:

@@ -71,14 +71,56 @@ def test_json_descriptions_and_shared_encoder_cache(tmp_path):
     [
         ([{"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "nowhere"}}}], CheckpointError, "does not exist"),
         ([{"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "wrongdim"}}}], DimensionError, "needs 16-d"),
-        ([{"name": "x", "kind": "sideways"}], DescriptionError, "unknown bond kind"),
+        ([{"name": "x", "kind": "sideways"}], DescriptionError, "bonds.0.kind: Input should be 'displacement' or 'combination'"),
         ([{"name": "e5", "kind": "combination", "experts": {"clip": {"checkpoint": "x"}}}], DescriptionError, "unknown encoder 'clip'"),
+        # checked against the schema before anything loads: each of these loaded silently wrong before
+        ([{"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "e5"}}, "factors": {"text": 1.5}}],
+         DescriptionError, "bonds.0.factors.text: Input should be less than or equal to 1"),
+        ([{"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "e5"}}, "factors": {"txt": 0.5}}],
+         DescriptionError, "factors names 'txt'; bond 'e5' mixes text"),
+        ([{"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "e5", "weight": float("inf")}}}],
+         DescriptionError, "weight: Input should be a finite number"),
+        ([{"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "e5", "weight": -1}}}],
+         DescriptionError, "weight: Input should be greater than or equal to 0"),
+        ([{"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "e5", "wieght": 2}}}],
+         DescriptionError, "wieght: Extra inputs are not permitted"),
+        ([{"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "e5"}}},
+          {"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "e5"}}}], DescriptionError, "repeated: e5"),
+        ([{"name": "e5/v2", "kind": "combination", "experts": {"e5": {"checkpoint": "e5"}}}], DescriptionError, "bonds.0.name"),
+        ([{"name": "d", "kind": "displacement", "experts": {"e5": {"checkpoint": "e5"}}}], DescriptionError,
+         "a displacement bond has `expert` and `checkpoint`"),
     ],
 )
 def test_bad_descriptions_fail_clearly(tmp_path, bonds, error, message):
     _checkpoint(tmp_path / "wrongdim", 8, 12, "combination")
+    _checkpoint(tmp_path / "e5", 8, 16, "combination")
     with pytest.raises(error, match=message):
         load_space(_write(tmp_path, bonds))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("encoders: {b: {kind: tiny}}\nbase: b\nbond: []\n", "bond: Extra inputs are not permitted"),
+    ("encoders: {b: {kind: tiny}}\nbase: b\npresets: {x: {nosuchbond: {text: 0.5}}}\n", "this space has no bonds"),
+    ("encoders: {b: {kind: tiny}, b: {kind: tiny, options: {dim: 8}}}\nbase: b\n", "key 'b' appears twice"),
+    ("encoders: [b]\nbase: b\n", "encoders: Input should be a valid dictionary"),
+    ("encoders: {b: {kind: tiny, options: {dimm: 8}}}\nbase: b\n", "encoder 'b' .*unexpected keyword argument 'dimm'"),
+    ("format_version: true\nencoders: {b: {kind: tiny}}\nbase: b\n", "format_version"),
+])
+def test_malformed_descriptions_name_the_file_and_the_place(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(DescriptionError, match=message) as raised:
+        load_space(path)
+    assert str(path) in str(raised.value)
+
+
+def test_a_relative_models_root_means_the_current_folder(tmp_path, monkeypatch):
+    _checkpoint(tmp_path / "models" / "bonds" / "e5", 8, 16, "combination")
+    (tmp_path / "spaces").mkdir()
+    path = _write(tmp_path / "spaces", [{"name": "e5", "kind": "combination",
+                                         "experts": {"e5": {"checkpoint": "${models_root}/bonds/e5"}}}])
+    monkeypatch.chdir(tmp_path)
+    assert load_space(path, models_root="models").dim == 16  # not spaces/models/...
 
 
 def test_unknown_encoder_kind_and_space_name(tmp_path):
