@@ -96,3 +96,16 @@ def test_shipped_imagenet_label_set():
     assert any("freshwater" in d for d in tench)  # the WordNet gloss of n01440764
     with pytest.raises(UnknownNameError, match="imagenet1k"):
         load_labelset("imagenet21k")
+
+
+def test_tied_labels_come_in_label_order():
+    """ImageNet has two identical "missile" labels: the lower index must come first, at the cut too."""
+    scores = np.full((1, 40), 0.9)
+    scores[0, 30] = 0.95
+    idx, _ = top_labels(scores, 3)
+    assert idx.tolist() == [[30, 0, 1]]
+    rng = np.random.default_rng(0)
+    ints = rng.integers(0, 5, size=(20, 50)).astype(float)
+    idx, best = top_labels(ints, 4)
+    want = np.array([sorted(range(50), key=lambda j, r=r: (-r[j], j))[:4] for r in ints])
+    assert np.array_equal(idx, want) and np.array_equal(best, np.take_along_axis(ints, want, axis=1))
