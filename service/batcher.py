@@ -10,8 +10,9 @@ Queue and futures live on the event loop, so a request costs no lock and no thre
 the only hand-offs are one per batch, to the model thread and back.
 
 If a batch fails, each of its items is retried alone, so one bad item fails only its own request.
-The worker counts model calls that fail for reasons other than bad input; after `FAILURE_LIMIT` in a
-row (and whenever the worker has died) `healthy` is false, which is what /health/ready reports.
+The worker counts model calls that fail for reasons other than bad input, per modality (an encoder's
+image path can break while its text path works); after `FAILURE_LIMIT` in a row for any modality (and
+whenever the worker has died) `healthy` is false, which is what /health/ready reports.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class Batcher:
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix=f"model-{name}")
         self._stopping = False
         self.died: BaseException | None = None
-        self.consecutive_failures = 0
+        self.failures: dict[str, int] = {}  # modality -> model calls failed in a row
         if metrics is not None:
             metrics.queue_depth.labels(name).set_function(lambda: len(self._queue))
 
@@ -83,8 +84,15 @@ class Batcher:
         return self._task is not None and not self._task.done()
 
     @property
+    def consecutive_failures(self) -> int:
+        return max(self.failures.values(), default=0)
+
+    @property
     def healthy(self) -> bool:
         return self.alive and self.consecutive_failures < FAILURE_LIMIT
+
+    def failing_modalities(self) -> list[str]:
+        return [m for m, n in self.failures.items() if n >= FAILURE_LIMIT]
 
     @property
     def depth(self) -> int:
@@ -154,7 +162,6 @@ class Batcher:
         started = time.perf_counter()
         jobs = [job for job in jobs if not job.future.done()]  # a caller that went away costs no compute
         if self.metrics is not None and jobs:
-            self.metrics.batch_size.labels(self.name).observe(len(jobs))
             for job in jobs:
                 self.metrics.observe("queue", started - job.enqueued)
         by_modality: dict[str, list[_Job]] = {}
@@ -165,21 +172,26 @@ class Batcher:
 
     async def _call(self, modality: str, jobs: list[_Job]) -> None:
         started = time.perf_counter()
+        if self.metrics is not None:
+            self.metrics.batch_size.labels(self.name).observe(len(jobs))  # every model call, retries too
         try:
             encoded = await self._loop.run_in_executor(self._model_thread, self._encode, modality,
                                                        [job.item for job in jobs])
+            if len(encoded.vectors) != len(jobs) or len(encoded.notes) != len(jobs):  # else the zip below would
+                raise RuntimeError(f"encoder {self.name!r} answered {len(encoded.vectors)} vectors and "  # end the worker
+                                   f"{len(encoded.notes)} notes for {len(jobs)} {modality} items")
         except Exception as exc:
             if len(jobs) > 1:  # isolate the culprit: the other requests' items still get answers
                 for job in jobs:
                     await self._call(modality, [job])
                 return
             if not isinstance(exc, FreeBindError):
-                self.consecutive_failures += 1
+                self.failures[modality] = self.failures.get(modality, 0) + 1
                 log.error("encoder %s failed on one item", self.name, exc_info=exc)
             if not jobs[0].future.done():
                 jobs[0].future.set_exception(exc)
             return
-        self.consecutive_failures = 0
+        self.failures[modality] = 0
         if self.metrics is not None:
             self.metrics.observe("encode", time.perf_counter() - started)
         for job, vector, note in zip(jobs, encoded.vectors, encoded.notes, strict=True):

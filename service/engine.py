@@ -14,7 +14,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,10 @@ class Embedded:
     notes: list[str | None]
     mixing: ResolvedMixing
     fingerprint: str
+
+
+# set while a request admitted as a whole runs its per-modality embeds (they must not be admitted again)
+_ADMITTED: ContextVar[bool] = ContextVar("freebind_admitted", default=False)
 
 
 def unit_vector(vector: np.ndarray, what: str = "a vector input", index: int | None = None) -> np.ndarray:
@@ -141,14 +146,14 @@ class Engine:
     async def probe(self) -> None:
         """Send one tiny input through each failing batcher: a success clears its failure count, so a
         transient failure does not leave the service unready with no traffic left to prove otherwise."""
-        for key, batcher in self.batchers.items():
-            if batcher.alive and not batcher.healthy:
-                encoder = self._encoders[key]
-                modality = encoder.modalities[0]
+        for batcher in self.batchers.values():
+            if not batcher.alive:
+                continue
+            for modality in batcher.failing_modalities():  # the modality that fails, not one that works
                 try:
                     await batcher.encode_async(modality, [_SAMPLES[modality]()])
                 except Exception as exc:
-                    log.warning("health probe of encoder %s failed: %s", batcher.name, exc)
+                    log.warning("health probe of encoder %s (%s) failed: %s", batcher.name, modality, exc)
 
     # --- health -----------------------------------------------------------------------------------
     @property
@@ -175,6 +180,8 @@ class Engine:
         """The served space called `name` (None: the default); `UnknownNameError` lists the valid ones."""
         if self.state in ("starting", "loading"):
             raise NotReady("models are still loading; see /health/ready")
+        if self.state == "failed":  # a 503 a client retries, not a 404 for a space that exists
+            raise NotReady(f"the service failed to start ({self.error}); see /health/live")
         name = name or self.default_space
         if name not in self.spaces:
             raise UnknownNameError(f"unknown space {name!r}; served spaces: {', '.join(self.spaces) or '(none)'}")
@@ -211,6 +218,18 @@ class Engine:
         positions: dict[str, list[int]] = {}
         for i, (modality, _) in enumerate(inputs):
             positions.setdefault(modality, []).append(i)
+        # the request is admitted whole (its modalities' runs below do not ask again): admitted one modality
+        # at a time, a request larger than the free permits had its first groups encoded and then a 429
+        encoded = sum(len(w) for m, w in positions.items() if m != VECTOR)
+        with self._admit(encoded):
+            token = _ADMITTED.set(True)
+            try:
+                return await self._embed_groups(target, inputs, positions, resolved)
+            finally:
+                _ADMITTED.reset(token)
+
+    async def _embed_groups(self, target: Space, inputs: Sequence[tuple[str, Any]], positions: dict[str, list[int]],
+                            resolved: ResolvedMixing) -> Embedded:
         vectors = np.zeros((len(inputs), target.dim), dtype=np.float32)
         notes: list[str | None] = [None] * len(inputs)
 
@@ -264,7 +283,7 @@ class Engine:
         then let the library evaluate the plan, which finds those results instead of encoding again."""
         if self.state not in ("ready", "warming"):
             raise NotReady(f"the engine is {self.state}; see /health/ready")
-        with self._admit(len(items)):
+        with nullcontext() if _ADMITTED.get() else self._admit(len(items)):
             encoders = space.encoder_spaces()
             runs = {(id(encoders[leaf.space].encoder.inner), leaf.modality): encoders[leaf.space].encoder
                     for leaf in _encoder_leaves(plan)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import threading
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from service.app import create_app
 from service.batcher import FAILURE_LIMIT
 from service.engine import Engine
 from service.settings import Settings
+from tests.service.conftest import png_bytes
 from tests.service.tiny_space import DIM, SPACE
 
 
@@ -82,6 +84,8 @@ def test_a_failed_start_fails_liveness(tmp_path):
         live, ready = client.get("/health/live"), client.get("/health/ready")
         assert live.status_code == ready.status_code == 503
         assert "no_such_space" in live.json()["error"]
+        embed = client.post("/embed", json={"inputs": ["x"]})  # a 503 to retry elsewhere, not a 404
+        assert embed.status_code == 503 and "failed to start" in embed.json()["detail"]
     finally:
         client.__exit__(None, None, None)
 
@@ -119,6 +123,52 @@ def test_a_failing_encoder_turns_unready_and_recovers(client, caplog):
     batcher._encode = healthy_encode
     assert client.get("/health/ready").status_code == 200  # the readiness probe proved it works again
     assert client.post("/embed", json={"inputs": ["x"]}).status_code == 200
+
+
+def test_a_modality_that_keeps_failing_keeps_the_service_unready(client):
+    """Failures count per modality: a working text path must not hide (or reset) a broken image path, and
+    the readiness probe tries the modality that failed."""
+    batcher = next(b for b in client.app.state.engine.batchers.values() if b.name == "base")
+    healthy_encode = batcher._encode
+
+    def images_broken(modality, items):
+        if modality == "image":
+            raise RuntimeError("image path lost")
+        return healthy_encode(modality, items)
+
+    batcher._encode = images_broken
+    image = {"image": "data:image/png;base64," + base64.b64encode(png_bytes()).decode()}
+    for _ in range(FAILURE_LIMIT):
+        assert client.post("/embed", json={"inputs": [image]}).status_code == 500
+        assert client.post("/embed", json={"inputs": ["x"]}).status_code == 200  # text interleaved, still fine
+    assert client.get("/health/ready").status_code == 503  # probed with an image, not with text
+    batcher._encode = healthy_encode
+    assert client.get("/health/ready").status_code == 200
+
+
+def test_an_encoder_answering_the_wrong_number_of_rows_fails_that_batch_only(client):
+    batcher = next(b for b in client.app.state.engine.batchers.values() if b.name == "base")
+    healthy_encode = batcher._encode
+
+    def short(modality, items):
+        encoded = healthy_encode(modality, items)
+        return type(encoded)(encoded.vectors[:-1], encoded.notes[:-1])
+
+    batcher._encode = short
+    assert client.post("/embed", json={"inputs": ["x", "y"]}).status_code == 500
+    batcher._encode = healthy_encode
+    assert batcher.alive and client.post("/embed", json={"inputs": ["x"]}).status_code == 200  # the worker lives on
+
+
+def test_a_request_of_several_modalities_is_admitted_whole(make_client):
+    client = make_client(max_queue=4, max_items=10)
+    image = {"image": "data:image/png;base64," + base64.b64encode(png_bytes()).decode()}
+    assert client.post("/embed", json={"inputs": ["a", "b", image, image]}).status_code == 200  # 4 of 4 permits
+    items = client.app.state.engine.metrics.items
+    before = {m: items.labels(m)._value.get() for m in ("text", "image")}
+    r = client.post("/embed", json={"inputs": ["a", "b", "c", image, image, image]})
+    assert r.status_code == 413 and "6 items" in r.json()["detail"]  # never admissible: not a 429 to retry forever
+    assert {m: items.labels(m)._value.get() for m in ("text", "image")} == before  # and nothing of it was encoded
 
 
 def test_metrics_cover_stages_batches_queues_and_errors(client):
