@@ -110,7 +110,8 @@ def problem(scope: Scope, status: int, title: str, detail: str, kind: str, *, he
     if rid is not None:
         body["request_id"] = out_headers["X-Request-ID"] = rid
     if scope.get("path", "").startswith("/v1/"):
-        body["error"] = {"message": detail, "type": kind, "code": status}
+        # OpenAI's `code` is a string or null (typed clients reject a number); the kind says what happened
+        body["error"] = {"message": detail, "type": kind, "code": kind, "param": None}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=out_headers)
 
 

@@ -72,8 +72,10 @@ def test_errors_reach_the_client_typed(client):
         api.embeddings.create(model="gpt-nope", input="x")
     with pytest.raises(openai.UnprocessableEntityError, match="token-id"):
         api.embeddings.create(model=SPACE, input=[[1, 2, 3]])
-    with pytest.raises(openai.UnprocessableEntityError):
+    with pytest.raises(openai.UnprocessableEntityError) as raised:
         api.embeddings.create(model=SPACE, input="x", extra_body={"mixing": {"preset": "nope"}})
+    error = raised.value.body  # OpenAI's error object: code is a string or null, never a number
+    assert isinstance(error["message"], str) and isinstance(error["code"], str) and "param" in error
 
 
 def test_api_key(make_client):
