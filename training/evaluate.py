@@ -96,8 +96,10 @@ def load_tasks(path: Path, workdir: Path) -> list[Task]:
     tasks = []
     for spec in _task_list(raw, "retrieval", path):
         _require(spec, ("name", "query", "gallery"), "retrieval", path)
+        query, gallery = parse_pool(spec["query"]), parse_pool(spec["gallery"])
+        _check_line_aligned(str(spec["name"]), query, gallery, path)
         tasks.append(Task(str(spec["name"]), "retrieval", str(spec.get("group", "default")),
-                          {"query": parse_pool(spec["query"]), "gallery": parse_pool(spec["gallery"])}))
+                          {"query": query, "gallery": gallery}))
     for spec in _task_list(raw, "zeroshot", path):
         _require(spec, ("name", "items", "classes"), "zeroshot", path)
         name = spec["name"]
@@ -133,6 +135,28 @@ def load_tasks(path: Path, workdir: Path) -> list[Task]:
         raise ValueError(f"{path}: task names must be unique; repeated: {sorted({n for n in names if names.count(n) > 1})}")
     eval_pools(tasks)
     return tasks
+
+
+def _check_line_aligned(name: str, query: PoolSpec, gallery: PoolSpec, path: Path) -> None:
+    """Retrieval pairs query i with gallery item i. Two text files (translations line by line) pair by line:
+    blank lines are skipped, so blank lines in different places would shift every pair after them. The
+    lines kept must step alike in both files (an offset between the two slices is fine)."""
+    def line_numbers(spec: PoolSpec) -> list[int] | None:
+        if spec.modality != "text" or spec.path.lower().endswith((".jsonl", ".jsonl.gz")):
+            return None
+        try:
+            ids = list_pool(spec).ids
+        except (OSError, ValueError):  # a missing file is reported when the pool is embedded
+            return None
+        return [int(i[len("line"):]) for i in ids]
+
+    q, g = line_numbers(query), line_numbers(gallery)
+    if q is None or g is None or len(q) != len(g) or not q:
+        return
+    shifted = next((i for i in range(len(q)) if q[i] - q[0] != g[i] - g[0]), None)
+    if shifted is not None:
+        raise ValueError(f"{path}: retrieval task {name!r}: query line {q[shifted]} would pair with gallery line "
+                         f"{g[shifted]}: the two files' blank lines differ (blank lines are no items)")
 
 
 def _task_list(raw: dict, key: str, path: Path) -> list[dict]:

@@ -64,6 +64,11 @@ def test_task_files_integer_class_keys_and_conflicting_pools(tmp_path):
                     "  - {name: r2, query: 'q=text:b.txt?stop=25', gallery: 'g=text:a.txt?start=25'}\n")
     with pytest.raises(ValueError, match="pool name 'q' means 'q=text:a.txt.* in task 'r1' but 'q=text:b.txt.* 'r2'"):
         load_tasks(path, tmp_path)
+    (tmp_path / "de.txt").write_text("ein Hund\neine Katze\n\nein Auto\n")  # a blank line the other file lacks
+    (tmp_path / "en.txt").write_text("a dog\na cat\na car\na bus\n")
+    path.write_text(f"retrieval:\n  - {{name: r, query: 'q=text:{tmp_path}/de.txt?stop=4', gallery: 'g=text:{tmp_path}/en.txt?stop=3'}}\n")
+    with pytest.raises(ValueError, match="query line 3 would pair with gallery line 2"):
+        load_tasks(path, tmp_path)
     for text, says in [("retrieval:\n  - {name: r, query: \"q=text:a.txt\n", "not valid YAML/JSON at line"),
                        ("zeroshot:\n  - {name: z, items: 'i=image:/x', classes: [red, blue]}\n", "classes must map"),
                        ("retrieval:\n  - {query: 'q=text:a.txt'}\n", "a retrieval task has no name, gallery"),
