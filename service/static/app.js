@@ -159,13 +159,26 @@ async function createCollection() {
       if (file.type.startsWith("image/")) items.push({ id: file.name, image: uri, metadata: { name: file.name, thumbnail: await thumbnail(file) } });
       else items.push({ id: file.name, audio: uri, metadata: { name: file.name, audio: uri.length < 2e6 ? uri : null } });
     }
-    for (let i = 0; i < items.length; i += 16) {
-      await api("POST", `/collections/${encodeURIComponent(name)}/items`, { items: items.slice(i, i + 16) });
+    for (const batch of batches(items, 16, 8e6)) {
+      await api("POST", `/collections/${encodeURIComponent(name)}/items`, { items: batch });
     }
     await loadCollections(name);
   } catch (error) {
     showError(error.message);
   }
+}
+
+// Requests of at most `count` items and about `bytes` of JSON: a few phone photos (data URIs, 4/3 of the
+// file size) would otherwise pass the server's body limit (32 MiB by default) and fail the whole batch.
+function* batches(items, count, bytes) {
+  let batch = [], size = 0;
+  for (const item of items) {
+    const length = JSON.stringify(item).length;
+    if (batch.length && (batch.length >= count || size + length > bytes)) { yield batch; batch = []; size = 0; }
+    batch.push(item);
+    size += length;
+  }
+  if (batch.length) yield batch;
 }
 
 async function readQuery() {

@@ -58,6 +58,11 @@ def test_query_slider_and_ranking_match_the_api(space_file, tmp_path, shared_dat
         page.goto(base + "/")
         page.wait_for_function("document.querySelectorAll('#space option').length > 0")
         assert page.locator("label[for=query-text]").inner_text().startswith("Text")  # inputs carry labels
+        # uploads go in requests of at most 16 items and ~8 MB of JSON (the body limit is 32 MiB): two 5 MB photos
+        # travel apart, small texts together
+        sizes = page.evaluate("[...batches([{image: 'x'.repeat(5e6)}, {image: 'x'.repeat(5e6)},"
+                              " ...Array(20).fill({text: 'a'})], 16, 8e6)].map(b => b.length)")
+        assert sizes == [1, 16, 5]
 
         # make a collection from real photos and typed texts, through the page
         page.click("#new-collection summary")
