@@ -68,7 +68,6 @@ class Engine:
         self.settings, self.metrics = settings, metrics
         self.spaces: dict[str, Space] = {}
         self.batchers: dict[int, Batcher] = {}  # by id() of the encoder object spaces share
-        self._encoders: dict[int, Encoder] = {}
         self.state = "starting"  # -> loading -> warming -> ready | failed; stopped
         self.error: str | None = None
         self._in_flight = 0
@@ -134,7 +133,7 @@ class Engine:
             batcher = Batcher(label, inner.encode, max_batch_size=self.settings.max_batch_size or inner.max_batch_size,
                               max_wait_s=self.settings.max_wait_ms / 1000.0, max_queue=self.settings.max_queue,
                               retry_after_s=self.settings.retry_after_s, metrics=self.metrics)
-            self.batchers[id(inner)], self._encoders[id(inner)] = batcher, inner
+            self.batchers[id(inner)] = batcher
         return BatchedEncoder(inner, self.batchers[id(inner)])
 
     async def warm_up(self) -> None:

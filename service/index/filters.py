@@ -92,15 +92,14 @@ def to_sql(filter_: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
                 present = [v for v in values if v is not None]
                 listed_null = len(present) < len(values)  # null in the list stands for a missing key
                 marks = ", ".join("?" * len(present))
+                listed = [(f"{field} {'NOT ' if op == 'nin' else ''}IN ({marks})", [path, *present])] if present else []
                 if op == "in":
-                    parts = [f"{field} IN ({marks})"] * bool(present) + [f"{field} IS NULL"] * listed_null
-                    joiner = " OR "
+                    parts = listed + ([(f"{field} IS NULL", [path])] if listed_null else [])
                 else:  # a missing key is outside the list unless null is in it
-                    parts = [f"{field} IS {'NOT ' if listed_null else ''}NULL"] + [f"{field} NOT IN ({marks})"] * bool(present)
-                    joiner = " AND " if listed_null else " OR "
-                clauses.append(joiner.join(parts))
-                for part in parts:
-                    params += [path, *present] if " IN (" in part else [path]
+                    parts = [(f"{field} IS {'NOT ' if listed_null else ''}NULL", [path]), *listed]
+                clauses.append((" AND " if op == "nin" and listed_null else " OR ").join(c for c, _ in parts))
+                for _, bound in parts:
+                    params += bound
             else:
                 valid = ", ".join(["eq", "ne", *_COMPARE, "in", "nin"])
                 raise InvalidFilterError(f"filter on {key!r}: unknown operator {op!r}; valid: {valid}")

@@ -8,6 +8,7 @@ touched: a slow encode never holds a collection's lock.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from bonds.enhance import blend
 from bonds.errors import DimensionError
 from bonds.mixing import ResolvedMixing
 from bonds.plan import Node
@@ -27,6 +29,7 @@ from service.index import (
     RAW_PLAN,
     Collection,
     CollectionStore,
+    Hit,
     IndexSettings,
     ItemNotFoundError,
     Record,
@@ -98,6 +101,22 @@ def at_default_mixing(collection: Collection, space: Space, plans: dict[str, Nod
     it scores those vectors directly instead of re-scoring candidates from their components."""
     default = collection_mixing(collection, space)
     return all(plan == space.plan(modality, default) for modality, plan in plans.items())
+
+
+def enhanced(collection: Collection, plans: dict[str, Node], query_d: np.ndarray, modality: str, k: int, t: float,
+             alpha: float, exclude: Sequence[str] = (), indexed: bool = False) -> tuple[np.ndarray, list[Hit]]:
+    """ImageBind-LLM's cache model over the collection's `modality` items (bonds.enhance.blend): the query
+    pulled toward its k nearest, all under `plans`, and the neighbours used. Its vectors are read after the
+    search, so a neighbour deleted in between drops out. Blocking: call it off the event loop."""
+    hits = collection.search(plans, query_d, k, None, [modality], exclude, None, indexed)
+    if not hits:
+        return query_d, []
+    values_kd, found = collection.item_vectors(plans, [h.key for h in hits])
+    hits = [h for h, kept in zip(hits, found, strict=True) if kept]
+    if not hits:
+        return query_d, []
+    scores_1k = np.array([[h.score for h in hits]])
+    return blend(query_d[None, :], scores_1k, values_kd[found][None], t=t, alpha=alpha)[0], hits
 
 
 def check_vector(space: Space, vector: np.ndarray, fingerprint: str | None, allowed: set[str], what: str) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 from fastapi import APIRouter, File, Form, UploadFile
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bonds.enhance import DEFAULT_ALPHA, DEFAULT_K, DEFAULT_T, blend
+from bonds.enhance import DEFAULT_ALPHA, DEFAULT_K, DEFAULT_T
 from bonds.errors import MixingError
 from bonds.mixing import Mixing
 from service.deps import EngineDep, MetricsDep, SettingsDep, StoreDep
@@ -26,7 +26,7 @@ from service.index import RAW_MODALITY, SpaceMismatchError
 from service.inputs import parse_inputs, parse_uploads
 from service.metrics import Metrics
 from service.responses import VectorResponse
-from service.routers.collections import at_default_mixing, open_collection
+from service.routers.collections import at_default_mixing, enhanced, open_collection
 from service.settings import Settings
 
 router = APIRouter(tags=["embed"])
@@ -113,13 +113,7 @@ def enhance(store: Any, engine: Engine, result: Embedded, spec: Enhance) -> np.n
     out = result.vectors.copy()
     indexed = at_default_mixing(collection, space, plans)
     for i, query_d in enumerate(result.vectors):
-        hits = collection.search(plans, query_d, spec.k, None, [spec.modality], at_default_mixing=indexed)
-        if not hits:
-            continue
-        values_kd, found = collection.item_vectors(plans, [hit.key for hit in hits])
-        if found.any():  # an item deleted since the search drops out
-            scores_1k = np.array([[hit.score for hit, kept in zip(hits, found, strict=True) if kept]])
-            out[i] = blend(query_d[None], scores_1k, values_kd[found][None], spec.t, spec.alpha)[0]
+        out[i], _ = enhanced(collection, plans, query_d, spec.modality, spec.k, spec.t, spec.alpha, indexed=indexed)
     return out
 
 

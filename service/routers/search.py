@@ -18,7 +18,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from bonds.enhance import DEFAULT_ALPHA, DEFAULT_K, DEFAULT_T, blend
+from bonds.enhance import DEFAULT_ALPHA, DEFAULT_K, DEFAULT_T
 from bonds.errors import ModalityError
 from bonds.mixing import ResolvedMixing
 from bonds.plan import Node
@@ -30,7 +30,7 @@ from service.errors import InvalidInput
 from service.index import RAW_MODALITY, Collection, ItemNotFoundError
 from service.index.search import plan_for
 from service.inputs import UnicodeText, parse_inputs
-from service.routers.collections import at_default_mixing, check_vector, open_collection
+from service.routers.collections import at_default_mixing, check_vector, enhanced, open_collection
 from service.settings import Settings
 
 router = APIRouter(tags=["search"])
@@ -143,15 +143,6 @@ async def _enhance(enhance: Enhance, collection: Collection, plans: dict, indexe
     if enhance.modality not in collection.meta["groups"] or enhance.modality == RAW_MODALITY:
         have = ", ".join(m for m in collection.meta["groups"] if m != RAW_MODALITY) or "(none)"
         raise InvalidInput(f"enhance.modality {enhance.modality!r}: the collection has no such items; it has {have}")
-    hits = await run_in_threadpool(collection.search, plans, query, enhance.k, None, [enhance.modality], exclude,
-                                   None, indexed)
-    if not hits:
-        return query, []
-    values, found = await run_in_threadpool(collection.item_vectors, plans, [h.key for h in hits])
-    hits = [h for h, kept in zip(hits, found, strict=True) if kept]  # one deleted meanwhile drops out
-    if not hits:
-        return query, []
-    values = values[found]
-    scores = np.array([[h.score for h in hits]])
-    enhanced = blend(query[None, :], scores, values[None], t=enhance.t, alpha=enhance.alpha)[0]
-    return enhanced, [{"id": h.key, "score": h.score} for h in hits]
+    query, hits = await run_in_threadpool(enhanced, collection, plans, query, enhance.modality, enhance.k, enhance.t,
+                                          enhance.alpha, exclude, indexed)
+    return query, [{"id": h.key, "score": h.score} for h in hits]
