@@ -100,6 +100,8 @@ class MiniLMEncoder(Encoder):
         # the tokenizer's Rust object takes its padding/truncation settings per call: not thread-safe
         self._tokenize_lock = _shared("minilm-tokenizer-lock", "any", threading.Lock)
         self.runtime, self.model = _minilm_model(runtime, self.device, self._probe())
+        if self.runtime == "onnx":  # its batches run in cache-sized chunks: 128 texts a call beat 32 by ~1.15x
+            self.max_batch_size = ONNX_MAX_BATCH
 
     def preprocess(self, modality: str, items: Sequence[Any]) -> dict[str, Any]:
         with self._tokenize_lock:
@@ -127,6 +129,7 @@ class MiniLMEncoder(Encoder):
 
 
 RUNTIMES = ("auto", "onnx", "torch")
+ONNX_MAX_BATCH = 128
 
 
 def _minilm_folder() -> str:

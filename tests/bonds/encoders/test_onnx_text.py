@@ -66,6 +66,14 @@ def test_chunked_runs_match_pytorch(folder, left):
     assert np.allclose(single, got, atol=1e-6)
 
 
+def test_many_small_chunks_match_pytorch(folder, monkeypatch):
+    monkeypatch.setattr(onnx_text, "CHUNK_TOKENS", 20)  # 19 texts in about ten chunks, two threads taking turns
+    model = onnx_text.load(folder, lambda: _load(folder), _batch(LENGTHS[:2]), threads=2)
+    batch = _batch()
+    assert len(onnx_text.balanced_chunks(batch["attention_mask"].sum(1), 2, max_tokens=20)) > 4
+    assert np.allclose(model.pooled(batch), _torch_pooled(_load(folder), batch), atol=1e-5)
+
+
 def test_one_text_matches_its_row_in_a_batch(folder):
     model = onnx_text.load(folder, lambda: _load(folder), _batch(LENGTHS[:2]), threads=2)
     batch = _batch()
@@ -120,6 +128,21 @@ def test_chunks_cover_every_row_once_and_even_out_padded_sizes(chunks):
     by_count = np.array_split(np.argsort(lengths), chunks)  # the naive split: equal rows per chunk
     assert largest(parts) <= largest(by_count)
     assert largest(parts) < 1.6 * lengths.sum() / chunks + lengths.max()  # near an even share of the tokens
+
+
+@pytest.mark.parametrize("max_tokens", [48, 64, 128])
+def test_a_token_cap_makes_more_chunks_longest_first_each_within_the_cap(max_tokens):
+    lengths = np.random.default_rng(max_tokens).integers(8, 40, 128)
+    parts = onnx_text.balanced_chunks(lengths, 2, max_tokens=max_tokens)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(128))
+    assert len(parts) >= lengths.sum() / max_tokens  # no fewer groups than the cap allows
+    assert all(len(group) * lengths[group].max() <= max_tokens for group in parts)
+    for longer, shorter in zip(parts, parts[1:]):  # similar lengths together, longest group first
+        assert lengths[longer].min() >= lengths[shorter].max()
+    below_longest = onnx_text.balanced_chunks(lengths, 2, max_tokens=7)  # every text is over the cap: each alone
+    assert len(below_longest) == 128 and all(len(group) == 1 for group in below_longest)
+    uncapped = onnx_text.balanced_chunks(lengths, 2, max_tokens=10**6)
+    assert [g.tolist() for g in uncapped] == [g.tolist() for g in onnx_text.balanced_chunks(lengths, 2)]
 
 
 def test_pruning_keeps_other_folders_and_running_exports(folder, tmp_path):
