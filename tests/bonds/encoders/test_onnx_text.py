@@ -3,6 +3,7 @@ through the same code path, checked against PyTorch (chunked runs, padding on ei
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 
@@ -137,7 +138,7 @@ def test_a_token_cap_makes_more_chunks_longest_first_each_within_the_cap(max_tok
     assert sorted(np.concatenate(parts).tolist()) == list(range(128))
     assert len(parts) >= lengths.sum() / max_tokens  # no fewer groups than the cap allows
     assert all(len(group) * lengths[group].max() <= max_tokens for group in parts)
-    for longer, shorter in zip(parts, parts[1:]):  # similar lengths together, longest group first
+    for longer, shorter in itertools.pairwise(parts):  # similar lengths together, longest group first
         assert lengths[longer].min() >= lengths[shorter].max()
     below_longest = onnx_text.balanced_chunks(lengths, 2, max_tokens=7)  # every text is over the cap: each alone
     assert len(below_longest) == 128 and all(len(group) == 1 for group in below_longest)
