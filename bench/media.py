@@ -53,7 +53,7 @@ def bare(modality: str, files: list[bytes], items: int) -> dict[str, Any]:
     work = [files[i % len(files)] for i in range(items)]
     started = time.perf_counter()
     for at in range(0, items, BATCH):
-        encoder.encode(modality, [decode(f) for f in work[at : at + BATCH]])
+        encoder.encode(modality, [decode(f) for f in work[at : at + BATCH]], batch_size=BATCH)
     seconds = time.perf_counter() - started
     del encoder
     gc.collect()

@@ -1,10 +1,11 @@
 """Dynamic batching: items of many requests share one model call, made in the encoder's own thread.
 
 A request's items go into a bounded queue, each with its own future. A worker task takes the oldest
-items as soon as `max_batch_size` are waiting or the oldest has waited `max_wait_s`, and runs the model
-once per modality of the batch in a dedicated thread (one thread per encoder: models are not called
-concurrently, and the event loop stays free). A queue that cannot take all of a request's items
-refuses them with `Overloaded` (HTTP 429) instead of growing without bound.
+items as soon as a full batch is waiting (`max_batch_size`, which may differ per modality) or the oldest
+has waited `max_wait_s`, and runs the model once per modality of the batch in a dedicated thread (one
+thread per encoder: models are not called concurrently, and the event loop stays free). A queue that
+cannot take all of a request's items refuses them with `Overloaded` (HTTP 429) instead of growing
+without bound.
 
 Queue and futures live on the event loop, so a request costs no lock and no thread switch of its own:
 the only hand-offs are one per batch, to the model thread and back.
@@ -49,10 +50,13 @@ class _Job:
 
 
 class Batcher:
-    def __init__(self, name: str, encode: Callable[[str, Sequence[Any]], Encoded], *, max_batch_size: int,
-                 max_wait_s: float, max_queue: int, retry_after_s: int = 1, metrics: Metrics | None = None):
+    def __init__(self, name: str, encode: Callable[[str, Sequence[Any]], Encoded], *,
+                 max_batch_size: int | Callable[[str], int], max_wait_s: float, max_queue: int,
+                 retry_after_s: int = 1, metrics: Metrics | None = None):
+        """`max_batch_size`: items per model call, or a function of the modality that gives them."""
         self.name, self._encode = name, encode
-        self.max_batch_size, self.max_wait_s, self.max_queue = max_batch_size, max_wait_s, max_queue
+        self.batch_limit = max_batch_size if callable(max_batch_size) else (lambda _modality: max_batch_size)
+        self.max_wait_s, self.max_queue = max_wait_s, max_queue
         self.retry_after_s, self.metrics = retry_after_s, metrics
         self._queue: deque[_Job] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -147,7 +151,7 @@ class Batcher:
             self._wakeup.clear()
             await self._wakeup.wait()
         deadline = self._queue[0].enqueued + self.max_wait_s
-        while len(self._queue) < self.max_batch_size and not self._stopping:
+        while len(self._queue) < self.batch_limit(self._queue[0].modality) and not self._stopping:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 break
@@ -156,7 +160,20 @@ class Batcher:
                 await asyncio.wait_for(self._wakeup.wait(), remaining)
             except TimeoutError:
                 break
-        return [self._queue.popleft() for _ in range(min(self.max_batch_size, len(self._queue)))]
+        return self._take()
+
+    def _take(self) -> list[_Job]:
+        """The oldest items, up to each modality's limit: the first item whose modality is full stays, and
+        so does everything behind it (no item overtakes an older one)."""
+        taken: list[_Job] = []
+        counts: dict[str, int] = {}
+        while self._queue:
+            modality = self._queue[0].modality
+            if counts.get(modality, 0) >= self.batch_limit(modality):
+                break
+            counts[modality] = counts.get(modality, 0) + 1
+            taken.append(self._queue.popleft())
+        return taken
 
     async def _process(self, jobs: list[_Job]) -> None:
         started = time.perf_counter()

@@ -11,6 +11,7 @@ Admission is by items in flight (`max_queue`): a request that does not fit is a 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,7 +24,7 @@ import anyio
 import numpy as np
 
 from bonds.description import load_space
-from bonds.encoders.base import Audio, Encoder
+from bonds.encoders.base import Audio, Encoded, Encoder
 from bonds.errors import DescriptionError, DimensionError, FreeBindError, UnknownNameError
 from bonds.mixing import ResolvedMixing
 from bonds.plan import Encode, Node, Project
@@ -130,7 +131,9 @@ class Engine:
         inner = encoder.inner if isinstance(encoder, BatchedEncoder) else encoder
         if id(inner) not in self.batchers:
             label = inner.name if all(b.name != inner.name for b in self.batchers.values()) else f"{inner.name}#{len(self.batchers)}"
-            batcher = Batcher(label, inner.encode, max_batch_size=self.settings.max_batch_size or inner.max_batch_size,
+            override = self.settings.max_batch_size
+            batcher = Batcher(label, functools.partial(_one_call, inner),
+                              max_batch_size=(lambda _modality: override) if override else inner.batch_size,
                               max_wait_s=self.settings.max_wait_ms / 1000.0, max_queue=self.settings.max_queue,
                               retry_after_s=self.settings.retry_after_s, metrics=self.metrics)
             self.batchers[id(inner)] = batcher
@@ -298,6 +301,12 @@ class Engine:
             finally:
                 PREFETCHED.reset(token)
         return out
+
+
+def _one_call(encoder: Encoder, modality: str, items: Sequence[Any]) -> Encoded:
+    """A batch the batcher formed, run as one model call: its size already follows the limit chosen (an
+    operator's FREEBIND_MAX_BATCH_SIZE may exceed the encoder's own default, which must not split it)."""
+    return encoder.encode(modality, items, batch_size=len(items))
 
 
 def _encoder_leaves(node: Node) -> set[Encode]:

@@ -78,13 +78,19 @@ class Encoder(ABC):
         array = outputs.detach().float().cpu().numpy() if hasattr(outputs, "detach") else outputs
         return Encoded(l2_normalize(array))
 
-    def encode(self, modality: str, items: Sequence[Any]) -> Encoded:
+    def batch_size(self, modality: str) -> int:
+        """Items per model call of `modality` (`max_batch_size` unless a modality's model wants another)."""
+        return self.max_batch_size
+
+    def encode(self, modality: str, items: Sequence[Any], batch_size: int | None = None) -> Encoded:
+        """Unit-norm vectors of `items`, in model calls of `batch_size` items (default: `batch_size(modality)`)."""
         self.check_modality(modality)
         if len(items) == 0:
             return Encoded(np.zeros((0, self.dim), dtype=np.float32), [])
+        size = max(1, int(batch_size or self.batch_size(modality)))
         out: list[Encoded] = []
-        for start in range(0, len(items), self.max_batch_size):
-            chunk = items[start : start + self.max_batch_size]
+        for start in range(0, len(items), size):
+            chunk = items[start : start + size]
             out.append(self._encode_chunk(modality, chunk))
         vectors = np.concatenate([o.vectors for o in out]).astype(np.float32, copy=False)
         return Encoded(vectors, [n for o in out for n in o.notes])

@@ -387,6 +387,9 @@ class StarterEncoder(Encoder):
         ).to(self.device)
         self.whisper = _shared("whisper", str(self.device), lambda: _load_whisper(self.device))
 
+    def batch_size(self, modality: str) -> int:
+        return self.text.max_batch_size if modality == "text" else self.max_batch_size  # texts: as MiniLM alone
+
     def preprocess(self, modality: str, items: Sequence[Any]) -> Any:
         if modality == "text":
             return self.text.preprocess(modality, items)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bonds.description import load_space
+from bonds.encoders.base import Encoder
 from bonds.media import decode_audio, decode_image
 from tests.service.conftest import png_bytes, wav_bytes
 from tests.service.tiny_space import DIM, SPACE
@@ -167,6 +168,25 @@ def test_concurrent_requests_share_batches(make_client, library):
     calls = registry.get_sample_value("freebind_batch_size_count", {"encoder": "base"})
     items = registry.get_sample_value("freebind_batch_size_sum", {"encoder": "base"})
     assert items == len(texts) and calls < len(texts)  # 12 one-item requests, fewer model calls
+
+
+@pytest.mark.parametrize("max_batch_size", [None, 64])
+def test_model_calls_take_the_configured_batch_size(make_client, library, monkeypatch, max_batch_size):
+    """The encoder's own size by default; an operator's larger FREEBIND_MAX_BATCH_SIZE is not split back into it."""
+    texts = [f"caption {i}" for i in range(50)]
+    expected = library.embed("text", texts)
+    sizes: list[int] = []
+    chunk = Encoder._encode_chunk
+
+    def recorded(self, modality, items):
+        if self.name == "base":
+            sizes.append(len(items))
+        return chunk(self, modality, items)
+
+    monkeypatch.setattr(Encoder, "_encode_chunk", recorded)
+    client = make_client(max_batch_size=max_batch_size, warmup=False)
+    np.testing.assert_allclose([row["embedding"] for row in post(client, inputs=texts)["data"]], expected, atol=1e-6)
+    assert sizes == ([32, 18] if max_batch_size is None else [50])
 
 
 def test_enhance_pulls_queries_toward_a_collection(client):

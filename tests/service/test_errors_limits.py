@@ -208,6 +208,32 @@ def test_a_bad_item_fails_only_itself():
     run(body)
 
 
+def test_batch_limits_can_differ_per_modality_and_no_item_overtakes_an_older_one():
+    calls: list[tuple[str, list]] = []
+    gate = threading.Event()
+
+    def encode(modality, items):
+        gate.wait(5)
+        calls.append((modality, list(items)))
+        return Encoded(np.ones((len(items), 2), dtype=np.float32))
+
+    async def body():
+        limits = {"text": 4, "audio": 1}
+        batcher = Batcher("t", encode, max_batch_size=limits.__getitem__, max_wait_s=0.0, max_queue=100)
+        batcher.start()
+        first = batcher.submit("text", ["warm"])  # holds the model thread while the rest queue up
+        await asyncio.sleep(0.05)
+        rest = [*batcher.submit("audio", ["a1", "a2"]), *batcher.submit("text", [f"t{i}" for i in range(6)])]
+        gate.set()
+        await asyncio.gather(*first, *rest)
+        await batcher.stop()
+        # audio one clip a call; texts four a call; a2 waits for a1's call, and the texts behind a2 wait for it
+        assert calls == [("text", ["warm"]), ("audio", ["a1"]), ("audio", ["a2"]), ("text", ["t0", "t1", "t2", "t3"]),
+                         ("text", ["t4", "t5"])]
+
+    run(body)
+
+
 def test_a_full_queue_refuses_whole_requests_and_stop_drains():
     calls: list[list] = []
     gate = threading.Event()
