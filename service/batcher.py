@@ -1,11 +1,13 @@
 """Dynamic batching: items of many requests share one model call, made in the encoder's own thread.
 
-A request's items go into a bounded queue, each with its own future. A worker task takes the oldest
-items as soon as a full batch is waiting (`max_batch_size`, which may differ per modality) or the oldest
-has waited `max_wait_s`, and runs the model once per modality of the batch in a dedicated thread (one
-thread per encoder: models are not called concurrently, and the event loop stays free). A queue that
-cannot take all of a request's items refuses them with `Overloaded` (HTTP 429) instead of growing
-without bound.
+A request's items go into a bounded queue per modality, each with its own future. A worker task serves
+the modalities in turn: it takes the next modality's oldest items as soon as a full batch of them is
+waiting (`max_batch_size`, which may differ per modality) or the oldest has waited `max_wait_s`, and
+runs the model on them in a dedicated thread (one thread per encoder: models are not called
+concurrently, and the event loop stays free). Turns keep a slow modality from holding up a fast one:
+with one first-come queue, a text behind a few dozen speech clips waited for all of them. The queues
+together take at most `max_queue` items; a request they cannot take whole is refused with `Overloaded`
+(HTTP 429) instead of growing without bound.
 
 Queue and futures live on the event loop, so a request costs no lock and no thread switch of its own:
 the only hand-offs are one per batch, to the model thread and back.
@@ -58,7 +60,8 @@ class Batcher:
         self.batch_limit = max_batch_size if callable(max_batch_size) else (lambda _modality: max_batch_size)
         self.max_wait_s, self.max_queue = max_wait_s, max_queue
         self.retry_after_s, self.metrics = retry_after_s, metrics
-        self._queue: deque[_Job] = deque()
+        self._queues: dict[str, deque[_Job]] = {}  # by modality, in the order modalities first came
+        self._served_last: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._wakeup: asyncio.Event | None = None
@@ -68,7 +71,7 @@ class Batcher:
         self.died: BaseException | None = None
         self.failures: dict[str, int] = {}  # modality -> model calls failed in a row
         if metrics is not None:
-            metrics.queue_depth.labels(name).set_function(lambda: len(self._queue))
+            metrics.queue_depth.labels(name).set_function(lambda: self.depth)
 
     # --- lifecycle (on the event loop) ------------------------------------------------------------
     def start(self) -> None:
@@ -100,19 +103,19 @@ class Batcher:
 
     @property
     def depth(self) -> int:
-        return len(self._queue)
+        return sum(len(queue) for queue in self._queues.values())
 
     # --- callers' side ----------------------------------------------------------------------------
     def submit(self, modality: str, items: Sequence[Any]) -> list[asyncio.Future]:
         """Queue every item or none (a request is never half admitted). Call on the event loop."""
         if self._stopping or not self.alive:
             raise NotReady(f"the batching worker of encoder {self.name!r} is not running")
-        if len(self._queue) + len(items) > self.max_queue:
-            raise Overloaded(f"encoder {self.name!r} has {len(self._queue)} items queued (limit {self.max_queue}); "
+        if self.depth + len(items) > self.max_queue:
+            raise Overloaded(f"encoder {self.name!r} has {self.depth} items queued (limit {self.max_queue}); "
                              "retry later", retry_after_s=self.retry_after_s)
         now = time.perf_counter()
         jobs = [_Job(modality, item, now, self._loop.create_future()) for item in items]
-        self._queue.extend(jobs)
+        self._queues.setdefault(modality, deque()).extend(jobs)
         self._wakeup.set()
         return [job.future for job in jobs]
 
@@ -138,20 +141,22 @@ class Batcher:
         except BaseException as exc:  # noqa: BLE001 - even SystemExit from the model thread: record, answer, end
             self.died = exc
             log.critical("batching worker of %s died; /health now fails", self.name, exc_info=exc)
-            left, self._queue = [*(jobs or []), *self._queue], deque()
+            left = [*(jobs or []), *(job for queue in self._queues.values() for job in queue)]
+            self._queues = {}
             for job in left:
                 if not job.future.done():
                     job.future.set_exception(NotReady(f"the batching worker of encoder {self.name!r} stopped"))
 
     async def _next_batch(self) -> list[_Job] | None:
-        """Wait for the first item, then for a full batch or the oldest item's deadline."""
-        while not self._queue:
+        """Wait for the first item, then for a full batch of the next modality's or its oldest item's deadline."""
+        while (modality := self._next_modality()) is None:
             if self._stopping:
                 return None
             self._wakeup.clear()
             await self._wakeup.wait()
-        deadline = self._queue[0].enqueued + self.max_wait_s
-        while len(self._queue) < self.batch_limit(self._queue[0].modality) and not self._stopping:
+        queue, limit = self._queues[modality], self.batch_limit(modality)
+        deadline = queue[0].enqueued + self.max_wait_s
+        while len(queue) < limit and not self._stopping:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 break
@@ -160,20 +165,14 @@ class Batcher:
                 await asyncio.wait_for(self._wakeup.wait(), remaining)
             except TimeoutError:
                 break
-        return self._take()
+        self._served_last = modality
+        return [queue.popleft() for _ in range(min(limit, len(queue)))]
 
-    def _take(self) -> list[_Job]:
-        """The oldest items, up to each modality's limit: the first item whose modality is full stays, and
-        so does everything behind it (no item overtakes an older one)."""
-        taken: list[_Job] = []
-        counts: dict[str, int] = {}
-        while self._queue:
-            modality = self._queue[0].modality
-            if counts.get(modality, 0) >= self.batch_limit(modality):
-                break
-            counts[modality] = counts.get(modality, 0) + 1
-            taken.append(self._queue.popleft())
-        return taken
+    def _next_modality(self) -> str | None:
+        """The first modality with items waiting after the one served last (round robin), or None."""
+        order = list(self._queues)
+        start = order.index(self._served_last) + 1 if self._served_last in self._queues else 0
+        return next((m for m in order[start:] + order[:start] if self._queues[m]), None)
 
     async def _process(self, jobs: list[_Job]) -> None:
         started = time.perf_counter()
@@ -181,11 +180,8 @@ class Batcher:
         if self.metrics is not None and jobs:
             for job in jobs:
                 self.metrics.observe("queue", started - job.enqueued)
-        by_modality: dict[str, list[_Job]] = {}
-        for job in jobs:
-            by_modality.setdefault(job.modality, []).append(job)
-        for modality, group in by_modality.items():
-            await self._call(modality, group)
+        if jobs:  # a batch is of one modality
+            await self._call(jobs[0].modality, jobs)
 
     async def _call(self, modality: str, jobs: list[_Job]) -> None:
         started = time.perf_counter()

@@ -130,6 +130,7 @@ class MiniLMEncoder(Encoder):
 
 RUNTIMES = ("auto", "onnx", "torch")
 ONNX_MAX_BATCH = 128
+AUDIO_BATCH = 1
 
 
 def _minilm_folder() -> str:
@@ -388,7 +389,11 @@ class StarterEncoder(Encoder):
         self.whisper = _shared("whisper", str(self.device), lambda: _load_whisper(self.device))
 
     def batch_size(self, modality: str) -> int:
-        return self.text.max_batch_size if modality == "text" else self.max_batch_size  # texts: as MiniLM alone
+        if modality == "text":
+            return self.text.max_batch_size  # as MiniLM alone
+        # Whisper transcribes clip by clip (~0.6 s each here), so larger batches gain nothing, and a
+        # batcher serving modalities in turn makes the texts and images waiting meanwhile wait a whole batch
+        return AUDIO_BATCH if modality == "audio" else self.max_batch_size
 
     def preprocess(self, modality: str, items: Sequence[Any]) -> Any:
         if modality == "text":
