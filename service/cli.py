@@ -29,7 +29,7 @@ def serve_command(
                                      help="folder ${models_root} in space descriptions points to"),
     device: str = typer.Option(None, "--device", envvar="FREEBIND_DEVICE", help="torch device: cpu, cuda, cuda:1"),
     max_batch_size: int = typer.Option(None, "--max-batch-size", envvar="FREEBIND_MAX_BATCH_SIZE",
-                                       help="items per model call [the encoder's own]"),
+                                       help="items per model call, any modality [each encoder's own]"),
     max_wait_ms: float = typer.Option(None, "--max-wait-ms", envvar="FREEBIND_MAX_WAIT_MS",
                                       help="how long an idle model waits for a batch to fill [0]"),
     allow_urls: bool = typer.Option(None, "--allow-urls/--no-allow-urls", envvar="FREEBIND_ALLOW_URLS",

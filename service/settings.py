@@ -61,7 +61,8 @@ class Settings(BaseSettings):
     playground: bool = Field(True, description="serve the playground page at /")
 
     # --- batching and back-pressure ----------------------------------------------------------------
-    max_batch_size: int | None = Field(None, ge=1, description="items per model call (default: the encoder's)")
+    max_batch_size: int | None = Field(None, ge=1,
+                                       description="items per model call, any modality (default: each encoder's own)")
     # 0: no idle wait; items that arrive while the model runs still form the next batch. Measured on
     # the tiny encoder + 8 ms/call: 5 ms only added latency alone and did not raise throughput under load.
     max_wait_ms: float = Field(0.0, ge=0, description="how long an idle model waits for a batch to fill")
