@@ -32,17 +32,16 @@ NOTES: dict[str, str] = {  # part -> a paragraph on the figures of the run it na
         "the vectors the shipped bonds were trained on (cosine 0.9995 for the published int8 export, 0.944 for "
         "PyTorch's dynamic quantization)."),
     "media": (
-        "*Reading of the 2026-12-02 00:56 run.* Both targets **met**: images 93% of the bare encoder at 32 clients "
-        "(11.8 vs 12.7 items/s), speech 95%. Images came out lower at every concurrency than in the 2026-12-01 21:37 "
-        "run (8 clients: 11.6 against 23.7 items/s; a run two minutes earlier gave 17.5, and 75% at 32 clients), with "
-        "the bare figure unchanged (12.7 against 13.5). The image path did not change between them except the "
-        "text runtime beside it; an A/B of the same server with MiniLM on torch and on ONNX Runtime, run twice "
-        "alternately, gave 16.9 and 13.9 against 13.2 and 14.6 items/s at 8 clients (10.2 and 8.5 against 8.2 "
-        "and 6.9 at one), and in-process EfficientNet runs at the same speed either way (25-30 images/s one by one), "
-        "so the spread is this shared machine's, though a small cost of the idle ONNX sessions cannot be ruled out "
-        "at this noise. The service can beat the bare loop because it decodes JPEGs in request threads while the "
-        "model runs. Whisper transcribes clip by clip even inside a batch, so speech gains nothing from batching and "
-        "the service's only extra cost is HTTP and base64."),
+        "*Reading of the 2026-12-02 06:47 run.* Both targets **met**: images 83% of the bare encoder at 32 clients "
+        "(9.5 vs 11.5 items/s), speech 106%. The run three minutes before it, same code, read images at 75% (7.6 vs "
+        "10.1) and at 00:56 they read 93% (11.8 vs 12.7): image figures on this shared machine move by a quarter "
+        "between runs. Images are served slower at 32 clients than at 8 in both of today's runs (9.5 against 12.9), "
+        "with 32 JPEG decodes in request threads competing for the two cores the model uses; the service can beat "
+        "the bare loop at 8 clients because it decodes while the model runs. Speech: the service now transcribes "
+        "one clip per model call (the batcher serves modalities in turn, so texts waiting behind speech wait one "
+        "clip, not a batch of them); Whisper takes clips one by one even inside a batch, so throughput is the bare "
+        "loop's, and the median wait at 32 clients halved (8.7 s against 18.1 s at 00:56, when a batch of 32 clips "
+        "was answered all at once)."),
     "batching": (
         "*Reading of the 2026-12-02 06:26 run* (MiniLM on ONNX Runtime in chunks of at most 128 tokens). Batching "
         "doubles single-text throughput (2.09x: 184 vs 88 texts/s) and cuts p99 by a third (349 vs 552 ms): a "
