@@ -394,8 +394,10 @@ class StarterEncoder(Encoder):
         self.whisper = _shared("whisper", str(self.device), lambda: _load_whisper(self.device))
 
     def batch_size(self, modality: str) -> int:
-        if modality != "audio":  # as MiniLM and EfficientNet alone
-            return self.text.max_batch_size if modality == "text" else self.image.max_batch_size
+        if modality == "text":
+            return self.text.max_batch_size  # as MiniLM alone
+        if modality == "image":
+            return self.image.max_batch_size  # as EfficientNet alone
         # Whisper transcribes clip by clip (~0.6 s each here), so larger batches gain nothing, and a
         # batcher serving modalities in turn makes the texts and images waiting meanwhile wait a whole batch
         return AUDIO_BATCH
