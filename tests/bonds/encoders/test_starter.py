@@ -172,6 +172,15 @@ def test_spoken_digits_are_nearest_their_word(starter, shared_data):
     assert accuracy >= 0.75, f"FSDD accuracy {accuracy:.2f} on {len(rows)} clips"
 
 
+def test_clips_transcribed_side_by_side_match_one_by_one(starter, shared_data):
+    rows = _rows(shared_data / "fsdd-dev")[:: FSDD_STEP * 4][:4]
+    clips = [_audio(shared_data / "fsdd-dev" / r["audio"]) for r in rows]
+    together = starter.encode("audio", clips, batch_size=len(clips))  # the workers share one batch
+    alone = [starter.encode("audio", [clip]) for clip in clips]
+    assert together.notes == [a.notes[0] for a in alone] and together.notes[0].startswith("transcript: ")
+    np.testing.assert_allclose(together.vectors, np.concatenate([a.vectors for a in alone]), atol=1e-5)
+
+
 def test_silence_and_animal_sounds_are_not_passed_off_as_speech(starter, shared_data):
     silence = Audio(np.zeros(8000, dtype=np.float32), 8000)  # 1 s
     quiet_hiss = Audio((np.random.default_rng(0).standard_normal(16000) * 1e-3).astype(np.float32), 16000)
@@ -186,13 +195,16 @@ def test_silence_and_animal_sounds_are_not_passed_off_as_speech(starter, shared_
 
 
 def test_each_modality_is_called_in_its_own_batch_size(starter, monkeypatch):
-    """Texts and images in MiniLM's and EfficientNet's own sizes; speech clip by clip, as Whisper takes them."""
+    """Texts and images in MiniLM's and EfficientNet's own sizes; speech one clip per Whisper worker."""
     sizes: list[tuple[str, int]] = []
     chunk = starter._encode_chunk
     monkeypatch.setattr(starter, "_encode_chunk", lambda m, items: sizes.append((m, len(items))) or chunk(m, items))
     starter.encode("text", ["a cat"] * (starter.text.max_batch_size + 1))
     starter.encode("audio", [Audio(np.zeros(1600, dtype=np.float32), 16000)] * 3)
-    assert sizes == [("text", starter.text.max_batch_size), ("text", 1), *[("audio", 1)] * 3]
+    per_call = starter.batch_size("audio")
+    assert per_call == starter.whisper_workers  # one clip per Whisper worker
+    assert sizes == [("text", starter.text.max_batch_size), ("text", 1),
+                     *(("audio", min(per_call, 3 - start)) for start in range(0, 3, per_call))]
     # on CPU: MiniLM on ONNX takes large batches, EfficientNet small ones (cache-sized activations)
     assert starter.text.max_batch_size > starter.max_batch_size > starter.batch_size("image") == starter.image.max_batch_size
 
