@@ -330,8 +330,13 @@ def _load_whisper(device: torch.device, workers: int):
     # int8 is the fastest CPU compute type and gives the same transcripts on these clips. One-thread
     # workers, one clip each side by side: 2.4-2.6 clips/s on two cores against 1.6-1.7 for one clip at
     # a time on two threads, the same transcripts (a lone clip takes ~25% longer)
-    return WhisperModel(str(get_model_path()), device="cpu", compute_type="int8", cpu_threads=1,
-                        num_workers=workers, local_files_only=True)
+    threads = torch.get_num_threads()
+    model = WhisperModel(str(get_model_path()), device="cpu", compute_type="int8", cpu_threads=1,
+                         num_workers=workers, local_files_only=True)
+    # CTranslate2 sets the process's OpenMP threads to its own cpu_threads, which torch shares: left at 1,
+    # every torch model loaded in this process (EfficientNet: 26 -> 15 images/s) would run on one core
+    torch.set_num_threads(threads)
+    return model
 
 
 def transcribe(model, samples_16k: np.ndarray, vad: bool = VAD_DEFAULT) -> str:

@@ -181,6 +181,18 @@ def test_clips_transcribed_side_by_side_match_one_by_one(starter, shared_data):
     np.testing.assert_allclose(together.vectors, np.concatenate([a.vectors for a in alone]), atol=1e-5)
 
 
+def test_loading_whisper_leaves_torch_threads_alone():
+    from bonds.encoders.starter import _load_whisper
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        _load_whisper(torch.device("cpu"), workers=2)  # one-thread CTranslate2 workers
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_silence_and_animal_sounds_are_not_passed_off_as_speech(starter, shared_data):
     silence = Audio(np.zeros(8000, dtype=np.float32), 8000)  # 1 s
     quiet_hiss = Audio((np.random.default_rng(0).standard_normal(16000) * 1e-3).astype(np.float32), 16000)
