@@ -15,12 +15,16 @@ import json
 import time
 from typing import Any
 
+import numpy as np
+
 from bench import load as loadgen
 from bench.common import SPACES, log, pyplot, quick, save_plot, shared_data
 from bench.servers import freebind
+from bench.text import median_cells
 
 CONCURRENCY = (1, 8, 32)
 TARGET_SHARE, TARGET_CONCURRENCY = 0.7, 32
+ROUNDS = 3
 BATCH = 32  # besides the encoder's own size: the bare figure is the faster of the two
 
 
@@ -100,19 +104,36 @@ def plot(results: dict[str, dict]) -> str:
 
 
 def run() -> dict[str, Any]:
+    """`ROUNDS` rounds of bare then served, as in part 1: cells are medians over rounds, and the target's
+    share is the median of the rounds' own shares (one round's image share read anywhere from 43% to 94%
+    on this shared machine)."""
     inputs = {"image": image_files(), "audio": audio_files(16 if quick() else 48)}
     if quick():
         inputs["image"] = inputs["image"][:16]
-    results: dict[str, dict] = {}
-    for modality, files in inputs.items():
-        results[modality] = {"files": len(files), "bare": bare(modality, files, len(files) if quick() or modality == "audio" else 2 * len(files))}
-        log.info("bare %s: %.1f items/s", modality, results[modality]["bare"]["items_per_s"])
-    with freebind(SPACES / "starter.yaml", "starter") as (base, _):
+    rounds: list[dict[str, dict]] = []
+    for number in range(1, (1 if quick() else ROUNDS) + 1):
+        results: dict[str, dict] = {}
         for modality, files in inputs.items():
-            results[modality]["service"] = served(f"{base}/embed", modality, bodies(modality, files))
-    for r in results.values():
-        at = next(c for c in r["service"] if c["concurrency"] == TARGET_CONCURRENCY)
-        share = at["items_per_s"] / r["bare"]["items_per_s"]
-        r["target"] = {"share_of_bare": round(share, 2), "met": bool(share >= TARGET_SHARE)}
-    return {"results": results, "target": {"share": TARGET_SHARE, "concurrency": TARGET_CONCURRENCY},
-            "plot": plot(results)}
+            items = len(files) if quick() or modality == "audio" else 2 * len(files)
+            results[modality] = {"files": len(files), "bare": bare(modality, files, items)}
+            log.info("round %d, bare %s: %.1f items/s", number, modality, results[modality]["bare"]["items_per_s"])
+        with freebind(SPACES / "starter.yaml", "starter") as (base, _):
+            for modality, files in inputs.items():
+                results[modality]["service"] = served(f"{base}/embed", modality, bodies(modality, files))
+        rounds.append(results)
+    merged = {modality: merge([r[modality] for r in rounds]) for modality in inputs}
+    return {"results": merged, "rounds": len(rounds), "target": {"share": TARGET_SHARE, "concurrency": TARGET_CONCURRENCY},
+            "plot": plot(merged)}
+
+
+def merge(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One modality's rounds: median bare and served figures, and the median of the rounds' shares."""
+    shares = [next(c for c in r["service"] if c["concurrency"] == TARGET_CONCURRENCY)["items_per_s"]
+              / r["bare"]["items_per_s"] for r in rounds]
+    bare_speeds = [r["bare"]["items_per_s"] for r in rounds]
+    middle = rounds[int(np.argsort(bare_speeds)[len(bare_speeds) // 2])]["bare"]  # the median round's bare run
+    share = float(np.median(shares))
+    return {"files": rounds[0]["files"], "bare": {**middle, "items_per_s_rounds": bare_speeds},
+            "service": median_cells([r["service"] for r in rounds]),
+            "target": {"share_of_bare": round(share, 2), "share_rounds": [round(x, 2) for x in shares],
+                       "met": bool(share >= TARGET_SHARE)}}
