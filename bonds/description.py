@@ -200,14 +200,8 @@ def load_space(
         raise type(exc)(f"{path}: {exc}") from None
 
 
-def _require(data: Mapping[str, Any], key: str, where: str) -> Any:
-    if key not in data:
-        raise DescriptionError(f"{where} is missing {key!r}")
-    return data[key]
-
-
 def _encoder_space(name: str, spec: Mapping[str, Any], device: str | None, cache) -> EncoderSpace:
-    kind = _require(spec, "kind", f"encoder {name!r}")
+    kind = spec["kind"]
     options = dict(spec.get("options") or {})
     key = json.dumps([kind, options, device], sort_keys=True, default=str)
     if key not in cache:
@@ -229,8 +223,9 @@ def _checkpoint(folder: str, root: Path) -> Path:
 
 
 def _build(data: Mapping[str, Any], path: Path, device: str | None, cache) -> Space:
+    """The space of a description that passed `validate_description` (keys and bond kinds are not re-checked)."""
     root = path.parent
-    encoders_spec = _require(data, "encoders", "description")
+    encoders_spec = data["encoders"]
     built: dict[str, Space] = {}
 
     def named(name: str, where: str) -> Space:
@@ -241,38 +236,36 @@ def _build(data: Mapping[str, Any], path: Path, device: str | None, cache) -> Sp
             built[name] = _encoder_space(name, encoders_spec[name], device, cache)
         return built[name]
 
-    space = named(_require(data, "base", "description"), "base")
+    space = named(data["base"], "base")
     bond_specs = list(data.get("bonds") or [])
     for i, bond in enumerate(bond_specs):
         where = f"bonds[{i}]"
-        name, kind = _require(bond, "name", where), _require(bond, "kind", where)
+        name, kind = bond["name"], bond["kind"]
         last = i == len(bond_specs) - 1
         presets = data.get("presets") if last else None
         default_preset = data.get("default_preset") if last else None
         if kind == "displacement":
-            expert = named(_require(bond, "expert", where), f"{where}.expert")
+            expert = named(bond["expert"], f"{where}.expert")
             projector, _ = load_bond_checkpoint(
-                _checkpoint(_require(bond, "checkpoint", where), root), kind="displacement",
+                _checkpoint(bond["checkpoint"], root), kind="displacement",
                 d_in=space.dim, d_out=expert.dim, device=device or "cpu",
             )
             space = DisplacementBond(name, space, expert, projector, bond.get("factors"), presets, default_preset,
                                      expert_name=bond["expert"])
             _check_factor_modalities(space, bond, where)
-        elif kind == "combination":
+        else:  # combination, the schema's only other kind
             experts, projectors, weights = {}, {}, {}
-            for expert_name, spec in _require(bond, "experts", where).items():
+            for expert_name, spec in bond["experts"].items():
                 expert = named(expert_name, f"{where}.experts")
                 experts[expert_name] = expert
                 projectors[expert_name], _ = load_bond_checkpoint(
-                    _checkpoint(_require(spec, "checkpoint", f"{where}.experts.{expert_name}"), root),
+                    _checkpoint(spec["checkpoint"], root),
                     kind="combination", d_in=expert.dim, d_out=space.dim, device=device or "cpu",
                 )
                 weights[expert_name] = float(spec.get("weight", 1.0))
             space = CombinationBond(name, space, experts, projectors, bond.get("factors"), weights, presets,
                                     default_preset)
             _check_factor_modalities(space, bond, where)
-        else:
-            raise DescriptionError(f"{where}: unknown bond kind {kind!r}; valid: displacement, combination")
     space.name = data.get("name", path.stem)
     if not bond_specs:
         space.presets = {}
