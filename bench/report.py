@@ -114,6 +114,11 @@ def fixed(x: float | None, digits: int) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
+def per_round(values: list[float] | None, one=fmt) -> str:
+    """A figure's value in each round, "a / b / c" ("-" for a run without rounds)."""
+    return " / ".join(one(x) for x in values) if values else "-"
+
+
 def table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
             *("| " + " | ".join(fmt(c) for c in row) + " |" for row in rows), ""]
@@ -133,7 +138,7 @@ def plot(r: dict[str, Any], alt: str) -> list[str]:
 # --- the parts ------------------------------------------------------------------------------------
 def text(r: dict[str, Any]) -> list[str]:
     rows = [[server, c["items_per_request"], c["concurrency"], c["items_per_s"],
-             " / ".join(fmt(x) for x in c.get("items_per_s_rounds", [])), c["p50_ms"], c["p99_ms"],
+             per_round(c.get("items_per_s_rounds")), c["p50_ms"], c["p99_ms"],
              sum(c["errors"].values()) if c["errors"] else 0]
             for server, cells in r["results"].items() for c in cells]
     rounds = r.get("rounds", 1)
@@ -144,15 +149,12 @@ def text(r: dict[str, Any]) -> list[str]:
     out += table(["server", "texts/request", "concurrency", "texts/s", "texts/s per round", "p50 ms", "p99 ms", "errors"], rows)
     out += table(["request size", "freebind / infinity texts/s at 32", "per round", "p99 ratio",
                   f"target (>= {r['target']['speedup']}x, p99 no worse)"],
-                 [[k.replace("_", " "), fixed(v["speedup"], 2), " / ".join(fixed(x, 2) for x in v.get("speedup_rounds", [])),
+                 [[k.replace("_", " "), fixed(v["speedup"], 2), per_round(v.get("speedup_rounds"), lambda x: fixed(x, 2)),
                    fixed(v["p99_ratio"], 2), v["met"]] for k, v in r["target"]["by_size"].items()])
     return out + plot(r, "MiniLM over HTTP: freebind vs infinity")
 
 
 def media(r: dict[str, Any]) -> list[str]:
-    def per_round(values) -> str:
-        return " / ".join(fixed(x, 1) for x in values) if values else "-"
-
     rows = []
     for modality, m in r["results"].items():
         tried = " vs ".join(f"{size}: {speed}" for size, speed in m["bare"].get("by_batch", {}).items())
@@ -166,7 +168,7 @@ def media(r: dict[str, Any]) -> list[str]:
     out += table(["modality", "how", "concurrency", "items/s", "items/s per round", "p50 ms", "p99 ms"], rows)
     out += table(["modality", f"service / bare at concurrency {r['target']['concurrency']}", "per round",
                   f"target (>= {r['target']['share']:.0%})"],
-                 [[k, f"{v['target']['share_of_bare']:.0%}", " / ".join(f"{x:.0%}" for x in v["target"].get("share_rounds", [])),
+                 [[k, f"{v['target']['share_of_bare']:.0%}", per_round(v["target"].get("share_rounds"), "{:.0%}".format),
                    v["target"]["met"]] for k, v in r["results"].items()])
     return out + plot(r, "service vs bare encoder")
 
