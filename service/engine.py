@@ -131,9 +131,8 @@ class Engine:
         inner = encoder.inner if isinstance(encoder, BatchedEncoder) else encoder
         if id(inner) not in self.batchers:
             label = inner.name if all(b.name != inner.name for b in self.batchers.values()) else f"{inner.name}#{len(self.batchers)}"
-            override = self.settings.max_batch_size
             batcher = Batcher(label, functools.partial(_one_call, inner),
-                              max_batch_size=(lambda _modality: override) if override else inner.batch_size,
+                              max_batch_size=self.settings.max_batch_size or inner.batch_size,
                               max_wait_s=self.settings.max_wait_ms / 1000.0, max_queue=self.settings.max_queue,
                               retry_after_s=self.settings.retry_after_s, metrics=self.metrics)
             self.batchers[id(inner)] = batcher
