@@ -1,22 +1,23 @@
-# FreeBind service image. CPU by default (torch from PyTorch's CPU index); `--build-arg CUDA=1` builds the
-# CUDA variant (PyPI's CUDA torch build, which brings its own CUDA libraries, + faiss-gpu) on the same base.
-# The install steps are scripts/install.sh, the same script `make install` and CI run.
+# FreeBind service image. CPU by default (locks/docker.txt: torch from PyTorch's CPU index); `--build-arg
+# CUDA=1` builds the CUDA variant (locks/cuda.txt: PyPI's CUDA torch build, which brings its own CUDA
+# libraries, + faiss-gpu) on the same base. The install steps are scripts/install.sh, the same script
+# `make install` and CI run, from the same hash-checked locks.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE} AS build
 ARG CUDA=0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # System packages for tests and training (chromium, espeak-ng, WordNet) stay out of the image;
 # the runtime stage installs the one library serving needs (libsndfile).
-ENV VENV=/opt/freebind/.venv FREEBIND_CUDA=${CUDA} FREEBIND_SKIP_APT=1 FREEBIND_EXTRAS=models,milvus PIP_NO_CACHE_DIR=1
+ENV VENV=/opt/freebind/.venv FREEBIND_CUDA=${CUDA} FREEBIND_SKIP_APT=1 FREEBIND_PROFILE=docker PIP_NO_CACHE_DIR=1
 RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends make git && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/freebind
 COPY pyproject.toml README.md Makefile ./
 COPY scripts ./scripts
+COPY locks ./locks
 COPY bonds ./bonds
 COPY training ./training
 COPY service ./service
-# the CUDA variant takes PyPI's torch (the CUDA build): no CPU index there
-RUN TORCH_INDEX_URL=$([ "${CUDA}" = 1 ] || echo "${TORCH_INDEX_URL}") bash scripts/install.sh && rm -rf /root/.cache
+RUN TORCH_INDEX_URL=${TORCH_INDEX_URL} bash scripts/install.sh && rm -rf /root/.cache
 
 FROM ${BASE_IMAGE} AS runtime
 # Runtime system packages only (audio decoding); the build stage's compilers stay behind.

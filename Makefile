@@ -5,14 +5,17 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SPACE ?= starter_e5
 
-.PHONY: install test lint serve bonds bench soak clean
+.PHONY: install install-test test lint serve lock bonds bench soak clean
 
-install: $(VENV)/.installed
+# Each profile installs from its lock (locks/<profile>.txt, hash-checked): `serve` the service and its
+# offline models, `test` adds the lint/test/bench tools, Milvus Lite and Chromium.
+install: $(VENV)/.installed-serve
+install-test: $(VENV)/.installed-test
 
-$(VENV)/.installed: pyproject.toml scripts/install.sh
-	VENV=$(VENV) bash scripts/install.sh
+$(VENV)/.installed-%: locks/%.txt pyproject.toml scripts/install.sh
+	VENV=$(VENV) FREEBIND_PROFILE=$* bash scripts/install.sh
 
-lint: install
+lint: install-test
 	$(BIN)/ruff check bonds training service tests bench
 
 test: lint
@@ -21,15 +24,20 @@ test: lint
 serve: install
 	$(BIN)/freebind serve --host $(HOST) --port $(PORT) --space $(SPACE)
 
+# After a change to pyproject.toml's dependencies, or to move to newer releases on purpose: regenerates
+# every lock in locks/ (uv, from PyPI; EXCLUDE_NEWER=YYYY-MM-DD locks what was out on that day)
+lock: install-test
+	UV=$(BIN)/uv bash scripts/lock.sh
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
 
-bonds: install
+bonds: install-test  # training reads WordNet and espeak-ng speech (the test profile's system packages)
 	BIN=$(BIN) bash scripts/make_bonds.sh
 
-bench: install  # speed and quality figures (~45 min on 2 cores): `make bench PARTS=search` runs one part
+bench: install-test  # speed and quality figures (~45 min on 2 cores): `make bench PARTS=search` runs one part
 	$(BIN)/python -m bench $(PARTS)
 
-soak: install  # long reliability runs (~15 min): schema fuzzing at length, 64-client load, 20 kill -9 trials
+soak: install-test  # long reliability runs (~15 min): schema fuzzing at length, 64-client load, 20 kill -9 trials
 	FREEBIND_FUZZ_EXAMPLES=300 $(BIN)/python -m pytest -q tests/reliability/test_schema_fuzz.py
 	$(BIN)/python bench/soak.py $(SOAK_ARGS)
