@@ -46,6 +46,7 @@ from torch.nn import functional as F
 
 from bonds.encoders import onnx_text
 from bonds.encoders.base import Audio, Encoded, Encoder, l2_normalize
+from bonds.encoders.numerals import spell_numbers
 from bonds.encoders.registry import ENCODERS
 from bonds.media import resample
 
@@ -437,7 +438,9 @@ class StarterEncoder(Encoder):
         if modality == "image":
             return self.conse(self.image.forward(modality, batch))
         transcripts = self._transcripts(batch)
-        return self.text.forward("text", self.text.preprocess("text", transcripts)), transcripts
+        # embedded with numbers in words ("7." and "seven." must land together); the note keeps what was heard
+        spoken = [spell_numbers(text) for text in transcripts]
+        return self.text.forward("text", self.text.preprocess("text", spoken)), transcripts
 
     def _transcripts(self, waves: list[np.ndarray]) -> list[str]:
         if self._transcribers is None or len(waves) < 2:

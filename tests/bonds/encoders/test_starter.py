@@ -181,6 +181,22 @@ def test_clips_transcribed_side_by_side_match_one_by_one(starter, shared_data):
     np.testing.assert_allclose(together.vectors, np.concatenate([a.vectors for a in alone]), atol=1e-5)
 
 
+def test_a_numeral_transcript_embeds_as_its_words_and_the_note_keeps_it(starter, shared_data, monkeypatch):
+    """Whisper writes spoken "seven" as "seven." or "7." depending on the CPU's int8 kernels (MKL on Intel,
+    oneDNN on AMD): both must give the vector of "seven.", and the note what was heard."""
+    import bonds.encoders.starter as starter_module
+
+    clip = _audio(shared_data / "fsdd-dev" / "recordings" / "7_george_0.wav")
+    vectors = {}
+    for heard in ("7.", "seven."):
+        monkeypatch.setattr(starter_module, "transcribe", lambda model, wave, vad=True, heard=heard: heard)
+        encoded = starter.encode("audio", [clip])
+        assert encoded.notes == [f"transcript: {heard}"]
+        vectors[heard] = encoded.vectors[0]
+    np.testing.assert_allclose(vectors["7."], vectors["seven."], atol=1e-6)
+    np.testing.assert_allclose(vectors["7."], starter.encode("text", ["seven."]).vectors[0], atol=1e-5)
+
+
 def test_loading_whisper_leaves_torch_threads_alone():
     from bonds.encoders.starter import _load_whisper
 
