@@ -89,6 +89,24 @@ def leaves(node: Node) -> list[Leaf]:
     return list(found.values())
 
 
+def encoder_leaves(node: Node) -> list[Encode]:
+    """Every encoder output a plan is a function of, projections' sources included, in first-seen order:
+    what a caller must encode before `Space.evaluate` can run the plan."""
+    found: dict[str, Encode] = {}
+
+    def walk(n: Node) -> None:
+        if isinstance(n, Encode):
+            found.setdefault(n.key, n)
+        elif isinstance(n, Project):
+            walk(n.source)
+        else:
+            for _, child in n.terms:
+                walk(child)
+
+    walk(node)
+    return list(found.values())
+
+
 def materialize(node: Node, values: dict[str, np.ndarray]) -> np.ndarray:
     """The plan's vectors `(n, d)` from the leaf values `key -> (n, d)`."""
     if not isinstance(node, Sum):

@@ -176,14 +176,14 @@ def test_model_calls_take_the_configured_batch_size(make_client, library, monkey
     texts = [f"caption {i}" for i in range(50)]
     expected = library.embed("text", texts)
     sizes: list[int] = []
-    chunk = Encoder._encode_chunk
+    chunk = Encoder.encode_prepared
 
     def recorded(self, modality, items):
         if self.name == "base":
             sizes.append(len(items))
         return chunk(self, modality, items)
 
-    monkeypatch.setattr(Encoder, "_encode_chunk", recorded)
+    monkeypatch.setattr(Encoder, "encode_prepared", recorded)
     client = make_client(max_batch_size=max_batch_size, warmup=False)
     np.testing.assert_allclose([row["embedding"] for row in post(client, inputs=texts)["data"]], expected, atol=1e-6)
     assert sizes == ([32, 18] if max_batch_size is None else [50])

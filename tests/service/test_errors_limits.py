@@ -255,12 +255,35 @@ def test_a_full_queue_refuses_whole_requests_and_stop_drains():
     run(body)
 
 
-def test_a_thread_can_wait_on_the_batcher():
+def test_items_are_prepared_in_the_pool_while_the_model_runs():
+    """The prepare step of the next batch's items runs while the model thread is busy with this one; a
+    failing prepare fails its own item only, and a bad input's failure does not count against the encoder."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    calls: list[list] = []
+    gate, prepared_while_busy = threading.Event(), threading.Event()
+
+    def prepare(modality, item):
+        if item == "bad":
+            raise MediaError("cannot read this one")
+        if item == "next" and not gate.is_set():  # the model thread is still held at the gate
+            prepared_while_busy.set()
+        return item.upper()
+
     async def body():
-        batcher = Batcher("t", fake_encoder([]), max_batch_size=8, max_wait_s=0.0, max_queue=100)
-        batcher.start()
-        encoded = await asyncio.to_thread(batcher.encode, "text", ["abc", "de"])
-        assert encoded.vectors[:, 0].tolist() == [3.0, 2.0]
-        await batcher.stop()
+        with ThreadPoolExecutor(2) as pool:
+            batcher = Batcher("t", fake_encoder(calls, gate), prepare=prepare, prepare_pool=pool, max_batch_size=8,
+                              max_wait_s=0.0, max_queue=100)
+            batcher.start()
+            first = batcher.submit("text", ["warm"])
+            await asyncio.sleep(0.05)  # the model thread now waits at the gate with ["WARM"]
+            rest = batcher.submit("text", ["next", "bad", "ok"])
+            await asyncio.to_thread(prepared_while_busy.wait, 5)
+            gate.set()
+            assert (await first[0])[0][0] == 4.0 and (await rest[0])[0][0] == 4.0 and (await rest[2])[0][0] == 2.0
+            with pytest.raises(MediaError):
+                await rest[1]
+            assert prepared_while_busy.is_set() and calls == [["WARM"], ["NEXT", "OK"]] and batcher.healthy
+            await batcher.stop()
 
     run(body)

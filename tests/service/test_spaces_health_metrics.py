@@ -96,7 +96,7 @@ def test_a_dead_worker_fails_health_and_requests(client):
     def die(modality, items):
         raise SystemExit("simulated crash of the model thread")
 
-    batcher._encode = die
+    batcher._run_model = die
     dying = client.post("/embed", json={"inputs": ["x"]})
     assert dying.status_code == 503  # answered, not left hanging
     assert not batcher.alive and batcher.died is not None
@@ -108,19 +108,19 @@ def test_a_dead_worker_fails_health_and_requests(client):
 
 def test_a_failing_encoder_turns_unready_and_recovers(client, caplog):
     batcher = next(b for b in client.app.state.engine.batchers.values() if b.name == "base")
-    healthy_encode = batcher._encode
+    healthy_encode = batcher._run_model
 
     def broken(modality, items):
         raise RuntimeError("device lost: secret internal detail")
 
-    batcher._encode = broken
+    batcher._run_model = broken
     for _ in range(FAILURE_LIMIT):
         r = client.post("/embed", json={"inputs": ["x"]})
         assert r.status_code == 500 and "secret" not in r.text and r.json()["request_id"] == r.headers["x-request-id"]
     assert "secret internal detail" in caplog.text  # the log has it, the client does not
     assert client.get("/health/live").status_code == 200  # a restart is not needed...
     assert client.get("/health/ready").status_code == 503  # ...but traffic should go elsewhere
-    batcher._encode = healthy_encode
+    batcher._run_model = healthy_encode
     assert client.get("/health/ready").status_code == 200  # the readiness probe proved it works again
     assert client.post("/embed", json={"inputs": ["x"]}).status_code == 200
 
@@ -129,34 +129,34 @@ def test_a_modality_that_keeps_failing_keeps_the_service_unready(client):
     """Failures count per modality: a working text path must not hide (or reset) a broken image path, and
     the readiness probe tries the modality that failed."""
     batcher = next(b for b in client.app.state.engine.batchers.values() if b.name == "base")
-    healthy_encode = batcher._encode
+    healthy_encode = batcher._run_model
 
     def images_broken(modality, items):
         if modality == "image":
             raise RuntimeError("image path lost")
         return healthy_encode(modality, items)
 
-    batcher._encode = images_broken
+    batcher._run_model = images_broken
     image = {"image": "data:image/png;base64," + base64.b64encode(png_bytes()).decode()}
     for _ in range(FAILURE_LIMIT):
         assert client.post("/embed", json={"inputs": [image]}).status_code == 500
         assert client.post("/embed", json={"inputs": ["x"]}).status_code == 200  # text interleaved, still fine
     assert client.get("/health/ready").status_code == 503  # probed with an image, not with text
-    batcher._encode = healthy_encode
+    batcher._run_model = healthy_encode
     assert client.get("/health/ready").status_code == 200
 
 
 def test_an_encoder_answering_the_wrong_number_of_rows_fails_that_batch_only(client):
     batcher = next(b for b in client.app.state.engine.batchers.values() if b.name == "base")
-    healthy_encode = batcher._encode
+    healthy_encode = batcher._run_model
 
     def short(modality, items):
         encoded = healthy_encode(modality, items)
         return type(encoded)(encoded.vectors[:-1], encoded.notes[:-1])
 
-    batcher._encode = short
+    batcher._run_model = short
     assert client.post("/embed", json={"inputs": ["x", "y"]}).status_code == 500
-    batcher._encode = healthy_encode
+    batcher._run_model = healthy_encode
     assert batcher.alive and client.post("/embed", json={"inputs": ["x"]}).status_code == 200  # the worker lives on
 
 
