@@ -28,6 +28,9 @@ def serve_command(
     models_root: Path = typer.Option(None, "--models-root", envvar="FREEBIND_MODELS_ROOT",
                                      help="folder ${models_root} in space descriptions points to"),
     device: str = typer.Option(None, "--device", envvar="FREEBIND_DEVICE", help="torch device: cpu, cuda, cuda:1"),
+    dtype: str = typer.Option(None, "--dtype", envvar="FREEBIND_DTYPE",
+                              help="encoder precision: auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, "
+                                   "float16 [auto]"),
     max_batch_size: int = typer.Option(None, "--max-batch-size", envvar="FREEBIND_MAX_BATCH_SIZE",
                                        help="items per model call, any modality [each encoder's own]"),
     max_wait_ms: float = typer.Option(None, "--max-wait-ms", envvar="FREEBIND_MAX_WAIT_MS",
@@ -42,7 +45,7 @@ def serve_command(
 
     settings = get_settings(
         host=host, port=port, spaces=space or None, default_space=default_space, data_dir=data_dir, milvus_uri=milvus_uri,
-        models_root=models_root, device=device, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
+        models_root=models_root, device=device, dtype=dtype, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
         allow_urls=allow_urls, log_level=log_level,
     )
     logging.getLogger().setLevel(settings.log_level.upper())

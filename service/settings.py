@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     default_space: str | None = Field(None, description="space of requests that name none (default: the first)")
     models_root: Path | None = Field(None, description="folder that ${models_root} in descriptions refers to")
     device: str | None = Field(None, description="torch device for encoders and bonds (cpu, cuda, cuda:1)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="precision encoders compute in: auto = bfloat16 on CUDA, float32 on CPU")
+    # one pool for every encoder: resizing images and audio features while the models compute
+    preprocess_workers: int | None = Field(None, ge=1, le=256, description="threads preparing items for the "
+                                           "models (default: one per core, at most 16)")
     # torch's default is one intra-op thread per core; when request threads (decoding, JSON) or other
     # processes compete for those cores, its spinning threads slow a forward pass several-fold
     # (measured 10x for MiniLM on a busy 2-core machine): 1 is the safe choice on small shared hosts.

@@ -47,6 +47,7 @@ from torch.nn import functional as F
 from bonds.encoders import onnx_text
 from bonds.encoders.base import Audio, Encoded, Encoder, l2_normalize
 from bonds.encoders.numerals import spell_numbers
+from bonds.encoders.precision import resolve_dtype
 from bonds.encoders.registry import ENCODERS
 from bonds.media import resample
 
@@ -93,17 +94,25 @@ class MiniLMEncoder(Encoder):
     dim = 384
     licence = MINILM_LICENCE
 
-    def __init__(self, device: str = "cpu", max_length: int = 256, name: str = "minilm", runtime: str = "auto"):
+    def __init__(self, device: str = "cpu", max_length: int = 256, name: str = "minilm", runtime: str = "auto",
+                 dtype: str = "auto"):
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)}")
         self.name, self.max_length = name, int(max_length)
         self.device = _device(device)
+        self.precision = resolve_dtype(dtype, self.device)
+        if self.precision != "float32":  # ONNX Runtime runs the float32 export only
+            if runtime == "onnx":
+                raise ValueError(f"runtime 'onnx' computes in float32; dtype {dtype!r} needs runtime='torch'")
+            runtime = "torch"
         self.tokenizer = _shared("minilm-tokenizer", "any", _load_minilm_tokenizer)
         # the tokenizer's Rust object takes its padding/truncation settings per call: not thread-safe
         self._tokenize_lock = _shared("minilm-tokenizer-lock", "any", threading.Lock)
         self.runtime, self.model = _minilm_model(runtime, self.device, self._probe())
         if self.runtime == "onnx":  # its batches run in cache-sized chunks: 128 texts a call beat 32 by ~1.15x
             self.max_batch_size = ONNX_MAX_BATCH
+        elif self.device.type == "cuda":
+            self.max_batch_size = GPU_BATCH
 
     def preprocess(self, modality: str, items: Sequence[Any]) -> dict[str, Any]:
         with self._tokenize_lock:
@@ -132,6 +141,7 @@ class MiniLMEncoder(Encoder):
 
 RUNTIMES = ("auto", "onnx", "torch")
 ONNX_MAX_BATCH = 128
+GPU_BATCH = 256  # texts and images per call on CUDA, sized for throughput as ImageBind's towers are
 # EfficientNet-Lite0 on two CPU cores, decoded photos: 4 a call ran 31-35 images/s, 32 a call 13-16, one
 # by one 26 (the activations of a large batch do not fit in cache); GPUs keep the default
 CPU_IMAGE_BATCH = 4
@@ -261,6 +271,13 @@ def _load_efficientnet(device: torch.device) -> EfficientNetLite0:
     return model.to(device).eval()
 
 
+def efficientnet_precision(dtype: str | None, device: torch.device) -> str:
+    """float32 unless bf16/fp16 is asked for by name, on CUDA too: under bf16 autocast the ConSE vectors of
+    real photos fell to cosine 0.9987 of float32's (below the 0.999 bound), and a 0.4 GFLOP network has
+    little to gain."""
+    return resolve_dtype("float32" if dtype in (None, "auto") else dtype, device)
+
+
 def image_tensor(image, resize: int = IMAGE_SIZE, crop: int = IMAGE_SIZE) -> torch.Tensor:
     """RGB PIL image -> `(3, crop, crop)` input: shorter side to `resize` (bicubic), centre crop, Lite scaling."""
     from PIL import Image
@@ -283,18 +300,23 @@ class EfficientNetLite0Encoder(Encoder):
     licence = EFFICIENTNET_LICENCE
 
     def __init__(self, device: str = "cpu", output: str = "pooled", resize: int = IMAGE_SIZE,
-                 name: str = "efficientnet_lite0"):
+                 name: str = "efficientnet_lite0", dtype: str = "auto"):
         if output not in ("pooled", "logits"):
             raise ValueError(f"output must be 'pooled' or 'logits', got {output!r}")
         self.name, self.output, self.resize = name, output, int(resize)
         self.dim = 1280 if output == "pooled" else 1000
         self.device = _device(device)
+        self.precision = efficientnet_precision(dtype, self.device)
         self.model = _shared("efficientnet_lite0", str(self.device), lambda: _load_efficientnet(self.device))
-        if self.device.type == "cpu":  # small batches keep the activations in cache (see CPU_IMAGE_BATCH)
-            self.max_batch_size = CPU_IMAGE_BATCH
+        # small batches keep the activations in a CPU's cache (see CPU_IMAGE_BATCH)
+        self.max_batch_size = CPU_IMAGE_BATCH if self.device.type == "cpu" else GPU_BATCH
+
+    def prepare(self, modality: str, item: Any) -> torch.Tensor:
+        """Resized, cropped and scaled pixels, on the pipeline's CPU workers (Pillow releases the GIL)."""
+        return image_tensor(item, self.resize)
 
     def preprocess(self, modality: str, items: Sequence[Any]) -> torch.Tensor:
-        return torch.stack([image_tensor(image, self.resize) for image in items])
+        return torch.stack(list(items))
 
     def forward(self, modality: str, batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(self.device)
@@ -303,7 +325,7 @@ class EfficientNetLite0Encoder(Encoder):
     def classify(self, images: Sequence[Any]) -> np.ndarray:
         """ImageNet-1k class probabilities `(n, 1000)` of RGB PIL images."""
         with torch.inference_mode():
-            logits = self.model(self.preprocess("image", images).to(self.device))
+            logits = self.model(self.preprocess("image", [self.prepare("image", i) for i in images]).to(self.device))
         return torch.softmax(logits.float(), dim=-1).cpu().numpy()
 
 
@@ -393,16 +415,19 @@ class StarterEncoder(Encoder):
     licence = f"text: {MINILM_LICENCE}; image: {EFFICIENTNET_LICENCE}; audio: {WHISPER_LICENCE}"
 
     def __init__(self, device: str = "cpu", topk: int = 10, prototypes: str = DEFAULT_RECIPE, vad: bool = VAD_DEFAULT,
-                 name: str = "starter", runtime: str = "auto"):
+                 name: str = "starter", runtime: str = "auto", dtype: str = "auto"):
         if not 1 <= int(topk) <= 1000:
             raise ValueError(f"topk must be between 1 and 1000, got {topk!r}")
         self.name, self.topk, self.vad = name, int(topk), bool(vad)
-        self.text = MiniLMEncoder(device=device, runtime=runtime)  # runtime: MiniLM's (see there)
+        self.text = MiniLMEncoder(device=device, runtime=runtime, dtype=dtype)  # runtime: MiniLM's (see there)
+        # the classifier keeps its own precision rule (float32: see efficientnet_precision); `dtype` is MiniLM's
         self.image = EfficientNetLite0Encoder(device=device, output="logits")
-        self.device = self.text.device
-        # ~1000 short texts, embedded once per process and recipe (about a second on two CPU cores)
+        self.device, self.precision = self.text.device, self.text.precision
+        # ~1000 short texts, embedded once per process and recipe (about a second on two CPU cores), in float32
+        # whatever MiniLM's precision: images then get the same vectors in any precision
+        exact = self.text if self.text.precision == "float32" else MiniLMEncoder(device, runtime=self.text.runtime)
         self.prototypes_cd = torch.from_numpy(
-            _shared(f"prototypes:{prototypes}", str(self.device), lambda: class_prototypes(self.text, prototypes))
+            _shared(f"prototypes:{prototypes}", str(self.device), lambda: class_prototypes(exact, prototypes))
         ).to(self.device)
         self.whisper_workers = _whisper_workers(self.device)
         self.whisper = _shared(f"whisper-{self.whisper_workers}", str(self.device),
@@ -419,18 +444,30 @@ class StarterEncoder(Encoder):
         # batcher serving modalities in turn makes the texts and images waiting meanwhile wait a whole batch
         return self.whisper_workers
 
+    def precision_of(self, modality: str) -> str:
+        if modality == "image":
+            return self.image.precision
+        if modality == "audio":  # CTranslate2's own compute type (see _load_whisper); its transcript goes to MiniLM
+            return "float16" if self.device.type == "cuda" else "int8"
+        return self.text.precision
+
+    def prepare(self, modality: str, item: Any) -> Any:
+        """Per item, on the pipeline's CPU workers: image pixels, or speech resampled to Whisper's 16 kHz."""
+        if modality == "image":
+            return self.image.prepare(modality, item)
+        if modality == "audio":
+            if not isinstance(item, Audio):
+                raise TypeError(f"audio items must be bonds.encoders.Audio, got {type(item).__name__}")
+            # resampled here with our anti-aliased resampler; faster-whisper never decodes or resamples files
+            return resample(np.asarray(item.samples, dtype=np.float32), item.sample_rate, WHISPER_RATE)
+        return item
+
     def preprocess(self, modality: str, items: Sequence[Any]) -> Any:
         if modality == "text":
             return self.text.preprocess(modality, items)
         if modality == "image":
             return self.image.preprocess(modality, items)
-        waves = []
-        for audio in items:
-            if not isinstance(audio, Audio):
-                raise TypeError(f"audio items must be bonds.encoders.Audio, got {type(audio).__name__}")
-            # resampled here with our anti-aliased resampler; faster-whisper never decodes or resamples files
-            waves.append(resample(np.asarray(audio.samples, dtype=np.float32), audio.sample_rate, WHISPER_RATE))
-        return waves
+        return list(items)  # 16 kHz waveforms, transcribed side by side in `forward`
 
     def forward(self, modality: str, batch: Any) -> Any:
         if modality == "text":

@@ -203,3 +203,31 @@ def test_internvl_ib_pp_is_displacement_then_combination(client, models_root, en
         want = n((1 - f) * first + f * pooled)
     assert body["dim"] == INTERNVL_DIM
     assert np.allclose(got, want[0], atol=1e-5)
+
+
+def test_a_collection_built_in_fp32_stays_searchable_served_in_bf16(models_root, media, tmp_path):
+    """The precision is not part of a space's identity: a CPU server's collection (fp32) answers a bf16
+    server's queries, and /spaces and /health/ready say where and in what each encoder runs."""
+    root, _ = models_root
+    photos = {"dog": media["image"]}
+    texts = {"car": "the sound of a car engine", "bird": "a small bird singing"}
+    items = [{"id": k, "text": v} for k, v in texts.items()] + [
+        {"id": k, "image": base64.b64encode(v).decode()} for k, v in photos.items()]
+    runs = {}
+    for dtype in ("float32", "bfloat16"):
+        settings = Settings(spaces=["imagebind"], models_root=root, data_dir=tmp_path / "data", dtype=dtype)
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            assert client.portal.call(client.app.state.engine.wait_ready, 120), client.app.state.engine.error
+            if dtype == "float32":
+                assert client.post("/collections", json={"name": "c", "space": "imagebind"}).status_code == 201
+                assert client.post("/collections/c/items", json={"items": items}).status_code == 200
+            (space,) = client.get("/spaces").json()["spaces"]
+            ready = client.get("/health/ready").json()
+            assert space["encoders"]["imagebind"]["precision"] == ready["encoders"]["imagebind"]["precision"] == dtype
+            assert space["encoders"]["imagebind"]["device"] == "cpu"
+            found = client.post("/search", json={"collection": "c", "query": {"text": texts["bird"]}, "top_k": 3})
+            assert found.status_code == 200, found.text
+            runs[dtype] = (space["fingerprint"], found.json()["results"])
+    assert runs["float32"][0] == runs["bfloat16"][0]
+    assert runs["bfloat16"][1][0]["id"] == runs["float32"][1][0]["id"] == "bird"
+    assert abs(runs["bfloat16"][1][0]["score"] - runs["float32"][1][0]["score"]) < 2e-3

@@ -17,6 +17,7 @@ from bonds.encoders import create_encoder
 from bonds.encoders.base import Audio
 from bonds.encoders.imagebind import _bytes_to_unicode
 from bonds.errors import CheckpointError
+from tests.bonds.encoders.parity import assert_bf16_parity
 
 transformers = pytest.importorskip("transformers")
 
@@ -116,7 +117,7 @@ def test_clip_embeds_text_and_real_images_with_its_own_processor(clip_folder, sh
     reference = getattr(reference, "pooler_output", reference)
     assert np.allclose(vectors, torch.nn.functional.normalize(reference, dim=-1).numpy(), atol=1e-6)
     photos = [media.load("image", str(shared_data / "imagebind-demo" / f"{n}_image.jpg")) for n in ("dog", "car")]
-    assert encoder.preprocess("image", photos)["pixel_values"].shape == (2, 3, 32, 32)  # the folder's crop size
+    assert encoder.preprocess("image", [encoder.prepare("image", p) for p in photos])["pixel_values"].shape == (2, 3, 32, 32)  # the folder's crop size
     image_vectors = encoder.encode("image", photos).vectors
     _unit_rows(image_vectors, 2, 8)
     assert np.array_equal(image_vectors, encoder.encode("image", photos).vectors)
@@ -147,7 +148,7 @@ def test_clap_fusion_model_is_deterministic_on_long_audio(clap_fused, shared_dat
     first = clap_fused.encode("audio", [music]).vectors
     _unit_rows(first, 1, 8)
     assert np.array_equal(first, clap_fused.encode("audio", [music]).vectors)
-    batch = clap_fused.preprocess("audio", [music])
+    batch = clap_fused.preprocess("audio", [clap_fused.prepare("audio", music)])
     assert batch["input_features"].shape == (1, 4, 1001, 64) and batch["is_longer"].tolist() == [[True]]
     # the extractor alone crops at random, which is why the adapter chooses the crops itself ...
     extractor = clap_fused.processor.feature_extractor
@@ -166,7 +167,7 @@ def test_clap_fusion_model_is_deterministic_on_long_audio(clap_fused, shared_dat
 def test_clap_fusion_model_short_audio_and_other_rates(clap_fused, shared_data):
     dog = media.load("audio", str(shared_data / "imagebind-demo" / "dog_audio.wav"))  # 2.6 s, 44.1 kHz
     digit = media.load("audio", str(shared_data / "fsdd-dev" / "recordings" / "0_george_1.wav"))  # 8 kHz
-    batch = clap_fused.preprocess("audio", [dog, digit])
+    batch = clap_fused.preprocess("audio", [clap_fused.prepare("audio", a) for a in (dog, digit)])
     assert batch["input_features"].shape == (2, 4, 1001, 64) and batch["is_longer"].all()
     extractor = clap_fused.processor.feature_extractor
     wave = media.resample(digit.samples, 8000, 48000).astype(np.float64)  # resampled to the extractor's rate
@@ -183,7 +184,7 @@ def test_clap_without_fusion_takes_the_centre_of_long_audio(clap_unfused, shared
     horn = media.load("audio", str(shared_data / "esc50-demo" / "audio" / "car_horn_1-24074-A-43.wav"))
     long = Audio(np.concatenate([horn.samples, horn.samples, horn.samples[:22050]]), 44100)  # 10.5 s
     assert not clap_unfused.fusion
-    batch = clap_unfused.preprocess("audio", [long])
+    batch = clap_unfused.preprocess("audio", [clap_unfused.prepare("audio", long)])
     assert batch["input_features"].shape == (1, 1, 1001, 64)
     wave = media.resample(long.samples, 44100, 48000).astype(np.float64)
     start = (len(wave) - 480000) // 2
@@ -193,3 +194,20 @@ def test_clap_without_fusion_takes_the_centre_of_long_audio(clap_unfused, shared
     vectors = clap_unfused.encode("audio", [long, long]).vectors
     _unit_rows(vectors, 2, 8)
     assert np.array_equal(vectors, clap_unfused.encode("audio", [long, long]).vectors)
+
+
+# ---------------------------------------------------------------- precision
+
+
+@pytest.mark.parametrize("kind", ["clip", "siglip", "clap"])
+def test_bf16_matches_fp32_on_real_media(kind, clip_folder, siglip_folder, tmp_path_factory, shared_data):
+    farm = shared_data / "gcompris-farm"
+    if kind == "clap":
+        folder, encoder_kind = _write_clap(tmp_path_factory.mktemp("clap_bf16"), fusion=True), "clap"
+        items = {"text": ["a dog", "dog"],
+                 "audio": [media.load("audio", str(farm / f"{n}.ogg")) for n in ("dog", "cow")]}
+    else:
+        folder, encoder_kind = (clip_folder if kind == "clip" else siglip_folder), "clip"
+        items = {"text": ["a dog", "a photo of a bird"],
+                 "image": [media.load("image", str(farm / f"{n}.webp")) for n in ("dog", "sheep", "duck")]}
+    assert_bf16_parity(lambda dtype: create_encoder(encoder_kind, path=str(folder), dtype=dtype), items)

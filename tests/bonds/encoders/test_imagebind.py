@@ -22,9 +22,10 @@ from bonds import media
 from bonds.encoders import create_encoder
 from bonds.encoders.audio_features import FBANK_MEAN, FBANK_STD, clip_bounds, imagebind_audio_clips, kaldi_fbank
 from bonds.encoders.base import Audio
-from bonds.encoders.imagebind import ClipBpeTokenizer, _bytes_to_unicode, imagebind_image
+from bonds.encoders.imagebind import ClipBpeTokenizer, _bytes_to_unicode, imagebind_image, normalize_pixels
 from bonds.encoders.imagebind_model import ImageBindConfig, ImageBindModel
 from bonds.errors import CheckpointError
+from tests.bonds.encoders.parity import assert_bf16_parity
 
 CORPUS = "a dog . a car . a bird . a photo of a dog barking . the sound of a car engine . birds sing in the trees"
 
@@ -158,13 +159,35 @@ def test_user_checkpoint_loads_and_embeds_every_modality(encoder, user_files, sh
         assert np.array_equal(encoded.vectors, again)
         # the loaded weights are the saved ones: same numbers as the model that wrote the file
         with torch.inference_mode():
-            expected = reference.embed("vision" if modality == "image" else modality, encoder.preprocess(modality, batch)[0])
+            model_input = (torch.stack([imagebind_image(i) for i in batch]) if modality == "image"  # the float path
+                           else encoder.preprocess(modality, [encoder.prepare(modality, i) for i in batch])[0])
+            expected = reference.embed("vision" if modality == "image" else modality, model_input)
         assert np.allclose(encoded.vectors, torch.nn.functional.normalize(expected, dim=-1).numpy(), atol=1e-5)
+
+
+def test_bf16_matches_fp32_on_real_media(user_files, shared_data):
+    folder, _ = user_files
+    demo = shared_data / "imagebind-demo"
+    assert_bf16_parity(
+        lambda dtype: create_encoder("imagebind", checkpoint=str(folder / "imagebind_tiny.pth"), config="tiny", dtype=dtype),
+        {"text": ["A dog.", "A car", "A bird", "Two people on a bench by the river at dusk."],
+         "image": [_load(demo / f"{n}_image.jpg") for n in ("dog", "car", "bird")],
+         "audio": [_load(demo / "dog_audio.wav"), _load(shared_data / "fsdd-dev" / "recordings" / "0_george_0.wav")]})
+
+
+def test_images_cross_to_the_device_as_bytes_and_normalise_there(encoder, shared_data):
+    """Prepared images are uint8 (4x less to copy to a GPU); normalising them on the device gives the
+    float input the official pipeline computes on the CPU."""
+    photo = _load(shared_data / "imagebind-demo" / "dog_image.jpg")
+    pixels = encoder.prepare("image", photo)
+    assert pixels.dtype == torch.uint8 and pixels.shape == (3, 224, 224)
+    reference = imagebind_image(photo)[:, 0]
+    assert torch.equal(normalize_pixels(pixels.unsqueeze(0))[0], reference)
 
 
 def test_audio_embedding_is_the_mean_of_normalised_clip_embeddings(encoder, shared_data):
     audio = _load(shared_data / "esc50-demo" / "audio" / "car_horn_1-24074-A-43.wav")
-    clips = encoder.preprocess("audio", [audio])[0]  # (1, 3, 1, 128, 204)
+    clips = encoder.preprocess("audio", [encoder.prepare("audio", audio)])[0]  # (1, 3, 1, 128, 204)
     with torch.inference_mode():
         per_clip = torch.nn.functional.normalize(encoder.model.embed("audio", clips[0]), dim=-1)
     expected = torch.nn.functional.normalize(per_clip.mean(0), dim=-1).numpy()
@@ -223,7 +246,7 @@ def test_tokenizer_matches_transformers_clip_tokenizer(user_files, merges, tmp_p
 
 
 def test_tokenizer_layout_truncation_and_end_token(encoder):
-    ids, notes = encoder.preprocess("text", ["A  Dog.", "dog " * 200])
+    ids, notes = encoder.preprocess("text", [encoder.prepare("text", t) for t in ["A  Dog.", "dog " * 200]])
     assert ids.shape == (2, 77) and ids.dtype == torch.int64
     start, end = encoder.tokenizer.start, encoder.tokenizer.end
     assert ids[0, 0] == start and ids[0].argmax() == int((ids[0] != 0).sum()) - 1 and ids[0].max() == end

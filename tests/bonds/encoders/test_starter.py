@@ -15,6 +15,7 @@ from PIL import Image
 
 from bonds.encoders import Audio, create_encoder, list_encoders
 from bonds.media import decode_audio
+from tests.bonds.encoders.parity import assert_bf16_parity
 
 pytestmark = pytest.mark.models
 
@@ -225,8 +226,8 @@ def test_silence_and_animal_sounds_are_not_passed_off_as_speech(starter, shared_
 def test_each_modality_is_called_in_its_own_batch_size(starter, monkeypatch):
     """Texts and images in MiniLM's and EfficientNet's own sizes; speech one clip per Whisper worker."""
     sizes: list[tuple[str, int]] = []
-    chunk = starter._encode_chunk
-    monkeypatch.setattr(starter, "_encode_chunk", lambda m, items: sizes.append((m, len(items))) or chunk(m, items))
+    chunk = starter.encode_prepared
+    monkeypatch.setattr(starter, "encode_prepared", lambda m, items: sizes.append((m, len(items))) or chunk(m, items))
     starter.encode("text", ["a cat"] * (starter.text.max_batch_size + 1))
     starter.encode("audio", [Audio(np.zeros(1600, dtype=np.float32), 16000)] * 3)
     per_call = starter.batch_size("audio")
@@ -246,3 +247,21 @@ def test_same_input_gives_identical_vectors(starter, shared_data):
         assert np.array_equal(first.vectors, second.vectors), modality
         assert first.notes == second.notes
     assert starter.encode("audio", [clip]).notes[0].startswith("transcript: ")
+
+
+def test_bf16_matches_fp32_on_real_media(starter, shared_data):
+    """As the starter space runs on CUDA under dtype auto: MiniLM on torch in bf16; images (EfficientNet and
+    the class prototypes they mix) stay in float32, whose ConSE vectors fell to cosine 0.9987 in bf16."""
+    from bonds.encoders.starter import efficientnet_precision
+
+    captions = [json.loads(line)["captions"][0] for line in
+                (shared_data / "coco-mini" / "captions.jsonl").read_text().splitlines()[:6]]
+    assert_bf16_parity(lambda dtype: create_encoder("minilm", runtime="torch", dtype=dtype), {"text": captions})
+    photos = [_photo(shared_data / "gcompris-farm" / f"{n}.webp") for n in ("dog", "sheep", "duck")]
+    fast = create_encoder("starter", runtime="torch", dtype="bfloat16")
+    assert fast.info()["precision"] == {"text": "bfloat16", "image": "float32", "audio": "int8"}
+    exact = create_encoder("starter", runtime="torch")
+    assert np.array_equal(fast.encode("image", photos).vectors, exact.encode("image", photos).vectors)
+    assert efficientnet_precision("auto", torch.device("cuda")) == "float32"
+    with pytest.raises(ValueError, match="runtime='torch'"):
+        create_encoder("minilm", runtime="onnx", dtype="bfloat16")
