@@ -64,7 +64,8 @@ def machine() -> dict[str, Any]:
     import torch
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "memory_gib": _memory_gib(), "gpu": "none lent to this run",
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none lent to this run"
+    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "memory_gib": _memory_gib(), "gpu": gpu,
             "os": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "commit": commit or "unknown"}
 

@@ -248,6 +248,23 @@ def quality(r: dict[str, Any]) -> list[str]:
     return out + plot(r, "quality against the factor")
 
 
+def gpu(r: dict[str, Any]) -> list[str]:
+    out = [f"**Device:** {r['device']}; dense bf16 peak assumed {r['peak_bf16_tflops']} TFLOP/s (datasheet). "
+           "ImageBind-huge's architecture with random weights through the project's encoder and server.", ""]
+    rows = []
+    for modality, cell in r["bare"].items():
+        for label, v in cell["batches"].items():
+            rows.append([modality, cell["gflop_per_item"], label.replace("_b", ", batch "), fmt(v["items_per_s"]),
+                         fmt(v["tflops"]), "-" if v["share_of_bf16_peak"] is None else f"{v['share_of_bf16_peak']:.0%}"])
+    out += table(["modality", "GFLOP/item", "precision, batch", "items/s", "TFLOP/s", "share of bf16 peak"], rows)
+    out += ["", "Prepare step (per-item CPU work) in items/s: " + "; ".join(
+        f"{m} {c['prepare_items_per_s']}" for m, c in r["bare"].items()), ""]
+    rows = [[m, c["clients"], c["per_request"], fmt(c["items_per_s"]), fmt(c["p50_ms"]), fmt(c["p99_ms"]),
+             f"{c['items_per_s'] / r['bare'][m]['best_bf16_items_per_s']:.0%}", c["errors"] or "-"]
+            for m, cells in r["served"].items() for c in cells]
+    return out + table(["modality", "clients", "items/request", "items/s", "p50 ms", "p99 ms", "of bare bf16", "errors"], rows)
+
+
 SECTIONS = {
     "text": ("1. Text embedding over HTTP: freebind vs infinity", text),
     "media": ("2. Image and speech: the service vs the bare encoder", media),
@@ -255,6 +272,7 @@ SECTIONS = {
     "search": ("4. Search at 100k and 1M vectors", search),
     "training": ("5. Training cost", training),
     "quality": ("6. Quality of the shipped bonds", quality),
+    "gpu": ("7. GPU: ImageBind-huge, bare and served", gpu),
 }
 
 
@@ -282,7 +300,8 @@ def targets(results: dict[str, dict]) -> list[str]:
 
 
 def write() -> None:
-    results = {part: r for part in SECTIONS if (r := read(part)) is not None}
+    # a BENCH_QUICK run checks code; its figures are not reported
+    results = {part: r for part in SECTIONS if (r := read(part)) is not None and not r.get("quick")}
     any_run = next(iter(results.values()), None)
     lines = ["# Benchmarks", "",
              "Speed and quality, measured side by side with what a user would pick instead. `make bench` runs every "
@@ -295,14 +314,14 @@ def write() -> None:
                   f"{m['python']}, torch {m['torch']} ({m['torch_threads']} threads). **This machine is shared:** other "
                   "workers' tests and servers ran on the same two cores during these runs, so every figure here is a "
                   "lower bound with noise; each section gives the load average before and after it ran. The parts "
-                  f"below took {sum(r['seconds'] for r in results.values()) / 60:.0f} minutes together.", "",
-                  "**7. GPU:** not measured. No GPU machine was available for this run; the parts above ran on CPU "
-                  "only and none of their figures is a GPU figure.", ""]
+                  f"below took {sum(r['seconds'] for r in results.values()) / 60:.0f} minutes together. Part 7 runs "
+                  "only on a CUDA machine (`make bench PARTS=gpu`) and names its GPU.", ""]
     lines += ["## Targets", "", *targets(results)]
     for part, (title, render) in SECTIONS.items():
         lines += [f"## {title}", ""]
         if part not in results:
-            lines += ["Not run yet: `make bench PARTS=" + part + "`.", ""]
+            lines += ["Not run yet: `make bench PARTS=" + part + "`" + (" on a machine with a CUDA GPU (none was lent to "
+                      "the sessions that wrote this page)" if part == "gpu" else "") + ".", ""]
             continue
         lines += opening(results[part]) + render(results[part])
         if part in NOTES:
