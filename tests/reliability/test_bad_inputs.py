@@ -186,6 +186,9 @@ CASES = [
     Case("/classify template with an unbalanced brace", 422, ("template",), post("/classify", {"inputs": ["x"], "labels": ["cat"], "templates": ["a {} {"]})),
     Case("upload with a mixing of the wrong type", 422, ("factors.aux.text", "number"), lambda: {"method": "POST", "url": "/embed/upload", "files": [("files", ("t.txt", b"hello", "text/plain"))], "data": {"mixing": '{"factors": {"aux": {"text": "high"}}}'}}),
     Case("item id over 512 characters", 422, ("id",), post("/collections/docs/items", {"items": [{"id": "i" * 513, "text": "x"}]})),
+    # --- found by the hostile-input review of 2026-12-04 (issue 19): 500s, nulls and unbounded input before ---
+    Case("pooling weight of 1e39 (D3: was a null vector)", 200, (), embed("a dog", mixing={"weights": {"aux": {"aux": 1e39}}})),
+    Case("pooling weight of 5e-324 (D3)", 200, (), embed("a dog", mixing={"weights": {"aux": {"aux": 5e-324}}})),
 ]
 
 
@@ -217,6 +220,7 @@ def test_bad_input_gets_its_status_and_a_problem_that_names_it(app_client, refer
         assert r.status_code == 200, r.text[:500]
         data = r.json()["data"]
         assert all(np.isfinite(row["embedding"]).all() and len(row["embedding"]) == DIM for row in data)
+        assert all(abs(np.linalg.norm(row["embedding"]) - 1) < 1e-4 for row in data)  # unit vectors, never zeros
     else:
         assert r.status_code == case.status, r.text[:500]
         assert r.headers["content-type"] == PROBLEM
