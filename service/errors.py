@@ -60,6 +60,12 @@ class TooManyItems(ServiceError, ValueError):
     kind = "too_many_items"
 
 
+class TooLarge(ServiceError, ValueError):
+    """Part of a request over a documented size limit (an item's metadata)."""
+
+    kind = "payload_too_large"
+
+
 class Unauthorized(ServiceError):
     kind = "auth"
     headers = {"WWW-Authenticate": "Bearer"}

@@ -13,6 +13,8 @@ import base64
 import binascii
 import http.client
 import ipaddress
+import json
+import math
 import socket
 import time
 import urllib.error
@@ -28,7 +30,7 @@ from pydantic import AfterValidator
 from bonds.errors import FreeBindError, MediaTooLargeError, UnsupportedMediaError
 from bonds.media import decode_audio, decode_image, decode_text
 from service.engine import VECTOR
-from service.errors import InvalidInput, TooManyItems
+from service.errors import InvalidInput, TooLarge, TooManyItems
 from service.settings import Settings
 
 
@@ -43,7 +45,50 @@ def _valid_unicode(value: str) -> str:
 UnicodeText = Annotated[str, AfterValidator(_valid_unicode)]
 """A string field that is stored or echoed back (ids): refused at validation when it cannot be encoded."""
 
+METADATA_DEPTH = 32  # levels of nesting in an item's metadata; SQLite's JSON functions stop at 1000
+
 SHAPES = 'an input is a string or one of {"text": ...}, {"image": ...}, {"audio": ...}, {"vector": [...]}'
+
+
+def json_field(text: str, what: str, error: type[FreeBindError] = InvalidInput) -> Any:
+    """A JSON form field (multipart), its failures as `error` naming the field. NaN and Infinity are
+    refused: Python reads them, but strict JSON and SQLite's JSON functions do not."""
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    try:
+        return json.loads(text, parse_constant=refuse)
+    except RecursionError:  # the C scanner's own limit: a 100 000-deep '[[[...' must not become a 500
+        raise error(f"the {what!r} field is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError is one
+        raise error(f"the {what!r} field is not valid JSON: {exc}") from None
+
+
+def check_metadata(metadata: Any, settings: Settings, what: str) -> dict[str, Any]:
+    """An item's metadata as it may be stored: an object of finite numbers, at most METADATA_DEPTH deep,
+    valid Unicode, and at most `max_metadata_bytes` as JSON. It comes back with every search hit and
+    filters read it through SQLite, which refuses NaN and Infinity (every filtered search would fail)."""
+    if not isinstance(metadata, dict):
+        raise InvalidInput(f"{what}: metadata must be a JSON object")
+    _check_values(metadata, what, 1)
+    try:
+        size = len(json.dumps(metadata, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{what}: metadata is not valid Unicode: it holds a lone surrogate") from None
+    if size > settings.max_metadata_bytes:
+        raise TooLarge(f"{what}: metadata is {size} bytes as JSON; the limit is {settings.max_metadata_bytes} "
+                              "(FREEBIND_MAX_METADATA_BYTES)")
+    return metadata
+
+
+def _check_values(value: Any, what: str, depth: int) -> None:
+    if depth > METADATA_DEPTH:
+        raise InvalidInput(f"{what}: metadata is nested more than {METADATA_DEPTH} levels deep")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInput(f"{what}: metadata values must be finite numbers, not {value!r}")
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for child in children:
+        _check_values(child, what, depth + 1)
 
 
 def parse_inputs(raw: Sequence[Any], settings: Settings) -> list[tuple[str, Any]]:

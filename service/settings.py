@@ -79,6 +79,9 @@ class Settings(BaseSettings):
                                         "(each is embedded; ImageNet's 1000 names x 10 templates fit)")
     max_image_pixels: int = Field(40_000_000, ge=1, description="pixels per image, checked before decoding")
     max_audio_seconds: float = Field(600.0, gt=0, description="seconds per audio input")
+    # every search hit carries its item's metadata: 16 KiB x top_k 1000 is already a 16 MB answer
+    max_metadata_bytes: int = Field(16 * 1024, ge=2, description="an item's metadata as compact UTF-8 JSON "
+                                    "(larger: 413)")
 
     # --- URL inputs (off: only inline base64 / data URIs) ---------------------------------------
     allow_urls: bool = Field(False, description="let image/audio inputs be http(s) URLs fetched by the server")

@@ -91,7 +91,9 @@ class Collection:
     def open(cls, folder: Path, snapshot_every: int, **backend: Any) -> Collection:
         """`backend`: how to reach the collection's vector backend (Milvus: `milvus_uri`, `milvus_token`)."""
         snapshot.clean(folder)
-        collection = cls(folder, items.connect(folder / "items.sqlite"), snapshot_every, **backend)
+        conn = items.connect(folder / "items.sqlite")
+        items.repair_metadata(conn, folder.name)
+        collection = cls(folder, conn, snapshot_every, **backend)
         collection._recover()
         return collection
 
@@ -200,7 +202,7 @@ class Collection:
                         self._conn.execute("INSERT INTO log (op, item) VALUES ('del', ?)", old)
                         replaced.append(old[0])
                     item = self._conn.execute("INSERT INTO items (key, modality, metadata) VALUES (?, ?, ?)",
-                                              (r.key, r.modality, json.dumps(r.metadata))).lastrowid
+                                              (r.key, r.modality, items.dump_metadata(r.metadata))).lastrowid
                     self._conn.execute(
                         "INSERT INTO log (op, item, modality, leaves, gram, vector) VALUES ('add', ?, ?, ?, ?, ?)",
                         (item, r.modality, r.leaves.astype(np.float32).tobytes(), r.gram.astype(np.float64).tobytes(),
@@ -237,6 +239,10 @@ class Collection:
             raise InvalidCollectionError(f"item {r.key!r}: components do not fit a {self.dim}-d collection")
         if not (np.isfinite(r.leaves).all() and np.isfinite(r.vector).all()):
             raise InvalidCollectionError(f"item {r.key!r}: vector values must be finite")
+        try:
+            items.dump_metadata(r.metadata)
+        except ValueError:
+            raise InvalidCollectionError(f"item {r.key!r}: metadata values must be finite numbers") from None
 
     def delete(self, keys: Sequence[str]) -> list[str]:
         """Remove items by key in one durable transaction; returns the keys that existed."""

@@ -124,10 +124,8 @@ class CollectionStore:
 
     def _get(self, name: str) -> Collection:
         collection = self._collections.get(name)
-        if collection is None:
-            known = sorted(self._collections)
-            have = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "") if known else "(none yet)"
-            raise CollectionNotFoundError(f"unknown collection {name!r}; collections: {have}")
+        if collection is None:  # other collections' names are not the caller's to learn here: GET /collections
+            raise CollectionNotFoundError(f"unknown collection {name!r}")
         return collection
 
     def names(self) -> list[str]:

@@ -35,11 +35,12 @@ from service.index import (
     Record,
     SpaceMismatchError,
 )
-from service.inputs import UnicodeText, parse_inputs, parse_uploads
+from service.inputs import UnicodeText, check_metadata, json_field, parse_inputs, parse_uploads
 from service.settings import Settings
 
 router = APIRouter(tags=["collections"])
 INPUT_KINDS = ("text", "image", "audio", VECTOR)
+MAX_ID = 512  # characters of an item id, from JSON or a multipart file name
 
 
 class CreateCollection(BaseModel):
@@ -55,7 +56,7 @@ class CreateCollection(BaseModel):
 class ItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: UnicodeText = Field(..., min_length=1, max_length=512)
+    id: UnicodeText = Field(..., min_length=1, max_length=MAX_ID)
     text: str | None = None
     image: str | None = Field(None, description="base64 or data URI")
     audio: str | None = Field(None, description="base64 or data URI")
@@ -180,7 +181,7 @@ async def add_items(name: str, request: Request, engine: EngineDep, store: Store
             first = exc.errors()[0]
             raise InvalidInput(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
         keys = [item.id for item in body.items]
-        metadata = [item.metadata for item in body.items]
+        metadata = [check_metadata(item.metadata, settings, f"item {item.id!r}") for item in body.items]
         fingerprints = [item.fingerprint for item in body.items]
         parsed = await run_in_threadpool(parse_inputs, [item.input() for item in body.items], settings)
     records = await _records(engine, collection, space, keys, metadata, fingerprints, parsed)
@@ -194,23 +195,20 @@ async def _from_files(request: Request, settings: Settings) -> tuple[list[str], 
     files = [f for f in form.getlist("files") if hasattr(f, "read")]
     if not files:
         raise InvalidInput("multipart upload: send the media as one or more 'files' parts")
-    try:
-        by_name = json.loads(str(form.get("metadata") or "{}"))
-    except json.JSONDecodeError:
-        by_name = None
+    by_name = json_field(str(form.get("metadata") or "{}"), "metadata")
     if not isinstance(by_name, dict):
         raise InvalidInput("multipart 'metadata' must be a JSON object: file name -> metadata")
-    try:  # stored as given, it would fail every later response that carries it
-        json.dumps(by_name, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInput("multipart 'metadata' is not valid Unicode: it holds a lone surrogate") from None
-    uploads = [(f.content_type, await f.read()) for f in files]
-    parsed = await run_in_threadpool(parse_uploads, uploads, settings)
-    keys = [f.filename or f"file-{i}" for i, f in enumerate(files)]
     wrong = [n for n, m in by_name.items() if not isinstance(m, dict)]
     if wrong:
         raise InvalidInput(f"multipart 'metadata' of {wrong[0]!r}: each file's metadata is a JSON object")
-    metadata = [{"filename": f.filename, **by_name.get(f.filename, {})} for f in files]
+    keys = [f.filename or f"file-{i}" for i, f in enumerate(files)]
+    long = next((key for key in keys if len(key) > MAX_ID), None)
+    if long is not None:  # the file name is the item's id: the same limit as an id sent as JSON
+        raise InvalidInput(f"file name {long[:40]!r}... is {len(long)} characters; an item id is at most {MAX_ID}")
+    metadata = [check_metadata({"filename": f.filename, **by_name.get(f.filename, {})}, settings, f"file {key!r}")
+                for f, key in zip(files, keys, strict=True)]
+    uploads = [(f.content_type, await f.read()) for f in files]
+    parsed = await run_in_threadpool(parse_uploads, uploads, settings)
     return keys, metadata, parsed
 
 

@@ -8,7 +8,6 @@ collection under the same mixing (ImageBind-LLM cache enhancement, `bonds.enhanc
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any, Literal
 
 import anyio
@@ -23,7 +22,7 @@ from service.deps import EngineDep, MetricsDep, SettingsDep, StoreDep
 from service.engine import Embedded, Engine
 from service.errors import InvalidInput
 from service.index import RAW_MODALITY, SpaceMismatchError
-from service.inputs import parse_inputs, parse_uploads
+from service.inputs import json_field, parse_inputs, parse_uploads
 from service.metrics import Metrics
 from service.responses import VectorResponse
 from service.routers.collections import at_default_mixing, enhanced, open_collection
@@ -138,9 +137,7 @@ def _mixing_field(text: str | None) -> Mixing | None:
     if not text:
         return None
     try:
-        return Mixing.model_validate(json.loads(text))
-    except json.JSONDecodeError as exc:
-        raise MixingError(f"the 'mixing' field must be a mixing as JSON: {exc}") from None
+        return Mixing.model_validate(json_field(text, "mixing", MixingError))
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(the whole value)"

@@ -79,6 +79,18 @@ def multipart_items(metadata: str) -> Callable[[], dict[str, Any]]:
     return build
 
 
+def nested(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"leaf": 1}
+    for _ in range(levels - 1):
+        value = {"k": value}
+    return value
+
+
+def upload_item(name: str) -> Callable[[], dict[str, Any]]:
+    return lambda: {"method": "POST", "url": "/collections/docs/items",
+                    "files": [("files", (name, media.image("PNG", (8, 8)), "image/png"))]}
+
+
 DEEP = 100_000
 CASES = [
     # --- images -------------------------------------------------------------------------------------
@@ -187,8 +199,18 @@ CASES = [
     Case("upload with a mixing of the wrong type", 422, ("factors.aux.text", "number"), lambda: {"method": "POST", "url": "/embed/upload", "files": [("files", ("t.txt", b"hello", "text/plain"))], "data": {"mixing": '{"factors": {"aux": {"text": "high"}}}'}}),
     Case("item id over 512 characters", 422, ("id",), post("/collections/docs/items", {"items": [{"id": "i" * 513, "text": "x"}]})),
     # --- found by the hostile-input review of 2026-12-04 (issue 19): 500s, nulls and unbounded input before ---
+    Case("100 000-deep upload mixing (D1)", 422, ("mixing", "nested too deeply"), lambda: {"method": "POST", "url": "/embed/upload", "files": [("files", ("a.txt", b"a", "text/plain"))], "data": {"mixing": "[" * DEEP + "]" * DEEP}}),
+    Case("100 000-deep multipart item metadata (D2)", 422, ("metadata", "nested too deeply"), multipart_items("[" * DEEP + "]" * DEEP)),
     Case("pooling weight of 1e39 (D3: was a null vector)", 200, (), embed("a dog", mixing={"weights": {"aux": {"aux": 1e39}}})),
     Case("pooling weight of 5e-324 (D3)", 200, (), embed("a dog", mixing={"weights": {"aux": {"aux": 5e-324}}})),
+    Case("NaN in an item's metadata (D4)", 422, ("metadata", "finite"), raw("/collections/docs/items", '{"items": [{"id": "n", "text": "x", "metadata": {"x": NaN}}]}')),
+    Case("Infinity in an item's metadata (D4)", 422, ("metadata", "finite"), raw("/collections/docs/items", '{"items": [{"id": "n", "text": "x", "metadata": {"x": [1, -Infinity]}}]}')),
+    Case("1e999 in an item's metadata (D4)", 422, ("metadata", "finite"), raw("/collections/docs/items", '{"items": [{"id": "n", "text": "x", "metadata": {"x": {"y": 1e999}}}]}')),
+    Case("NaN in multipart item metadata (D4)", 422, ("metadata", "nan"), multipart_items('{"a.png": {"x": NaN}}')),
+    Case("1e999 in multipart item metadata (D4)", 422, ("metadata", "finite"), multipart_items('{"a.png": {"x": 1e999}}')),
+    Case("20 KB of item metadata (over FREEBIND_MAX_METADATA_BYTES)", 413, ("metadata", "limit is 16384"), post("/collections/docs/items", {"items": [{"id": "m", "text": "x", "metadata": {"k": "m" * 20_000}}]})),
+    Case("item metadata nested 40 levels", 422, ("metadata", "32 levels"), post("/collections/docs/items", {"items": [{"id": "m", "text": "x", "metadata": nested(40)}]})),
+    Case("multipart file name of 604 characters (the item's id)", 422, ("604 characters", "512"), upload_item("f" * 600 + ".png")),
 ]
 
 

@@ -171,7 +171,7 @@ def test_unknown_collection_is_a_404_problem(client):
     r = client.post("/search", json={"collection": "nope", "query": {"text": "x"}})
     assert r.status_code == 404
     assert r.headers["content-type"].startswith("application/problem+json")
-    assert "nope" in r.json()["detail"]
+    assert r.json()["detail"] == "unknown collection 'nope'"  # not the names of the others (issue 19)
     for method, path in (("GET", "/collections/nope"), ("DELETE", "/collections/nope"),
                          ("POST", "/collections/nope/items")):
         r = client.request(method, path, json={"items": [{"id": "a", "text": "x"}]})

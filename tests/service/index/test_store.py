@@ -246,8 +246,8 @@ def test_errors_say_what_is_wrong(tmp_path):
         store.create("crash", "synthetic", SPACE_ID, 8)
     with pytest.raises(InvalidCollectionError, match="collection name"):
         store.create("../escape", "synthetic", SPACE_ID, 8)
-    with pytest.raises(CollectionNotFoundError, match="crash"):
-        store.get("nope")  # the message lists the collections there are
+    with pytest.raises(CollectionNotFoundError, match="^unknown collection 'nope'$"):
+        store.get("nope")  # and not the names of others: they are not the caller's to learn from a typo
     collection = store.get("crash")
     with pytest.raises(SpaceMismatchError, match="re-create"):
         collection.upsert("another-space-id", [record("a")])
@@ -289,13 +289,23 @@ def test_a_snapshot_cut_short_leaves_the_previous_state_whole(tmp_path, monkeypa
     again.close()
 
 
-def test_search_hits_carry_their_metadata_non_finite_numbers_too(tmp_path):
+def test_non_finite_metadata_is_refused_and_rows_stored_so_before_are_repaired_at_open(tmp_path):
     store = open_store(tmp_path)
     collection = store.get("crash")
-    collection.upsert(SPACE_ID, [record("plain", n=1), record("odd", n=float("nan")), record("big", n=float("inf"))])
-    hits = {h.key: h.metadata for h in collection.search(PLANS, vector("query"), 3)}
-    assert hits["plain"]["n"] == 1 and np.isnan(hits["odd"]["n"]) and hits["big"]["n"] == float("inf")
+    with pytest.raises(InvalidCollectionError, match="finite"):
+        collection.upsert(SPACE_ID, [record("odd", n=float("nan"))])
+    collection.upsert(SPACE_ID, [record("plain", n=1), record("odd", n=2), record("big", n=3)])
+    # what versions before 2026-12 stored: Python's json writes NaN and Infinity, SQLite calls them malformed,
+    # and every filtered search of the collection failed
+    for key, text in (("odd", '{"n": NaN, "m": [Infinity, 1]}'), ("big", '{"n": -Infinity}')):
+        collection._conn.execute("UPDATE items SET metadata = ? WHERE key = ?", (text, key))
     store.close()
+    again = open_store(tmp_path)
+    repaired = again.get("crash")
+    hits = {h.key: h.metadata for h in repaired.search(PLANS, vector("query"), 3, filter_={"n": {"ne": 5}})}
+    assert hits == {"plain": {"key": "plain", "n": 1}, "odd": {"n": None, "m": [None, 1]}, "big": {"n": None}}
+    assert sorted(h.key for h in repaired.search(PLANS, vector("query"), 3, filter_={"n": None})) == ["big", "odd"]
+    again.close()
 
 
 @pytest.mark.parametrize("index", [{"type": "flat"}, {"type": "hnsw"}, {"type": "ivf", "nlist": 8, "nprobe": 8}])
