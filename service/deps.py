@@ -1,4 +1,5 @@
-"""Dependencies the routers declare: the app's settings, engine, store and metrics, and the API key check.
+"""Dependencies the routers declare: the app's settings, engine, store and metrics; and the API key check
+(run by service.middleware.KeyFirst, before the body is read).
 
 Everything hangs off `request.app.state` (set in `create_app` and its lifespan), never off module
 globals, so each app built by `create_app(settings)` is independent.

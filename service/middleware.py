@@ -1,4 +1,4 @@
-"""Plain ASGI middleware: request ids + the last-resort 500, and the request body limit.
+"""Plain ASGI middleware: request ids + the last-resort 500, the API key, and the request body limit.
 
 Plain ASGI (not `BaseHTTPMiddleware`) so bodies stream through untouched and an exception raised
 inside the app reaches us as itself.
@@ -14,7 +14,8 @@ import uuid
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge, http_error_handler, internal_error
+from service.deps import require_api_key
+from service.errors import PayloadTooLarge, Unauthorized, freebind_error_handler, http_error_handler, internal_error
 from service.metrics import Metrics
 
 log = logging.getLogger("freebind.service")
@@ -56,6 +57,26 @@ class RequestContext:
             route = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.requests.labels(scope["method"], route, str(status)).inc()
             self.metrics.request_seconds.labels(scope["method"], route).observe(time.perf_counter() - started)
+
+
+class KeyFirst:
+    """The API key of every path but `public` ones (and those under `public_prefixes`), checked before
+    anything reads the body. As a route dependency it ran only after FastAPI had parsed the JSON body:
+    a caller without a key could make the server parse 30 MB and read its validation errors. Unknown
+    paths need the key too, so they do not tell such a caller which routes exist."""
+
+    def __init__(self, app: ASGIApp, public: frozenset[str], public_prefixes: tuple[str, ...]):
+        self.app, self.public, self.public_prefixes = app, public, public_prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path not in self.public and not path.startswith(self.public_prefixes):
+            request = Request(scope)
+            try:
+                await require_api_key(request)
+            except Unauthorized as exc:
+                return await (await freebind_error_handler(request, exc))(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:
