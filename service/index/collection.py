@@ -32,7 +32,12 @@ import numpy as np
 from bonds.plan import Node
 from service.index import items, search, snapshot
 from service.index.ann import Ann
-from service.index.errors import CollectionNotFoundError, InvalidCollectionError, SpaceMismatchError
+from service.index.errors import (
+    CollectionNotFoundError,
+    InvalidCollectionError,
+    SpaceMismatchError,
+    storage_full,
+)
 from service.index.groups import Group
 from service.index.settings import IndexSettings
 
@@ -82,9 +87,13 @@ class Collection:
     @classmethod
     def create(cls, folder: Path, meta: Mapping[str, Any], snapshot_every: int) -> Collection:
         conn = items.connect(folder / "items.sqlite")
-        with conn:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
+        try:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
+        except BaseException:
+            conn.close()  # its folder is about to be removed
+            raise
         return cls(folder, conn, snapshot_every)
 
     @classmethod
@@ -212,8 +221,8 @@ class Collection:
                     self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('groups', ?)", (json.dumps(groups),))
                 seq = self._conn.execute("SELECT max(seq) FROM log").fetchone()[0]
                 self._conn.execute("COMMIT")  # the acknowledgement point: journal appended and fsynced
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+            except BaseException as exc:
+                self._roll_back(exc)
                 raise
             self.meta["groups"] = groups
             self.seq = seq or self.seq
@@ -222,6 +231,19 @@ class Collection:
             self._apply(added)
         self._maybe_snapshot()
         return len(latest)
+
+    def _roll_back(self, exc: BaseException) -> None:
+        """Undo a failed write, then raise StorageFullError (507) if the disk was full, else return. A COMMIT
+        that fails for a full disk has rolled back already: a second ROLLBACK was a second error ("no
+        transaction is active"), logged on top of the first."""
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.exception("collection %r: ROLLBACK after %r failed", self.name, exc)
+        full = storage_full(exc)
+        if full is not None:
+            raise full from exc
 
     def _apply(self, added: list[tuple[int, Record]]) -> None:
         """Committed additions into the arrays and the ANN index (under the lock)."""
@@ -259,8 +281,8 @@ class Collection:
                         found.append((key, row[0]))
                 seq = self._conn.execute("SELECT max(seq) FROM log").fetchone()[0]
                 self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+            except BaseException as exc:
+                self._roll_back(exc)
                 raise
             self.seq = seq or self.seq
             self._unsnapshotted += len(found)

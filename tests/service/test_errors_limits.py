@@ -103,6 +103,20 @@ def test_overload_is_a_429_with_retry_after(make_client):
     engine._in_flight = 0
 
 
+def test_a_full_disk_is_a_507_problem_and_the_collection_stays_whole(make_client, tmp_path, caplog):
+    """Issue 19, D9: a full disk answered 500 "internal" (and a second error from ROLLBACK in the log)."""
+    client = make_client()
+    assert client.post("/collections", json={"name": "x"}).status_code == 201
+    assert client.post("/collections/x/items", json={"items": [{"id": "kept", "text": "a dog"}]}).status_code == 200
+    conn = client.app.state.store.get("x")._conn
+    conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")  # SQLITE_FULL
+    items = [{"id": f"big{i}", "text": "x", "metadata": {"blob": "y" * 12_000}} for i in range(20)]
+    r = client.post("/collections/x/items", json={"items": items})
+    assert r.status_code == 507 and r.headers["content-type"] == PROBLEM and "disk is full" in r.json()["detail"]
+    assert client.get("/collections/x").json()["count"] == 1 and "ROLLBACK" not in caplog.text
+    assert 'freebind_errors_total{type="internal"}' not in client.get("/metrics").text
+
+
 # --- URL inputs ---------------------------------------------------------------------------------------
 @pytest.fixture
 def local_server():
