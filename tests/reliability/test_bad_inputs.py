@@ -210,6 +210,12 @@ CASES = [
     Case("1e999 in multipart item metadata (D4)", 422, ("metadata", "finite"), multipart_items('{"a.png": {"x": 1e999}}')),
     Case("20 KB of item metadata (over FREEBIND_MAX_METADATA_BYTES)", 413, ("metadata", "limit is 16384"), post("/collections/docs/items", {"items": [{"id": "m", "text": "x", "metadata": {"k": "m" * 20_000}}]})),
     Case("item metadata nested 40 levels", 422, ("metadata", "32 levels"), post("/collections/docs/items", {"items": [{"id": "m", "text": "x", "metadata": nested(40)}]})),
+    Case("1 s WAV at 2003 Hz (D5: 1.5 GB to resample)", 200, (), embed_media("audio", lambda: media.wav(1.0, rate=2003))),
+    Case("1 s WAV at 4001 Hz (D5: 3.3 GB, 10.6 s)", 200, (), embed_media("audio", lambda: media.wav(1.0, rate=4001))),
+    Case("1 s WAV at 16001 Hz (D5)", 200, (), embed_media("audio", lambda: media.wav(1.0, rate=16_001))),
+    Case("1 s WAV at 44101 Hz (D5)", 200, (), embed_media("audio", lambda: media.wav(1.0, rate=44_101))),
+    Case("WAV at 500 Hz (below the decoded range)", 415, ("500 hz", "1000-768000 hz"), embed_media("audio", lambda: media.wav(1.0, rate=500))),
+    Case("WAV at 1 MHz (above the decoded range)", 415, ("1000000 hz",), embed_media("audio", lambda: media.wav(0.01, rate=1_000_000))),
     Case("multipart file name of 604 characters (the item's id)", 422, ("604 characters", "512"), upload_item("f" * 600 + ".png")),
 ]
 
