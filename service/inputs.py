@@ -2,35 +2,28 @@
 
 An input is a plain string (text) or one of `{"text": str}`, `{"image": str}`, `{"audio": str}`,
 `{"vector": [float, ...]}`. Media strings are base64 or data URIs (`data:image/png;base64,...`).
-http(s) URLs only when `allow_urls` is on: fetched with a timeout and a byte cap, through a connection
-that refuses loopback, private, link-local and other non-public addresses (checked on the resolved
-addresses of every hop, so a redirect or a DNS name cannot lead there either).
+http(s) URLs only when `allow_urls` is on (service.fetch: a hard deadline, a byte cap, public addresses
+only).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import http.client
-import ipaddress
 import json
 import math
-import socket
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Annotated, Any
 
 import numpy as np
 from pydantic import AfterValidator
 
-from bonds.errors import FreeBindError, MediaTooLargeError, UnsupportedMediaError
+from bonds.errors import FreeBindError, UnsupportedMediaError
 from bonds.media import decode_audio, decode_image, decode_text
 from service.engine import VECTOR
 from service.errors import InvalidInput, TooLarge, TooManyItems
+from service.fetch import fetch
 from service.settings import Settings
 
 
@@ -204,87 +197,3 @@ def _base64(text: str) -> bytes:
         return base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidInput("media is not valid base64 (nor a data URI)") from None
-
-
-# --- URL inputs ----------------------------------------------------------------------------------------
-
-
-def _public_only(address: tuple[str, int], timeout: float | None, source_address=None) -> socket.socket:
-    """`socket.create_connection` that refuses any host whose addresses include a non-public one."""
-    host, port = address
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    for *_, sockaddr in infos:
-        ip = ipaddress.ip_address(sockaddr[0])
-        ip = getattr(ip, "ipv4_mapped", None) or ip
-        if not ip.is_global or ip.is_multicast:
-            raise InvalidInput(f"URL host {host!r} resolves to a non-public address; refused")
-    last: OSError | None = None
-    for family, kind, proto, _, sockaddr in infos:
-        sock = socket.socket(family, kind, proto)
-        sock.settimeout(timeout)
-        try:
-            sock.connect(sockaddr)
-            return sock
-        except OSError as exc:
-            sock.close()
-            last = exc
-    raise last or OSError(f"cannot connect to {host}")
-
-
-@lru_cache(maxsize=4)
-def _connection(base: type, allow_private: bool) -> type:
-    class Guarded(base):
-        def __init__(self, *args: Any, **kwargs: Any):
-            super().__init__(*args, **kwargs)
-            if not allow_private:
-                self._create_connection = _public_only  # http.client's own hook for opening the socket
-
-    return Guarded
-
-
-@lru_cache(maxsize=2)
-def _opener(allow_private: bool) -> urllib.request.OpenerDirector:
-    """Only http(s), no proxies from the environment, no file:/ftp: (a redirect cannot reach them)."""
-
-    class HTTP(urllib.request.HTTPHandler):
-        def http_open(self, req):
-            return self.do_open(_connection(http.client.HTTPConnection, allow_private), req)
-
-    class HTTPS(urllib.request.HTTPSHandler):
-        def https_open(self, req):
-            return self.do_open(_connection(http.client.HTTPSConnection, allow_private), req, context=self._context)
-
-    opener = urllib.request.OpenerDirector()
-    for handler in (HTTP(), HTTPS(), urllib.request.HTTPRedirectHandler(), urllib.request.HTTPDefaultErrorHandler(),
-                    urllib.request.HTTPErrorProcessor()):
-        opener.add_handler(handler)
-    return opener
-
-
-def fetch(url: str, settings: Settings) -> bytes:
-    """The body at `url`, within `url_timeout_s` overall and `url_max_bytes`."""
-    limit, deadline = settings.url_max_bytes, time.monotonic() + settings.url_timeout_s
-    request = urllib.request.Request(url, headers={"User-Agent": "freebind"})
-    try:
-        with _opener(settings.allow_private_urls).open(request, timeout=settings.url_timeout_s) as response:
-            declared = response.headers.get("Content-Length")
-            if declared and declared.isdigit() and int(declared) > limit:
-                raise MediaTooLargeError(f"URL body is {declared} bytes; the limit is {limit} (FREEBIND_URL_MAX_BYTES)")
-            chunks, size = [], 0
-            while chunk := response.read(65536):
-                size += len(chunk)
-                if size > limit:
-                    raise MediaTooLargeError(f"URL body exceeds {limit} bytes (FREEBIND_URL_MAX_BYTES)")
-                if time.monotonic() > deadline:
-                    raise InvalidInput(f"fetching the URL took longer than {settings.url_timeout_s:g} s")
-                chunks.append(chunk)
-            return b"".join(chunks)
-    except urllib.error.HTTPError as exc:
-        raise InvalidInput(f"fetching the URL failed: HTTP {exc.code}") from None
-    except urllib.error.URLError as exc:
-        reason = exc.reason if isinstance(exc.reason, FreeBindError | str) else type(exc.reason).__name__
-        if isinstance(reason, FreeBindError):
-            raise reason from None
-        raise InvalidInput(f"fetching the URL failed: {reason}") from None
-    except (TimeoutError, OSError, http.client.HTTPException) as exc:
-        raise InvalidInput(f"fetching the URL failed: {type(exc).__name__}") from None

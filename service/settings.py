@@ -85,7 +85,7 @@ class Settings(BaseSettings):
 
     # --- URL inputs (off: only inline base64 / data URIs) ---------------------------------------
     allow_urls: bool = Field(False, description="let image/audio inputs be http(s) URLs fetched by the server")
-    url_timeout_s: float = Field(10.0, gt=0, description="timeout of one URL fetch")
+    url_timeout_s: float = Field(10.0, gt=0, description="total time of one URL fetch")
     url_max_bytes: int = Field(20 * 2**20, ge=1, description="bytes one URL fetch may return")
     allow_private_urls: bool = Field(False, description="let URLs reach loopback/private/link-local addresses")
 

@@ -151,6 +151,55 @@ def test_url_inputs_off_by_default_and_never_to_private_addresses(make_client, l
     assert schemes.status_code == 422
 
 
+@pytest.fixture
+def trickle_server():
+    """An upstream that answers 200 and then sends one byte every 0.2 s until `stop` is set (never, unless
+    a test says so): its URL, the event set when a fetch arrives, and `stop`."""
+    arrived, stop = threading.Event(), threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            arrived.set()
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()
+            while not stop.wait(0.2):
+                try:
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                except OSError:  # the fetcher hung up
+                    return
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/slow.png", arrived, stop
+    stop.set()
+    server.shutdown()
+
+
+def in_thread(call) -> tuple[threading.Thread, dict]:
+    out: dict = {}
+    thread = threading.Thread(target=lambda: out.update(response=call()), daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_a_trickling_upstream_is_cut_off_at_the_fetch_deadline(make_client, trickle_server):
+    """Issue 19, D8: a byte every 2 s never tripped the 10 s socket timeout; the answer came after 60 s, when
+    the upstream stopped. Here the upstream never stops: only a deadline over the whole fetch ends it."""
+    url, _, _ = trickle_server
+    client = make_client(allow_urls=True, allow_private_urls=True, url_timeout_s=1)
+    thread, out = in_thread(lambda: client.post("/embed", json={"inputs": ["x", {"image": url}]}))
+    thread.join(30)
+    assert not thread.is_alive(), "the fetch was never cut off"
+    r = out["response"]
+    assert r.status_code == 422 and r.json()["index"] == 1 and "took longer than 1 s" in r.json()["detail"]
+
+
 # --- the batcher alone --------------------------------------------------------------------------------
 def fake_encoder(calls: list[list], gate: threading.Event | None = None):
     def encode(modality, items):
