@@ -35,6 +35,32 @@ _IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000
 
 
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """`(width, height)` an image's header declares, no pixel decoded; None when it cannot be read (then
+    `decode_image` says why)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data), formats=_IMAGE_FORMATS) as image:
+                return image.size
+    except Exception:  # noqa: BLE001 - any unreadable header: decoding reports it properly
+        return None
+
+
+def audio_shape(data: bytes) -> tuple[int, int, int] | None:
+    """`(frames, channels, sample rate)` an audio file's header declares, nothing decoded; None when it
+    cannot be read (then `decode_audio` says why)."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(io.BytesIO(data))
+    except Exception:  # noqa: BLE001 - as above
+        return None
+    return int(info.frames), int(info.channels), int(info.samplerate)
+
+
 def decode_image(data: bytes, limits: MediaLimits = DEFAULT_LIMITS):
     """Bytes -> RGB `PIL.Image.Image`, or a `MediaError` that says why not."""
     from PIL import Image, ImageOps, UnidentifiedImageError

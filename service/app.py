@@ -1,7 +1,8 @@
 """`create_app(settings)`: the FastAPI app, built from settings it is given (nothing read at import).
 
 State on `app.state`: `settings`, `metrics` (this app's Prometheus registry), `engine` (spaces and
-batchers; loads in the background once the lifespan starts) and `store` (collections; opened at
+batchers; loads in the background once the lifespan starts), `admission` (the budgets requests reserve
+their estimated cost from, and the URL fetch threads) and `store` (collections; opened at
 start-up, closed at shutdown). Every path but health, the playground and the API's own documentation
 needs the API key when keys are configured, checked before the body is read (service.middleware.KeyFirst).
 """
@@ -20,6 +21,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from bonds.checkpoint import library_version
+from service.admission import Admission
 from service.engine import Engine
 from service.errors import install_error_handlers, problem_responses
 from service.index.store import CollectionStore
@@ -46,6 +48,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await app.state.engine.stop()
+        app.state.admission.close()
         await anyio.to_thread.run_sync(store.close)
 
 
@@ -56,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.engine = Engine(settings, app.state.metrics)
+    app.state.admission = Admission(settings, app.state.metrics)
     install_error_handlers(app)
 
     app.include_router(health.router)

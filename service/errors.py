@@ -35,6 +35,7 @@ STATUS: dict[str, tuple[int, str]] = {
     "media_too_large": (413, "Media too large"),
     "payload_too_large": (413, "Payload too large"),
     "too_many_items": (413, "Too many inputs"),
+    "too_costly": (413, "Request too costly"),  # over a per-request cost limit (service.admission)
     "conflict": (409, "Conflict"),  # a collection that exists; stored vectors of another space
     "auth": (401, "Unauthorized"),
     "overloaded": (429, "Overloaded"),

@@ -10,16 +10,22 @@ them: an upstream sending a byte every 2 s never tripped a 10 s timeout, and `re
 deadline passes, whatever the fetch is waiting for; only DNS resolution cannot be cut short (the fetch
 fails as soon as it returns).
 
+Fetches run on the `Fetcher`'s own threads (`url_max_fetches`), never on the pool that decoding and
+search share: 32 slow upstreams used to hold 32 of its threads. Waiting for a fetch thread counts
+against the fetch's deadline, and the caller is answered at the deadline even while a thread is still
+stuck in DNS.
 """
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import ipaddress
 import socket
 import threading
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bonds.errors import FreeBindError, MediaTooLargeError
@@ -178,3 +184,21 @@ def _failure(exc: Exception) -> FreeBindError:
         reason = exc.reason if isinstance(exc.reason, str) else type(exc.reason).__name__
         return InvalidInput(f"fetching the URL failed: {reason}")
     return InvalidInput(f"fetching the URL failed: {type(exc).__name__}")
+
+
+class Fetcher:
+    """`fetch` on `url_max_fetches` threads of its own, the caller answered at the deadline at the latest."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._pool = ThreadPoolExecutor(settings.url_max_fetches, thread_name_prefix="url-fetch")
+
+    async def fetch(self, url: str) -> bytes:
+        running = asyncio.get_running_loop().run_in_executor(self._pool, fetch, url, self.settings)
+        try:  # the thread's own deadline ends it; this one answers while a thread is stuck in DNS
+            return await asyncio.wait_for(running, self.settings.url_timeout_s + 0.5)
+        except TimeoutError:
+            raise Deadline(self.settings.url_timeout_s).error() from None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,29 +1,37 @@
 """Request inputs -> `(modality, decoded item)`, every failure naming the index of its input.
 
 An input is a plain string (text) or one of `{"text": str}`, `{"image": str}`, `{"audio": str}`,
-`{"vector": [float, ...]}`. Media strings are base64 or data URIs (`data:image/png;base64,...`).
-http(s) URLs only when `allow_urls` is on (service.fetch: a hard deadline, a byte cap, public addresses
-only).
+`{"vector": [float, ...]}`. Media strings are base64 or data URIs (`data:image/png;base64,...`), or
+http(s) URLs when `allow_urls` is on (service.fetch: a hard deadline, a byte cap, public addresses only).
+
+Inputs are taken in three steps, so that what decoding will cost is admitted before it is spent:
+staged (shapes, base64, text limits, URL bodies), priced from their headers and reserved against the
+request's ticket (service.admission), then decoded. Routers call `decode`, which fetches URLs on the
+fetch threads first and runs the rest off the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import math
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
+import anyio
 import numpy as np
 from pydantic import AfterValidator
 
 from bonds.errors import FreeBindError, UnsupportedMediaError
 from bonds.media import decode_audio, decode_image, decode_text
+from service.admission import Cost, Ticket, input_cost
 from service.engine import VECTOR
 from service.errors import InvalidInput, TooLarge, TooManyItems
 from service.fetch import fetch
+from service.metrics import Metrics
 from service.settings import Settings
 
 
@@ -84,33 +92,65 @@ def _check_values(value: Any, what: str, depth: int) -> None:
         _check_values(child, what, depth + 1)
 
 
-def parse_inputs(raw: Sequence[Any], settings: Settings) -> list[tuple[str, Any]]:
-    """Every input decoded, or the first failure raised with `index` set and all failures in `items`."""
-    return _each(raw, settings, parse_input)
+def parse_inputs(raw: Sequence[Any], settings: Settings, ticket: Ticket | None = None,
+                 fetched: Mapping[int, Any] | None = None) -> list[tuple[str, Any]]:
+    """Every input decoded, or the first failure raised with `index` set and all failures in `items`.
+    With a `ticket`, the inputs' estimated cost is reserved before anything is decoded; `fetched`: the
+    bodies (or fetch errors) of URL inputs by index, fetched already (else they are fetched here)."""
+    fetched = fetched or {}
+    return _each(raw, settings, ticket, lambda i, entry: stage_input(entry, settings, fetched.get(i)))
 
 
-def parse_uploads(files: Sequence[tuple[str | None, bytes]], settings: Settings) -> list[tuple[str, Any]]:
+def parse_uploads(files: Sequence[tuple[str | None, bytes]], settings: Settings, ticket: Ticket | None = None,
+                  fetched: Mapping[int, Any] | None = None) -> list[tuple[str, Any]]:
     """Uploaded files as `(modality or content type, bytes)`, decoded like `parse_inputs`."""
-    return _each(files, settings, lambda file, s: (_upload_modality(file[0]), decode_media(_upload_modality(file[0]), file[1], s)))
+    return _each(files, settings, ticket, lambda i, file: _stage_upload(file, settings))
 
 
-def _upload_modality(declared: str | None) -> str:
-    kind = (declared or "").split("/")[0].strip().lower()
-    if kind not in ("text", "image", "audio"):
-        raise UnsupportedMediaError(f"cannot tell the modality of a file of type {declared!r}: send image/*, audio/* or "
-                                    "text/plain, or set the 'modality' field")
-    return kind
+async def decode(parse, raw: Sequence[Any], settings: Settings, metrics: Metrics,
+                 ticket: Ticket | None = None) -> list[tuple[str, Any]]:
+    """`parse(raw, ...)` (parse_inputs or parse_uploads) for a router. Decoding media is CPU work: off the
+    event loop; text and vectors need none, and a thread hop would cost more than checking them here.
+    URLs are fetched before, on the fetch threads, so no thread of the shared pool waits for an upstream."""
+    with metrics.time("decode"):
+        if parse is parse_inputs and all(_plain(entry) for entry in raw):
+            return parse(raw, settings, ticket)
+        fetched = await _fetch_urls(raw, settings, ticket) if parse is parse_inputs else {}
+        return await anyio.to_thread.run_sync(parse, raw, settings, ticket, fetched)
 
 
-def _each(raw: Sequence[Any], settings: Settings, parse) -> list[tuple[str, Any]]:
+def _plain(entry: Any) -> bool:
+    return isinstance(entry, str) or (isinstance(entry, dict) and len(entry) == 1 and ("text" in entry or "vector" in entry))
+
+
+async def _fetch_urls(raw: Sequence[Any], settings: Settings, ticket: Ticket | None) -> dict[int, Any]:
+    """Bodies of the URL inputs by index, fetched together; a failed fetch's error in its body's place."""
+    if ticket is None or not settings.allow_urls:
+        return {}
+    urls = {i: value for i, entry in enumerate(raw) if isinstance(entry, dict) and len(entry) == 1
+            for kind, value in entry.items()
+            if kind in ("image", "audio") and isinstance(value, str) and value.startswith(("http://", "https://"))}
+    bodies = await asyncio.gather(*(ticket.fetch(url) for url in urls.values()), return_exceptions=True)
+    return dict(zip(urls, bodies, strict=True))
+
+
+def _each(raw: Sequence[Any], settings: Settings, ticket: Ticket | None, stage) -> list[tuple[str, Any]]:
     if len(raw) == 0:
         raise InvalidInput("no inputs: send at least one")
     if len(raw) > settings.max_items:
         raise TooManyItems(f"{len(raw)} inputs in one request; the limit is {settings.max_items} (FREEBIND_MAX_ITEMS)")
-    parsed, errors = [], []
-    for i, entry in enumerate(raw):
+    staged = _every(raw, stage)
+    if ticket is not None:  # before a pixel is decoded: a refused request costs nothing more
+        ticket.reserve(sum((input_cost(modality, payload, settings) for modality, payload in staged), Cost()))
+    return _every(staged, lambda _, item: (item[0], _decoded(item[0], item[1], settings)))
+
+
+def _every(entries: Sequence[Any], step) -> list[Any]:
+    """`step(i, entry)` of every entry, or the first failure raised with `index` set and all in `items`."""
+    done, errors = [], []
+    for i, entry in enumerate(entries):
         try:
-            parsed.append(parse(entry, settings))
+            done.append(step(i, entry))
         except FreeBindError as exc:
             exc.index = i
             errors.append(exc)
@@ -119,10 +159,11 @@ def _each(raw: Sequence[Any], settings: Settings, parse) -> list[tuple[str, Any]
         if len(errors) > 1:
             first.items = [{"index": e.index, "type": e.kind, "detail": e.message} for e in errors[:50]]
         raise first
-    return parsed
+    return done
 
 
-def parse_input(entry: Any, settings: Settings) -> tuple[str, Any]:
+def stage_input(entry: Any, settings: Settings, fetched: Any = None) -> tuple[str, Any]:
+    """An input checked and in hand, not decoded: `(modality, text | media bytes | vector)`."""
     if isinstance(entry, str):
         return "text", decode_text(entry, settings.media_limits())
     if not isinstance(entry, dict) or len(entry) != 1:
@@ -131,24 +172,32 @@ def parse_input(entry: Any, settings: Settings) -> tuple[str, Any]:
     if kind == "text":
         return "text", decode_text(value, settings.media_limits())
     if kind in ("image", "audio"):
-        return kind, decode_media(kind, media_bytes(kind, value, settings), settings)
+        return kind, media_bytes(kind, value, settings, fetched)
     if kind == VECTOR:
         return VECTOR, parse_vector(value)
     raise InvalidInput(f"unknown input kind {kind!r}; {SHAPES}")
 
 
-def decode_media(modality: str, data: bytes, settings: Settings) -> Any:
-    limits = settings.media_limits()
+def _stage_upload(file: tuple[str | None, bytes], settings: Settings) -> tuple[str, Any]:
+    declared, data = file
+    kind = (declared or "").split("/")[0].strip().lower()
+    if kind not in ("text", "image", "audio"):
+        raise UnsupportedMediaError(f"cannot tell the modality of a file of type {declared!r}: send image/*, audio/* or "
+                                    "text/plain, or set the 'modality' field")
+    if kind != "text":
+        return kind, data
+    try:
+        return kind, decode_text(data.decode("utf-8"), settings.media_limits())
+    except UnicodeDecodeError:
+        raise InvalidInput("text is not valid UTF-8") from None
+
+
+def _decoded(modality: str, payload: Any, settings: Settings) -> Any:
     if modality == "image":
-        return decode_image(data, limits)
+        return decode_image(payload, settings.media_limits())
     if modality == "audio":
-        return decode_audio(data, limits)
-    if modality == "text":
-        try:
-            return decode_text(data.decode("utf-8"), limits)
-        except UnicodeDecodeError:
-            raise InvalidInput("text is not valid UTF-8") from None
-    raise InvalidInput(f"unknown modality {modality!r}; valid: text, image, audio")
+        return decode_audio(payload, settings.media_limits())
+    return payload  # text and vectors were checked when staged
 
 
 def parse_vector(value: Any) -> np.ndarray:
@@ -163,7 +212,8 @@ def parse_vector(value: Any) -> np.ndarray:
     return vector
 
 
-def media_bytes(modality: str, value: Any, settings: Settings) -> bytes:
+def media_bytes(modality: str, value: Any, settings: Settings, fetched: Any = None) -> bytes:
+    """The bytes of a media string; `fetched`: a URL's body (or its fetch's error), fetched already."""
     if not isinstance(value, str):
         raise InvalidInput(f"{modality} must be a string: base64 or a data URI")
     if value.startswith("data:"):
@@ -171,7 +221,9 @@ def media_bytes(modality: str, value: Any, settings: Settings) -> bytes:
     if value.startswith(("http://", "https://")):
         if not settings.allow_urls:
             raise InvalidInput("URL inputs are off on this server; send base64 or a data URI (FREEBIND_ALLOW_URLS)")
-        return fetch(value, settings)
+        if isinstance(fetched, BaseException):
+            raise fetched
+        return fetched if fetched is not None else fetch(value, settings)
     return _base64(value)
 
 

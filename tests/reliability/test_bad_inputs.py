@@ -216,6 +216,7 @@ CASES = [
     Case("1 s WAV at 44101 Hz (D5)", 200, (), embed_media("audio", lambda: media.wav(1.0, rate=44_101))),
     Case("WAV at 500 Hz (below the decoded range)", 415, ("500 hz", "1000-768000 hz"), embed_media("audio", lambda: media.wav(1.0, rate=500))),
     Case("WAV at 1 MHz (above the decoded range)", 415, ("1000000 hz",), embed_media("audio", lambda: media.wav(0.01, rate=1_000_000))),
+    Case("12 PNGs of 6300x6300 in 0.6 MB (D6: +1.4 GB RSS)", 413, ("1362.6 mb decoded", "512 mb"), lambda: {"method": "POST", "url": "/embed", "json": {"inputs": [{"image": b64(media.huge_png(6300, 6300))}] * 12}}),
     Case("multipart file name of 604 characters (the item's id)", 422, ("604 characters", "512"), upload_item("f" * 600 + ".png")),
 ]
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import http.server
 import logging
 import threading
 import time
 
+import anyio
 import numpy as np
 import pytest
 
@@ -198,6 +200,23 @@ def test_a_trickling_upstream_is_cut_off_at_the_fetch_deadline(make_client, tric
     assert not thread.is_alive(), "the fetch was never cut off"
     r = out["response"]
     assert r.status_code == 422 and r.json()["index"] == 1 and "took longer than 1 s" in r.json()["detail"]
+
+
+def test_fetches_never_hold_the_threads_decoding_and_search_share(make_client, trickle_server):
+    """With the shared pool down to one thread, an image decodes while a URL fetch is stuck upstream."""
+    url, arrived, stop = trickle_server
+    client = make_client(allow_urls=True, allow_private_urls=True, url_timeout_s=60)
+    client.portal.call(lambda: setattr(anyio.to_thread.current_default_thread_limiter(), "total_tokens", 1))
+    stuck, _ = in_thread(lambda: client.post("/embed", json={"inputs": [{"image": url}]}))
+    try:
+        assert arrived.wait(30)
+        image, out = in_thread(lambda: client.post("/embed", json={"inputs": [{"image": base64.b64encode(png_bytes()).decode()}]}))
+        image.join(30)
+        assert not image.is_alive() and out["response"].status_code == 200
+        assert stuck.is_alive()  # the fetch is still waiting for its upstream
+    finally:
+        stop.set()
+        stuck.join(30)
 
 
 # --- the batcher alone --------------------------------------------------------------------------------
