@@ -26,7 +26,7 @@ from service.engine import Engine
 from service.errors import install_error_handlers, problem_responses
 from service.index.store import CollectionStore
 from service.metrics import Metrics
-from service.middleware import BodyLimit, KeyFirst, RequestContext
+from service.middleware import BodyLimit, CancelOnDisconnect, KeyFirst, RequestContext
 from service.routers import classify, collections, embed, health, metrics, openai, search, spaces
 from service.settings import Settings, get_settings
 
@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added innermost first: RequestContext wraps everything, so even a 401 or 413 carries a request id.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(KeyFirst, public=frozenset(public), public_prefixes=("/static/",))
+    app.add_middleware(CancelOnDisconnect)
     app.add_middleware(RequestContext, metrics=app.state.metrics)
     return app
 
