@@ -32,12 +32,7 @@ import numpy as np
 from bonds.plan import Node
 from service.index import items, search, snapshot
 from service.index.ann import Ann
-from service.index.errors import (
-    CollectionNotFoundError,
-    InvalidCollectionError,
-    SpaceMismatchError,
-    storage_full,
-)
+from service.index.errors import CollectionNotFoundError, InvalidCollectionError, SpaceMismatchError
 from service.index.groups import Group
 from service.index.settings import IndexSettings
 
@@ -222,7 +217,7 @@ class Collection:
                 seq = self._conn.execute("SELECT max(seq) FROM log").fetchone()[0]
                 self._conn.execute("COMMIT")  # the acknowledgement point: journal appended and fsynced
             except BaseException as exc:
-                self._roll_back(exc)
+                items.roll_back(self._conn, self.name, exc)
                 raise
             self.meta["groups"] = groups
             self.seq = seq or self.seq
@@ -231,19 +226,6 @@ class Collection:
             self._apply(added)
         self._maybe_snapshot()
         return len(latest)
-
-    def _roll_back(self, exc: BaseException) -> None:
-        """Undo a failed write, then raise StorageFullError (507) if the disk was full, else return. A COMMIT
-        that fails for a full disk has rolled back already: a second ROLLBACK was a second error ("no
-        transaction is active"), logged on top of the first."""
-        if self._conn.in_transaction:
-            try:
-                self._conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                log.exception("collection %r: ROLLBACK after %r failed", self.name, exc)
-        full = storage_full(exc)
-        if full is not None:
-            raise full from exc
 
     def _apply(self, added: list[tuple[int, Record]]) -> None:
         """Committed additions into the arrays and the ANN index (under the lock)."""
@@ -282,7 +264,7 @@ class Collection:
                 seq = self._conn.execute("SELECT max(seq) FROM log").fetchone()[0]
                 self._conn.execute("COMMIT")
             except BaseException as exc:
-                self._roll_back(exc)
+                items.roll_back(self._conn, self.name, exc)
                 raise
             self.seq = seq or self.seq
             self._unsnapshotted += len(found)

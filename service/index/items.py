@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.index.errors import InvalidFilterError
+from service.index.errors import InvalidFilterError, storage_full
 from service.index.filters import to_sql
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,20 @@ def _metadata(text: str) -> dict[str, Any]:
         return orjson.loads(text)
     except orjson.JSONDecodeError:  # NaN or Infinity, which json.dumps writes and orjson refuses
         return json.loads(text)
+
+
+def roll_back(conn: sqlite3.Connection, name: str, exc: BaseException) -> None:
+    """Undo a failed write, then raise StorageFullError (507) if the disk was full, else return. A COMMIT
+    or INSERT that fails for a full disk has rolled back already: a second ROLLBACK was a second error
+    ("no transaction is active") on top of the first."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.exception("collection %r: ROLLBACK after %r failed", name, exc)
+    full = storage_full(exc)
+    if full is not None:
+        raise full from exc
 
 
 def dump_metadata(metadata: dict[str, Any]) -> str:
