@@ -103,7 +103,8 @@ def parse_inputs(raw: Sequence[Any], settings: Settings, ticket: Ticket | None =
 
 def parse_uploads(files: Sequence[tuple[str | None, bytes]], settings: Settings, ticket: Ticket | None = None,
                   fetched: Mapping[int, Any] | None = None) -> list[tuple[str, Any]]:
-    """Uploaded files as `(modality or content type, bytes)`, decoded like `parse_inputs`."""
+    """Uploaded files as `(modality or content type, bytes)`, decoded like `parse_inputs` (`fetched` is
+    never used: files are no URLs; it is taken so that `decode` calls both alike)."""
     return _each(files, settings, ticket, lambda i, file: _stage_upload(file, settings))
 
 
