@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import http.server
 import json
 import os
 import re
@@ -36,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.reliability import media  # noqa: E402
-from tests.reliability.servers import Server, write_space  # noqa: E402
+from tests.reliability.servers import Server, trickling_upstream, write_space  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:
@@ -105,32 +104,10 @@ def cancel(server: Server, give_up: float) -> dict:
             "embed_latency_s_after_leaving": [round(x, 2) for x in latencies]}
 
 
-def trickle_server(seconds: float) -> tuple[http.server.ThreadingHTTPServer, str]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.end_headers()
-            ends = time.monotonic() + seconds
-            try:
-                while time.monotonic() < ends:
-                    self.wfile.write(b"x")
-                    self.wfile.flush()
-                    time.sleep(2)
-            except OSError:
-                pass
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_port}/slow.png"
-
-
 def fetch(server: Server, n: int = 48) -> dict:
-    upstream, url = trickle_server(30)
+    stop = threading.Event()
+    threading.Timer(30, stop.set).start()
+    upstream, url = trickling_upstream(2.0, stop)
     picture = {"image": base64.b64encode(media.image("PNG", (64, 64))).decode()}
     started = time.perf_counter()
     answered: list[tuple[int, float]] = []

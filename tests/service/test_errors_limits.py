@@ -17,6 +17,7 @@ from bonds.encoders.base import Encoded
 from bonds.errors import MediaError
 from service.batcher import Batcher
 from service.errors import Overloaded
+from tests.reliability.servers import trickling_upstream
 from tests.service.conftest import png_bytes
 
 PROBLEM = "application/problem+json"
@@ -155,30 +156,11 @@ def test_url_inputs_off_by_default_and_never_to_private_addresses(make_client, l
 
 @pytest.fixture
 def trickle_server():
-    """An upstream that answers 200 and then sends one byte every 0.2 s until `stop` is set (never, unless
-    a test says so): its URL, the event set when a fetch arrives, and `stop`."""
+    """An upstream that sends one byte every 0.2 s until `stop` is set (never, unless a test says so): its
+    URL, the event set when a fetch arrives, and `stop`."""
     arrived, stop = threading.Event(), threading.Event()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            arrived.set()
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.end_headers()
-            while not stop.wait(0.2):
-                try:
-                    self.wfile.write(b"x")
-                    self.wfile.flush()
-                except OSError:  # the fetcher hung up
-                    return
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/slow.png", arrived, stop
+    server, url = trickling_upstream(0.2, stop, arrived)
+    yield url, arrived, stop
     stop.set()
     server.shutdown()
 
