@@ -12,6 +12,7 @@ import io
 import math
 import warnings
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
@@ -29,6 +30,35 @@ class MediaLimits:
 
 DEFAULT_LIMITS = MediaLimits()
 _IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+# Sample rates decoded: telephone speech (8 kHz) to studio (384 kHz) with room on both sides; outside it a
+# file is more likely a fabrication than a recording, and the resampling ratio to 16/48 kHz stays in 1:48.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """`(width, height)` an image's header declares, no pixel decoded; None when it cannot be read (then
+    `decode_image` says why)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data), formats=_IMAGE_FORMATS) as image:
+                return image.size
+    except Exception:  # noqa: BLE001 - any unreadable header: decoding reports it properly
+        return None
+
+
+def audio_shape(data: bytes) -> tuple[int, int, int] | None:
+    """`(frames, channels, sample rate)` an audio file's header declares, nothing decoded; None when it
+    cannot be read (then `decode_audio` says why)."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(io.BytesIO(data))
+    except Exception:  # noqa: BLE001 - as above
+        return None
+    return int(info.frames), int(info.channels), int(info.samplerate)
 
 
 def decode_image(data: bytes, limits: MediaLimits = DEFAULT_LIMITS):
@@ -90,8 +120,9 @@ def decode_audio(data: bytes, limits: MediaLimits = DEFAULT_LIMITS) -> Audio:
     try:
         with sf.SoundFile(io.BytesIO(data)) as handle:
             rate, frames = handle.samplerate, handle.frames
-            if rate <= 0:
-                raise MediaError("audio has no valid sample rate")
+            if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+                raise UnsupportedMediaError(f"audio sample rate {rate} Hz is outside the {MIN_SAMPLE_RATE}-"
+                                            f"{MAX_SAMPLE_RATE} Hz this service decodes")
             if frames > 0 and frames / rate > limits.max_audio_seconds:
                 raise MediaTooLargeError(
                     f"audio lasts {frames / rate:.1f} s; the limit is {limits.max_audio_seconds:g} s"
@@ -138,7 +169,28 @@ def load(modality: str, source: str | bytes, limits: MediaLimits = DEFAULT_LIMIT
     raise MediaError(f"unknown modality {modality!r}; valid: text, image, audio")
 
 
-@lru_cache(maxsize=32)
+# Rational resampling orig -> new runs new/orig as new' / orig' in lowest terms, with a kernel of new' x
+# (orig' + 2 * width) taps and new' multiply-adds per input sample. Every common pair is small (44.1 -> 16
+# kHz is 160/441, 48 -> 16 is 1/3); an odd rate is not: 16001 -> 16000 Hz was 16000/16001, a 2 GB kernel
+# (4001 Hz: 3.3 GB and 10.6 s for one second of audio). So both terms are held to RATIO_TERMS, which
+# bounds a kernel to ~4 MB and the work to ~1000 multiply-adds per sample whatever the rates.
+RATIO_TERMS = 1000
+
+
+def rational_ratio(orig_rate: int, new_rate: int) -> tuple[int, int]:
+    """`(orig, new)` with new / orig = new_rate / orig_rate, both at most RATIO_TERMS: exact when the
+    reduced terms are that small, else the closest such fraction (relative error under 1e-4: 16001 Hz is
+    read as 16000 Hz, a pitch and tempo change of 0.006 %, far below what any audio encoder resolves)."""
+    exact = Fraction(int(new_rate), int(orig_rate))
+    if max(exact.numerator, exact.denominator) <= RATIO_TERMS:
+        return exact.denominator, exact.numerator
+    if not 1 / RATIO_TERMS <= exact <= RATIO_TERMS:
+        raise ValueError(f"cannot resample {orig_rate} Hz to {new_rate} Hz: a ratio beyond 1:{RATIO_TERMS}")
+    near = exact.limit_denominator(RATIO_TERMS) if exact <= 1 else 1 / (1 / exact).limit_denominator(RATIO_TERMS)
+    return near.denominator, near.numerator
+
+
+@lru_cache(maxsize=16)  # at most ~4 MB each (RATIO_TERMS): 64 MB however many odd rates arrive
 def _sinc_kernels(orig: int, new: int, width_zeros: int = 6, rolloff: float = 0.99):
     """Hann-windowed sinc low-pass kernels for rational resampling orig -> new (both reduced)."""
     import torch
@@ -155,13 +207,13 @@ def _sinc_kernels(orig: int, new: int, width_zeros: int = 6, rolloff: float = 0.
 
 
 def resample(samples: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
-    """Band-limited resampling (windowed sinc, anti-aliased when downsampling) of a mono waveform."""
+    """Band-limited resampling (windowed sinc, anti-aliased when downsampling) of a mono waveform; the
+    ratio as `rational_ratio` gives it, so memory and time stay bounded for any pair of rates."""
     import torch
 
-    if orig_rate == new_rate:
+    orig, new = rational_ratio(orig_rate, new_rate)
+    if orig == new:
         return np.asarray(samples, dtype=np.float32)
-    gcd = math.gcd(int(orig_rate), int(new_rate))
-    orig, new = orig_rate // gcd, new_rate // gcd
     kernels, width = _sinc_kernels(orig, new)
     wave = torch.as_tensor(np.asarray(samples, dtype=np.float32))[None, None]
     length = wave.shape[-1]

@@ -167,6 +167,7 @@ def pool(head_outputs_per_expert: list[np.ndarray], weights_k: list[float] | Non
         raise ValueError("pool needs at least one expert's projection")
     k = len(head_outputs_per_expert)
     w = np.ones(k) if weights_k is None else np.asarray(weights_k, dtype=np.float64)
-    if w.shape != (k,) or (w < 0).any() or w.sum() == 0:
+    if w.shape != (k,) or (w < 0).any() or w.max() == 0:
         raise ValueError(f"pool weights must be {k} non-negative numbers, not all 0")
+    w = w / w.max()  # the same direction; weights near the float64 limits neither overflow nor vanish
     return normalize(sum(wk * np.asarray(h, dtype=np.float64).sum(0) for wk, h in zip(w, head_outputs_per_expert, strict=True)))

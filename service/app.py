@@ -1,8 +1,10 @@
 """`create_app(settings)`: the FastAPI app, built from settings it is given (nothing read at import).
 
 State on `app.state`: `settings`, `metrics` (this app's Prometheus registry), `engine` (spaces and
-batchers; loads in the background once the lifespan starts) and `store` (collections; opened at
-start-up, closed at shutdown). Every router but health needs the API key when keys are configured.
+batchers; loads in the background once the lifespan starts), `admission` (the budgets requests reserve
+their estimated cost from, and the URL fetch threads) and `store` (collections; opened at
+start-up, closed at shutdown). Every path but health, the playground and the API's own documentation
+needs the API key when keys are configured, checked before the body is read (service.middleware.KeyFirst).
 """
 
 from __future__ import annotations
@@ -14,17 +16,17 @@ from pathlib import Path
 
 import anyio
 import torch
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from bonds.checkpoint import library_version
-from service.deps import require_api_key
+from service.admission import Admission
 from service.engine import Engine
 from service.errors import install_error_handlers, problem_responses
 from service.index.store import CollectionStore
 from service.metrics import Metrics
-from service.middleware import BodyLimit, RequestContext
+from service.middleware import BodyLimit, CancelOnDisconnect, KeyFirst, RequestContext
 from service.routers import classify, collections, embed, health, metrics, openai, search, spaces
 from service.settings import Settings, get_settings
 
@@ -46,6 +48,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await app.state.engine.stop()
+        app.state.admission.close()
         await anyio.to_thread.run_sync(store.close)
 
 
@@ -56,15 +59,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.engine = Engine(settings, app.state.metrics)
+    app.state.admission = Admission(settings, app.state.metrics)
     install_error_handlers(app)
-    # Added innermost first: RequestContext wraps everything, so even a 413 carries a request id.
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestContext, metrics=app.state.metrics)
 
     app.include_router(health.router)
-    authed = [Depends(require_api_key)]
     for module in (embed, openai, spaces, collections, search, classify, metrics):
-        app.include_router(module.router, dependencies=authed)
+        app.include_router(module.router)
+    public = {route.path for route in health.router.routes}
+    public |= {p for p in (app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if p}
     if settings.playground and (STATIC / "index.html").is_file():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -72,5 +74,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async def playground() -> FileResponse:  # the page is public; the API calls it makes are not
             return FileResponse(STATIC / "index.html")
 
+        public.add("/")
+    # Added innermost first: RequestContext wraps everything, so even a 401 or 413 carries a request id.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(KeyFirst, public=frozenset(public), public_prefixes=("/static/",))
+    app.add_middleware(CancelOnDisconnect)
+    app.add_middleware(RequestContext, metrics=app.state.metrics)
     return app
 

@@ -35,10 +35,12 @@ STATUS: dict[str, tuple[int, str]] = {
     "media_too_large": (413, "Media too large"),
     "payload_too_large": (413, "Payload too large"),
     "too_many_items": (413, "Too many inputs"),
+    "too_costly": (413, "Request too costly"),  # over a per-request cost limit (service.admission)
     "conflict": (409, "Conflict"),  # a collection that exists; stored vectors of another space
     "auth": (401, "Unauthorized"),
     "overloaded": (429, "Overloaded"),
     "not_ready": (503, "Not ready"),
+    "insufficient_storage": (507, "Insufficient storage"),  # the disk is full; the write was rolled back
     # configuration problems: the operator's to fix, reported to the client as a plain 500
     "invalid_checkpoint": (500, "Internal server error"),
     "invalid_description": (500, "Internal server error"),
@@ -58,6 +60,12 @@ class InvalidInput(ServiceError, ValueError):
 
 class TooManyItems(ServiceError, ValueError):
     kind = "too_many_items"
+
+
+class TooLarge(ServiceError, ValueError):
+    """Part of a request over a documented size limit (an item's metadata)."""
+
+    kind = "payload_too_large"
 
 
 class Unauthorized(ServiceError):

@@ -3,7 +3,8 @@
 Stages, one histogram with a `stage` label: `decode` (inputs -> items), `queue` (an item waiting for
 its batch), `encode` (one model call), `bond` (everything a space does beyond its encoders: projectors
 and mixing), `search` (recorded by the collection routers). Plus batch sizes and queue depth per
-encoder, requests by route and status, and errors by kind.
+encoder, requests by route and status, errors by kind, and admission by cost (service.admission): what
+the requests in flight hold and what was refused, by reason.
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ class Metrics:
         self.request_seconds = Histogram("freebind_request_seconds", "HTTP request latency", ["method", "route"],
                                          buckets=STAGE_BUCKETS, registry=r)
         self.errors = Counter("freebind_errors", "Error responses by kind", ["type"], registry=r)
+        self.admission_refused = Counter("freebind_admission_refused", "Requests refused by estimated cost: "
+                                         "request_work / request_memory (413), busy_work / busy_memory (429)",
+                                         ["reason"], registry=r)
+        self.admitted_work = Gauge("freebind_admitted_work", "Estimated work units held by requests in flight",
+                                   registry=r)
+        self.admitted_memory = Gauge("freebind_admitted_memory_bytes", "Estimated decoded bytes held by requests "
+                                     "in flight", registry=r)
 
     def observe(self, stage: str, seconds: float) -> None:
         self.stage_seconds.labels(stage).observe(seconds)

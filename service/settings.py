@@ -84,10 +84,25 @@ class Settings(BaseSettings):
                                         "(each is embedded; ImageNet's 1000 names x 10 templates fit)")
     max_image_pixels: int = Field(40_000_000, ge=1, description="pixels per image, checked before decoding")
     max_audio_seconds: float = Field(600.0, gt=0, description="seconds per audio input")
+    # --- admission by cost (service.admission): estimated from headers, before anything is decoded ------
+    # 16 384: FREEBIND_MAX_LABEL_DESCRIPTIONS (10 000) plus 256 of the longest texts fit in one request
+    max_request_work: int = Field(16_384, ge=1, description="estimated work of one request, in units of one short "
+                                  "text's encode; more: 413")
+    max_work_in_flight: int = Field(32_768, ge=1, description="estimated work of all requests in flight; more: 429")
+    max_request_memory_mb: int = Field(512, ge=1, description="estimated memory of one request's decoded inputs "
+                                       "(3 bytes a pixel, 4 a sample per channel + 4 for the mono mix); more: 413")
+    max_memory_in_flight_mb: int = Field(1024, ge=1, description="estimated decoded memory of all requests in "
+                                         "flight; more: 429")
+    # every search hit carries its item's metadata: 16 KiB x top_k 1000 is already a 16 MB answer
+    max_metadata_bytes: int = Field(16 * 1024, ge=2, description="an item's metadata as compact UTF-8 JSON "
+                                    "(larger: 413)")
 
     # --- URL inputs (off: only inline base64 / data URIs) ---------------------------------------
     allow_urls: bool = Field(False, description="let image/audio inputs be http(s) URLs fetched by the server")
-    url_timeout_s: float = Field(10.0, gt=0, description="timeout of one URL fetch")
+    url_timeout_s: float = Field(10.0, gt=0, description="total time of one URL fetch, waiting for a fetch thread "
+                                 "included")
+    url_max_fetches: int = Field(8, ge=1, description="URL fetches at once, on threads of their own (never the ones "
+                                 "decoding and search use); more wait, within their deadline")
     url_max_bytes: int = Field(20 * 2**20, ge=1, description="bytes one URL fetch may return")
     allow_private_urls: bool = Field(False, description="let URLs reach loopback/private/link-local addresses")
 

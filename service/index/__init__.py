@@ -9,6 +9,7 @@ from service.index.errors import (
     InvalidFilterError,
     ItemNotFoundError,
     SpaceMismatchError,
+    StorageFullError,
     StoreError,
 )
 from service.index.search import RAW_MODALITY, RAW_PLAN
@@ -29,5 +30,6 @@ __all__ = [
     "ItemNotFoundError",
     "Record",
     "SpaceMismatchError",
+    "StorageFullError",
     "StoreError",
 ]

@@ -82,16 +82,22 @@ class Collection:
     @classmethod
     def create(cls, folder: Path, meta: Mapping[str, Any], snapshot_every: int) -> Collection:
         conn = items.connect(folder / "items.sqlite")
-        with conn:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
+        try:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
+        except BaseException:
+            conn.close()  # its folder is about to be removed
+            raise
         return cls(folder, conn, snapshot_every)
 
     @classmethod
     def open(cls, folder: Path, snapshot_every: int, **backend: Any) -> Collection:
         """`backend`: how to reach the collection's vector backend (Milvus: `milvus_uri`, `milvus_token`)."""
         snapshot.clean(folder)
-        collection = cls(folder, items.connect(folder / "items.sqlite"), snapshot_every, **backend)
+        conn = items.connect(folder / "items.sqlite")
+        items.repair_metadata(conn, folder.name)
+        collection = cls(folder, conn, snapshot_every, **backend)
         collection._recover()
         return collection
 
@@ -200,7 +206,7 @@ class Collection:
                         self._conn.execute("INSERT INTO log (op, item) VALUES ('del', ?)", old)
                         replaced.append(old[0])
                     item = self._conn.execute("INSERT INTO items (key, modality, metadata) VALUES (?, ?, ?)",
-                                              (r.key, r.modality, json.dumps(r.metadata))).lastrowid
+                                              (r.key, r.modality, items.dump_metadata(r.metadata))).lastrowid
                     self._conn.execute(
                         "INSERT INTO log (op, item, modality, leaves, gram, vector) VALUES ('add', ?, ?, ?, ?, ?)",
                         (item, r.modality, r.leaves.astype(np.float32).tobytes(), r.gram.astype(np.float64).tobytes(),
@@ -210,8 +216,8 @@ class Collection:
                     self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('groups', ?)", (json.dumps(groups),))
                 seq = self._conn.execute("SELECT max(seq) FROM log").fetchone()[0]
                 self._conn.execute("COMMIT")  # the acknowledgement point: journal appended and fsynced
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+            except BaseException as exc:
+                items.roll_back(self._conn, self.name, exc)
                 raise
             self.meta["groups"] = groups
             self.seq = seq or self.seq
@@ -237,6 +243,10 @@ class Collection:
             raise InvalidCollectionError(f"item {r.key!r}: components do not fit a {self.dim}-d collection")
         if not (np.isfinite(r.leaves).all() and np.isfinite(r.vector).all()):
             raise InvalidCollectionError(f"item {r.key!r}: vector values must be finite")
+        try:
+            items.dump_metadata(r.metadata)
+        except ValueError:
+            raise InvalidCollectionError(f"item {r.key!r}: metadata values must be finite numbers") from None
 
     def delete(self, keys: Sequence[str]) -> list[str]:
         """Remove items by key in one durable transaction; returns the keys that existed."""
@@ -253,8 +263,8 @@ class Collection:
                         found.append((key, row[0]))
                 seq = self._conn.execute("SELECT max(seq) FROM log").fetchone()[0]
                 self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+            except BaseException as exc:
+                items.roll_back(self._conn, self.name, exc)
                 raise
             self.seq = seq or self.seq
             self._unsnapshotted += len(found)

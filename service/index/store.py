@@ -25,7 +25,7 @@ from typing import Any
 
 from service.index import milvus
 from service.index.collection import Collection
-from service.index.errors import CollectionExistsError, CollectionNotFoundError, InvalidCollectionError
+from service.index.errors import CollectionExistsError, CollectionNotFoundError, InvalidCollectionError, storage_full
 from service.index.milvus_collection import MilvusCollection
 from service.index.settings import IndexSettings
 from service.index.snapshot import fsync_dir
@@ -99,10 +99,17 @@ class CollectionStore:
                 if name in self._collections:
                     raise CollectionExistsError(f"collection {name!r} already exists; delete it first or pick another name")
                 temp = self.root / f".{name}.creating-{uuid.uuid4().hex[:8]}"
-                temp.mkdir(parents=True)
-                Collection.create(temp, meta, self.snapshot_every).discard()
-                fsync_dir(temp)
-                temp.rename(self.root / name)
+                try:
+                    temp.mkdir(parents=True)
+                    Collection.create(temp, meta, self.snapshot_every).discard()
+                    fsync_dir(temp)
+                    temp.rename(self.root / name)
+                except BaseException as exc:  # a full disk: no half-made folder left until the next restart
+                    shutil.rmtree(temp, ignore_errors=True)
+                    full = storage_full(exc)
+                    if full is not None:
+                        raise full from exc
+                    raise
                 fsync_dir(self.root)
                 collection = self._collections[name] = self._open(self.root / name)
         finally:
@@ -124,10 +131,8 @@ class CollectionStore:
 
     def _get(self, name: str) -> Collection:
         collection = self._collections.get(name)
-        if collection is None:
-            known = sorted(self._collections)
-            have = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "") if known else "(none yet)"
-            raise CollectionNotFoundError(f"unknown collection {name!r}; collections: {have}")
+        if collection is None:  # other collections' names are not the caller's to learn here: GET /collections
+            raise CollectionNotFoundError(f"unknown collection {name!r}")
         return collection
 
     def names(self) -> list[str]:

@@ -19,16 +19,16 @@ from typing import Any, Literal
 import numpy as np
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 
 from bonds.classify import LabelSet, class_scores, list_labelsets, load_labelset, top_labels
 from bonds.media import decode_text
 from bonds.mixing import ResolvedMixing
 from bonds.space import Space
-from service.deps import EngineDep, SettingsDep
+from service.admission import labels_cost
+from service.deps import EngineDep, MetricsDep, SettingsDep, TicketDep
 from service.engine import Engine
 from service.errors import InvalidInput, TooManyItems
-from service.inputs import parse_inputs
+from service.inputs import decode, parse_inputs
 
 router = APIRouter(tags=["classify"])
 EMBED_CHUNK = 256  # descriptions per engine call: well inside the admission limit, still one batch each
@@ -108,7 +108,8 @@ async def embed_descriptions(engine: Engine, space: Space, descriptions: list[st
 
 
 @router.post("/classify")
-async def classify(body: ClassifyRequest, request: Request, engine: EngineDep, settings: SettingsDep) -> dict[str, Any]:
+async def classify(body: ClassifyRequest, request: Request, engine: EngineDep, settings: SettingsDep,
+                   metrics: MetricsDep, ticket: TicketDep) -> dict[str, Any]:
     space = engine.space(body.space)
     resolved = space.resolve(body.mixing)
     labels, labels_key = label_set(body)
@@ -118,10 +119,14 @@ async def classify(body: ClassifyRequest, request: Request, engine: EngineDep, s
                                f"{settings.max_label_descriptions} per request (FREEBIND_MAX_LABEL_DESCRIPTIONS)")
         for text in (*labels.labels, *labels.descriptions):
             decode_text(text, settings.media_limits())
+    inputs = await decode(parse_inputs, body.inputs, settings, metrics, ticket)  # bad inputs fail before the labels
+
+    async def centres() -> np.ndarray:  # only on a cache miss: the descriptions are admitted like any inputs
+        ticket.reserve(labels_cost(labels.descriptions))
+        return await embed_descriptions(engine, space, labels.descriptions, resolved)
+
     fingerprint = space.fingerprint(resolved)
-    centers = await center_cache(request).get(
-        (fingerprint, labels_key), lambda: embed_descriptions(engine, space, labels.descriptions, resolved))
-    inputs = await run_in_threadpool(parse_inputs, body.inputs, settings)
+    centers = await center_cache(request).get((fingerprint, labels_key), centres)
     embedded = await engine.embed_inputs(space, inputs, resolved)
     scores, matched = class_scores(embedded.vectors, centers, labels.owner, len(labels.labels), body.aggregate)
     best, best_scores = top_labels(scores, body.top_k)

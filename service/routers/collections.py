@@ -22,7 +22,7 @@ from bonds.mixing import ResolvedMixing
 from bonds.plan import Node
 from bonds.remix import remix_vectors
 from bonds.space import Space
-from service.deps import EngineDep, SettingsDep, StoreDep
+from service.deps import EngineDep, MetricsDep, SettingsDep, StoreDep, TicketDep
 from service.engine import VECTOR, Engine, unit_vector
 from service.errors import InvalidInput
 from service.index import (
@@ -35,11 +35,12 @@ from service.index import (
     Record,
     SpaceMismatchError,
 )
-from service.inputs import UnicodeText, parse_inputs, parse_uploads
+from service.inputs import UnicodeText, check_metadata, decode, json_field, parse_inputs, parse_uploads
 from service.settings import Settings
 
 router = APIRouter(tags=["collections"])
 INPUT_KINDS = ("text", "image", "audio", VECTOR)
+MAX_ID = 512  # characters of an item id, from JSON or a multipart file name
 
 
 class CreateCollection(BaseModel):
@@ -55,7 +56,7 @@ class CreateCollection(BaseModel):
 class ItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: UnicodeText = Field(..., min_length=1, max_length=512)
+    id: UnicodeText = Field(..., min_length=1, max_length=MAX_ID)
     text: str | None = None
     image: str | None = Field(None, description="base64 or data URI")
     audio: str | None = Field(None, description="base64 or data URI")
@@ -166,12 +167,13 @@ async def delete_collection(name: str, store: StoreDep) -> dict[str, Any]:
     "multipart/form-data": {"schema": {"type": "object", "properties": {
         "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
         "metadata": {"type": "string", "description": "JSON object: file name -> metadata"}}}}}}})
-async def add_items(name: str, request: Request, engine: EngineDep, store: StoreDep,
-                    settings: SettingsDep) -> dict[str, Any]:
+async def add_items(name: str, request: Request, engine: EngineDep, store: StoreDep, settings: SettingsDep,
+                    metrics: MetricsDep, ticket: TicketDep) -> dict[str, Any]:
     """Add or replace items (by id): JSON `{"items": [...]}`, or multipart files (id = file name)."""
     collection, space = open_collection(engine, store, name)
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        keys, metadata, parsed = await _from_files(request, settings)
+        keys, metadata, uploads = await _from_files(request, settings)
+        parsed = await decode(parse_uploads, uploads, settings, metrics, ticket)
         fingerprints: list[str | None] = [None] * len(keys)
     else:
         try:
@@ -180,38 +182,33 @@ async def add_items(name: str, request: Request, engine: EngineDep, store: Store
             first = exc.errors()[0]
             raise InvalidInput(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
         keys = [item.id for item in body.items]
-        metadata = [item.metadata for item in body.items]
+        metadata = [check_metadata(item.metadata, settings, f"item {item.id!r}") for item in body.items]
         fingerprints = [item.fingerprint for item in body.items]
-        parsed = await run_in_threadpool(parse_inputs, [item.input() for item in body.items], settings)
+        parsed = await decode(parse_inputs, [item.input() for item in body.items], settings, metrics, ticket)
     records = await _records(engine, collection, space, keys, metadata, fingerprints, parsed)
     count = await run_in_threadpool(collection.upsert, space.space_id(), records)
     return {"collection": name, "upserted": count, "ids": list(dict.fromkeys(keys))}
 
 
-async def _from_files(request: Request, settings: Settings) -> tuple[list[str], list[dict], list[tuple[str, Any]]]:
-    """Multipart `files` (modality from each content type; id = file name) and optional `metadata`."""
+async def _from_files(request: Request, settings: Settings) -> tuple[list[str], list[dict], list[tuple[str | None, bytes]]]:
+    """Multipart `files` (id = file name) as ids, metadata and `(content type, bytes)`; optional `metadata`."""
     form = await request.form()
     files = [f for f in form.getlist("files") if hasattr(f, "read")]
     if not files:
         raise InvalidInput("multipart upload: send the media as one or more 'files' parts")
-    try:
-        by_name = json.loads(str(form.get("metadata") or "{}"))
-    except json.JSONDecodeError:
-        by_name = None
+    by_name = json_field(str(form.get("metadata") or "{}"), "metadata")
     if not isinstance(by_name, dict):
         raise InvalidInput("multipart 'metadata' must be a JSON object: file name -> metadata")
-    try:  # stored as given, it would fail every later response that carries it
-        json.dumps(by_name, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInput("multipart 'metadata' is not valid Unicode: it holds a lone surrogate") from None
-    uploads = [(f.content_type, await f.read()) for f in files]
-    parsed = await run_in_threadpool(parse_uploads, uploads, settings)
-    keys = [f.filename or f"file-{i}" for i, f in enumerate(files)]
     wrong = [n for n, m in by_name.items() if not isinstance(m, dict)]
     if wrong:
         raise InvalidInput(f"multipart 'metadata' of {wrong[0]!r}: each file's metadata is a JSON object")
-    metadata = [{"filename": f.filename, **by_name.get(f.filename, {})} for f in files]
-    return keys, metadata, parsed
+    keys = [f.filename or f"file-{i}" for i, f in enumerate(files)]
+    long = next((key for key in keys if len(key) > MAX_ID), None)
+    if long is not None:  # the file name is the item's id: the same limit as an id sent as JSON
+        raise InvalidInput(f"file name {long[:40]!r}... is {len(long)} characters; an item id is at most {MAX_ID}")
+    metadata = [check_metadata({"filename": f.filename, **by_name.get(f.filename, {})}, settings, f"file {key!r}")
+                for f, key in zip(files, keys, strict=True)]
+    return keys, metadata, [(f.content_type, await f.read()) for f in files]
 
 
 async def _records(engine: Engine, collection: Collection, space: Space, keys: list[str], metadata: list[dict],

@@ -8,7 +8,6 @@ collection under the same mixing (ImageBind-LLM cache enhancement, `bonds.enhanc
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any, Literal
 
 import anyio
@@ -19,15 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bonds.enhance import DEFAULT_ALPHA, DEFAULT_K, DEFAULT_T
 from bonds.errors import MixingError
 from bonds.mixing import Mixing
-from service.deps import EngineDep, MetricsDep, SettingsDep, StoreDep
+from service.deps import EngineDep, MetricsDep, SettingsDep, StoreDep, TicketDep
 from service.engine import Embedded, Engine
 from service.errors import InvalidInput
 from service.index import RAW_MODALITY, SpaceMismatchError
-from service.inputs import parse_inputs, parse_uploads
-from service.metrics import Metrics
+from service.inputs import decode, json_field, parse_inputs, parse_uploads
 from service.responses import VectorResponse
 from service.routers.collections import at_default_mixing, enhanced, open_collection
-from service.settings import Settings
 
 router = APIRouter(tags=["embed"])
 EncodingFormat = Literal["float", "base64"]
@@ -75,23 +72,10 @@ def answer(result: Embedded, vectors: np.ndarray, encoding_format: str, **extra:
     return VectorResponse(body)  # not FastAPI's encoder, which would walk every number again
 
 
-async def decode(parse, raw, settings: Settings, metrics: Metrics) -> list[tuple[str, Any]]:
-    """Decoding media (base64, images, audio, URL fetches) is CPU and I/O work: off the event loop.
-    Text and vectors need no decoding, and a thread hop would cost more than checking them here."""
-    with metrics.time("decode"):
-        if parse is parse_inputs and all(_plain(entry) for entry in raw):
-            return parse(raw, settings)
-        return await anyio.to_thread.run_sync(parse, raw, settings)
-
-
-def _plain(entry: Any) -> bool:
-    return isinstance(entry, str) or (isinstance(entry, dict) and len(entry) == 1 and ("text" in entry or "vector" in entry))
-
-
 @router.post("/embed", summary="Embed inputs of any modality into a space, under a per-request mixing")
 async def embed(body: EmbedRequest, engine: EngineDep, store: StoreDep, settings: SettingsDep,
-                metrics: MetricsDep) -> VectorResponse:
-    inputs = await decode(parse_inputs, body.inputs, settings, metrics)
+                metrics: MetricsDep, ticket: TicketDep) -> VectorResponse:
+    inputs = await decode(parse_inputs, body.inputs, settings, metrics, ticket)
     result = await engine.embed_inputs(body.space, inputs, body.mixing)
     if body.enhance is None:
         return answer(result, result.vectors, body.encoding_format)
@@ -122,6 +106,7 @@ async def embed_upload(
     engine: EngineDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    ticket: TicketDep,
     files: list[UploadFile] = File(..., description="one or more files; modality from each file's content type"),
     modality: Literal["text", "image", "audio"] | None = Form(None, description="modality of every file"),
     space: str | None = Form(None, description="served space (default: the server's default)"),
@@ -129,7 +114,7 @@ async def embed_upload(
     encoding_format: EncodingFormat = Form("float"),
 ) -> VectorResponse:
     uploads = [(modality or file.content_type, await file.read()) for file in files]
-    inputs = await decode(parse_uploads, uploads, settings, metrics)
+    inputs = await decode(parse_uploads, uploads, settings, metrics, ticket)
     result = await engine.embed_inputs(space, inputs, _mixing_field(mixing))
     return answer(result, result.vectors, encoding_format)
 
@@ -138,9 +123,7 @@ def _mixing_field(text: str | None) -> Mixing | None:
     if not text:
         return None
     try:
-        return Mixing.model_validate(json.loads(text))
-    except json.JSONDecodeError as exc:
-        raise MixingError(f"the 'mixing' field must be a mixing as JSON: {exc}") from None
+        return Mixing.model_validate(json_field(text, "mixing", MixingError))
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(the whole value)"

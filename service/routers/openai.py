@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bonds.errors import DimensionError
 from bonds.mixing import Mixing
-from service.deps import EngineDep, MetricsDep, SettingsDep
+from service.deps import EngineDep, MetricsDep, SettingsDep, TicketDep
 from service.errors import InvalidInput
 from service.inputs import parse_inputs
 from service.responses import VectorResponse
@@ -46,14 +46,14 @@ def _as_input(text: str, modality: str | None) -> dict[str, str]:
 
 @router.post("/embeddings", summary="OpenAI-compatible embeddings")
 async def embeddings(body: EmbeddingsRequest, engine: EngineDep, settings: SettingsDep,
-                     metrics: MetricsDep) -> VectorResponse:
+                     metrics: MetricsDep, ticket: TicketDep) -> VectorResponse:
     texts = [body.input] if isinstance(body.input, str) else body.input
     if any(not isinstance(t, str) for t in texts):
         raise InvalidInput("token-id inputs are not supported: send strings")
     space = engine.space(body.model)
     if body.dimensions is not None and body.dimensions != space.dim:
         raise DimensionError(f"space {space.name!r} is {space.dim}-d; 'dimensions' cannot change that")
-    inputs = await decode(parse_inputs, [_as_input(t, body.modality) for t in texts], settings, metrics)
+    inputs = await decode(parse_inputs, [_as_input(t, body.modality) for t in texts], settings, metrics, ticket)
     result = await engine.embed_inputs(space, inputs, body.mixing)
     data: list[dict[str, Any]] = [
         {"object": "embedding", "index": i, "embedding": encode_vector(v, body.encoding_format)}

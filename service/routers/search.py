@@ -24,14 +24,13 @@ from bonds.mixing import ResolvedMixing
 from bonds.plan import Node
 from bonds.remix import remix_vectors
 from bonds.space import Space
-from service.deps import EngineDep, SettingsDep, StoreDep
+from service.deps import EngineDep, MetricsDep, SettingsDep, StoreDep, TicketDep
 from service.engine import VECTOR, Engine
 from service.errors import InvalidInput
 from service.index import RAW_MODALITY, Collection, ItemNotFoundError
 from service.index.search import plan_for
-from service.inputs import UnicodeText, parse_inputs
+from service.inputs import UnicodeText, decode, parse_inputs
 from service.routers.collections import at_default_mixing, check_vector, enhanced, open_collection
-from service.settings import Settings
 
 router = APIRouter(tags=["search"])
 QUERY_KINDS = ("text", "image", "audio", VECTOR, "id")
@@ -73,12 +72,14 @@ class SearchRequest(BaseModel):
 
 
 @router.post("/search")
-async def search(body: SearchRequest, engine: EngineDep, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+async def search(body: SearchRequest, engine: EngineDep, store: StoreDep, settings: SettingsDep, metrics: MetricsDep,
+                 ticket: TicketDep) -> dict[str, Any]:
     collection, space = open_collection(engine, store, body.collection)
     resolved = space.resolve(body.mixing)
     plans, modalities = searched(collection, space, resolved, body.modalities)
     indexed = at_default_mixing(collection, space, plans)
-    query, exclude = await _query_vector(body.query, engine, collection, space, resolved, plans, settings)
+    query, exclude = await _query_vector(body.query, engine, collection, space, resolved, plans,
+                                         lambda raw: decode(parse_inputs, raw, settings, metrics, ticket))
     out: dict[str, Any] = {}
     if body.enhance is not None and body.enhance.alpha > 0:
         query, neighbours = await _enhance(body.enhance, collection, plans, indexed, query, exclude)
@@ -119,8 +120,9 @@ def searched(collection: Collection, space: Space, resolved: ResolvedMixing,
 
 
 async def _query_vector(query: Query, engine: Engine, collection: Collection, space: Space, resolved: ResolvedMixing,
-                        plans: dict, settings: Settings) -> tuple[np.ndarray, list[str]]:
-    """The query as one unit vector of the space under `resolved`, and item ids to leave out of results."""
+                        plans: dict, decoded) -> tuple[np.ndarray, list[str]]:
+    """The query as one unit vector of the space under `resolved`, and item ids to leave out of results;
+    `decoded(raw)`: the router's decoding of inputs, admitted against the request's ticket."""
     given = {k: getattr(query, k) for k in QUERY_KINDS if getattr(query, k) is not None}
     if len(given) != 1:
         raise InvalidInput(f"query: give exactly one of {', '.join(QUERY_KINDS)}")
@@ -130,7 +132,7 @@ async def _query_vector(query: Query, engine: Engine, collection: Collection, sp
             raise ItemNotFoundError(f"collection {collection.name!r} has no item {given['id']!r}")
         modality, keys, leaves, gram = found
         return remix_vectors(plan_for(plans, modality), keys, leaves, gram)[0], [given["id"]]
-    ((modality, item),) = await run_in_threadpool(parse_inputs, [given], settings)
+    ((modality, item),) = await decoded([given])
     if modality == VECTOR:
         return check_vector(space, item, query.fingerprint, {space.fingerprint(resolved)}, "query"), []
     embedding = await engine.embed(space, modality, [item], resolved)

@@ -93,6 +93,19 @@ def test_expert_weights_and_switching_experts_off():
     assert np.allclose(only_g, want, atol=TOL) and np.allclose(weighted, want, atol=TOL)
 
 
+@pytest.mark.parametrize("scale", [1e39, 1e300, 1e-300, 5e-324])
+def test_pooling_weights_at_the_float64_limits_give_the_vectors_of_their_ratio(scale):
+    """Weights only set the experts' ratio: scaled to 1e39 (finite in float64, inf in the float32 vectors it
+    multiplied) they once gave NaN vectors; scaled to 5e-324 they underflowed to zero vectors (issue 19, D3)."""
+    _, _, _, bond = parallel_combination()
+    want = bond.embed("text", TEXTS, {"weights": {"clap": {"clap_g": 1.0, "clap_m": 0.5}}})
+    got = bond.embed("text", TEXTS, {"weights": {"clap": {"clap_g": scale, "clap_m": scale / 2 or scale}}})
+    assert np.isfinite(got).all() and np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=TOL)
+    if scale / 2:  # 5e-324 / 2 is 0 in float64: only the finite, unit answer is asked of it
+        assert np.allclose(got, want, atol=TOL)
+    assert np.isfinite(pool([np.ones((2, 3, 4)), np.ones((2, 3, 4))], [1e308, 1e308])).all()
+
+
 def test_combination_brings_a_modality_the_base_lacks():
     base = encoder_space("base", 16, 0, ("text", "image"))
     clap = encoder_space("clap", 8, 1, ("text", "audio"))

@@ -9,11 +9,13 @@ torch import), stops it, or kills it with SIGKILL.
 
 from __future__ import annotations
 
+import http.server
 import multiprocessing
 import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +137,31 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def trickling_upstream(interval: float, stop: threading.Event,
+                       arrived: threading.Event | None = None) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """An upstream for URL inputs that answers 200 and then one byte every `interval` s until `stop` is set
+    (sets `arrived` when a fetch comes in): the server (`shutdown()` it) and its URL."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if arrived is not None:
+                arrived.set()
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()
+            while not stop.wait(interval):
+                try:
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                except OSError:  # the fetcher hung up
+                    return
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_port}/slow.png"

@@ -199,6 +199,20 @@ def test_streamed_body_over_the_limit_is_cut_off_where_it_crosses(make_client):
         assert pulled <= 1_000_000 + 65536, (path, pulled)  # the chunk that crossed the limit is the last read
 
 
+def test_the_key_is_checked_before_any_byte_of_the_body_is_read(make_client):
+    """Issue 19: FastAPI parses a JSON body before a route's dependencies run, so the key check as one let a
+    caller without a key make the server parse 30 MB and read its validation errors."""
+    client = make_client(api_keys=KEYS)
+    for path in [*body_routes(client.app), "/no/such/route"]:
+        endless = iter(lambda: b"[" * 65536, None)
+        status, chunks, _ = call(client, path, [(b"content-type", content_type(path))], endless)
+        assert (status, chunks) == (401, 0), path
+    r = client.post("/embed", content=b'{"inputs": [', headers={"content-type": "application/json"})
+    assert r.status_code == 401 and "json" not in r.json()["detail"].lower()
+    r = client.post("/embed", json={"inputs": ["x"]}, headers={"Authorization": f"Bearer {KEYS[1]}"})
+    assert r.status_code == 200
+
+
 def _response_status(sock: socket.socket, wait: float) -> int | None:
     if not select.select([sock], [], [], wait)[0]:
         return None

@@ -79,6 +79,18 @@ def multipart_items(metadata: str) -> Callable[[], dict[str, Any]]:
     return build
 
 
+def nested(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"leaf": 1}
+    for _ in range(levels - 1):
+        value = {"k": value}
+    return value
+
+
+def upload_item(name: str) -> Callable[[], dict[str, Any]]:
+    return lambda: {"method": "POST", "url": "/collections/docs/items",
+                    "files": [("files", (name, media.image("PNG", (8, 8)), "image/png"))]}
+
+
 DEEP = 100_000
 CASES = [
     # --- images -------------------------------------------------------------------------------------
@@ -186,6 +198,26 @@ CASES = [
     Case("/classify template with an unbalanced brace", 422, ("template",), post("/classify", {"inputs": ["x"], "labels": ["cat"], "templates": ["a {} {"]})),
     Case("upload with a mixing of the wrong type", 422, ("factors.aux.text", "number"), lambda: {"method": "POST", "url": "/embed/upload", "files": [("files", ("t.txt", b"hello", "text/plain"))], "data": {"mixing": '{"factors": {"aux": {"text": "high"}}}'}}),
     Case("item id over 512 characters", 422, ("id",), post("/collections/docs/items", {"items": [{"id": "i" * 513, "text": "x"}]})),
+    # --- found by the hostile-input review of 2026-12-04 (issue 19): 500s, nulls and unbounded input before ---
+    Case("100 000-deep upload mixing (D1)", 422, ("mixing", "nested too deeply"), lambda: {"method": "POST", "url": "/embed/upload", "files": [("files", ("a.txt", b"a", "text/plain"))], "data": {"mixing": "[" * DEEP + "]" * DEEP}}),
+    Case("100 000-deep multipart item metadata (D2)", 422, ("metadata", "nested too deeply"), multipart_items("[" * DEEP + "]" * DEEP)),
+    Case("pooling weight of 1e39 (D3: was a null vector)", 200, (), embed("a dog", mixing={"weights": {"aux": {"aux": 1e39}}})),
+    Case("pooling weight of 5e-324 (D3)", 200, (), embed("a dog", mixing={"weights": {"aux": {"aux": 5e-324}}})),
+    Case("NaN in an item's metadata (D4)", 422, ("metadata", "finite"), raw("/collections/docs/items", '{"items": [{"id": "n", "text": "x", "metadata": {"x": NaN}}]}')),
+    Case("Infinity in an item's metadata (D4)", 422, ("metadata", "finite"), raw("/collections/docs/items", '{"items": [{"id": "n", "text": "x", "metadata": {"x": [1, -Infinity]}}]}')),
+    Case("1e999 in an item's metadata (D4)", 422, ("metadata", "finite"), raw("/collections/docs/items", '{"items": [{"id": "n", "text": "x", "metadata": {"x": {"y": 1e999}}}]}')),
+    Case("NaN in multipart item metadata (D4)", 422, ("metadata", "nan"), multipart_items('{"a.png": {"x": NaN}}')),
+    Case("1e999 in multipart item metadata (D4)", 422, ("metadata", "finite"), multipart_items('{"a.png": {"x": 1e999}}')),
+    Case("20 KB of item metadata (over FREEBIND_MAX_METADATA_BYTES)", 413, ("metadata", "limit is 16384"), post("/collections/docs/items", {"items": [{"id": "m", "text": "x", "metadata": {"k": "m" * 20_000}}]})),
+    Case("item metadata nested 40 levels", 422, ("metadata", "32 levels"), post("/collections/docs/items", {"items": [{"id": "m", "text": "x", "metadata": nested(40)}]})),
+    Case("1 s WAV at 2003 Hz (D5: 1.5 GB to resample)", 200, (), embed_media("audio", lambda: media.wav(1.0, rate=2003))),
+    Case("1 s WAV at 4001 Hz (D5: 3.3 GB, 10.6 s)", 200, (), embed_media("audio", lambda: media.wav(1.0, rate=4001))),
+    Case("1 s WAV at 16001 Hz (D5)", 200, (), embed_media("audio", lambda: media.wav(1.0, rate=16_001))),
+    Case("1 s WAV at 44101 Hz (D5)", 200, (), embed_media("audio", lambda: media.wav(1.0, rate=44_101))),
+    Case("WAV at 500 Hz (below the decoded range)", 415, ("500 hz", "1000-768000 hz"), embed_media("audio", lambda: media.wav(1.0, rate=500))),
+    Case("WAV at 1 MHz (above the decoded range)", 415, ("1000000 hz",), embed_media("audio", lambda: media.wav(0.01, rate=1_000_000))),
+    Case("12 PNGs of 6300x6300 in 0.6 MB (D6: +1.4 GB RSS)", 413, ("1362.6 mb decoded", "512 mb"), lambda: {"method": "POST", "url": "/embed", "json": {"inputs": [{"image": b64(media.huge_png(6300, 6300))}] * 12}}),
+    Case("multipart file name of 604 characters (the item's id)", 422, ("604 characters", "512"), upload_item("f" * 600 + ".png")),
 ]
 
 
@@ -217,6 +249,7 @@ def test_bad_input_gets_its_status_and_a_problem_that_names_it(app_client, refer
         assert r.status_code == 200, r.text[:500]
         data = r.json()["data"]
         assert all(np.isfinite(row["embedding"]).all() and len(row["embedding"]) == DIM for row in data)
+        assert all(abs(np.linalg.norm(row["embedding"]) - 1) < 1e-4 for row in data)  # unit vectors, never zeros
     else:
         assert r.status_code == case.status, r.text[:500]
         assert r.headers["content-type"] == PROBLEM

@@ -116,6 +116,22 @@ def test_ranking_changes_when_factors_change(client):
     assert ranks[0.0] != ranks[1.0]
 
 
+def test_a_pooling_weight_of_1e39_scores_like_a_weight_of_1(client):
+    """Issue 19, D3: a weight finite in float64 overflowed the float32 vectors it scaled (null vectors in
+    /embed, null scores in /search, a collection that stored them)."""
+    huge, one = {"weights": {"clap": {"clap": 1e39}}}, {"weights": {"clap": {"clap": 1.0}}}
+    make(client, "heavy", mixing=huge)
+    scores = {}
+    for mixing in (huge, one):
+        r = client.post("/search", json={"collection": "heavy", "query": {"text": "a dog barks"}, "top_k": 5,
+                                         "mixing": mixing})
+        assert r.status_code == 200, r.text
+        scores[str(mixing)] = [(h["id"], round(h["score"], 5)) for h in r.json()["results"]]
+        vector = client.post("/embed", json={"inputs": ["a dog barks"], "space": "tinybond", "mixing": mixing})
+        assert np.isfinite(vector.json()["data"][0]["embedding"]).all()
+    assert scores[str(huge)] == scores[str(one)]
+
+
 def test_filters_apply_inside_the_search(client):
     make(client)
     query = {"text": "a dog barks"}
@@ -155,7 +171,7 @@ def test_unknown_collection_is_a_404_problem(client):
     r = client.post("/search", json={"collection": "nope", "query": {"text": "x"}})
     assert r.status_code == 404
     assert r.headers["content-type"].startswith("application/problem+json")
-    assert "nope" in r.json()["detail"]
+    assert r.json()["detail"] == "unknown collection 'nope'"  # not the names of the others (issue 19)
     for method, path in (("GET", "/collections/nope"), ("DELETE", "/collections/nope"),
                          ("POST", "/collections/nope/items")):
         r = client.request(method, path, json={"items": [{"id": "a", "text": "x"}]})
