@@ -19,6 +19,7 @@ import numpy as np
 
 from bonds.encoders.base import Encoder
 from bonds.errors import ModalityError
+from bonds.items import as_items
 from bonds.mixing import BondControls, Mixing, ResolvedMixing, resolve_mixing
 from bonds.plan import Encode, Leaf, Node, Project, gram, leaves, materialize
 from bonds.projector import ProjectorMixture
@@ -101,7 +102,9 @@ class Space(ABC):
         return f"{self.name}@{hashlib.sha256(blob).hexdigest()[:16]}"
 
     def encode(self, modality: str, items: Sequence[Any], mixing=None) -> Embedding:
+        """`items` (see `embed`) under `mixing`: vectors, per-item notes, the resolved mixing, the fingerprint."""
         self.check_modality(modality)
+        items = as_items(modality, items)
         resolved = self.resolve(mixing)
         node = self.plan(modality, resolved)
         run = Evaluation(self.encoder_spaces(), self.projectors(), items)
@@ -109,6 +112,12 @@ class Space(ABC):
         return Embedding(vectors.astype(np.float32), run.notes(), resolved, self.fingerprint(resolved))
 
     def embed(self, modality: str, items: Sequence[Any], mixing=None) -> np.ndarray:
+        """`(n, dim)` float32 unit rows of `items` under `mixing` (a preset name, factors, off, weights).
+
+        Items: text `str`; images as `PIL.Image.Image`, file paths or the files' bytes; audio as
+        `Audio(samples, sample_rate)`, file paths or bytes (WAV, FLAC, OGG, MP3).
+        `space.embed("image", ["dog.jpg"], {"preset": "multilingual"})`.
+        """
         return self.encode(modality, items, mixing).vectors
 
     def full_mixing(self, mixing: Mixing | Mapping[str, Any] | ResolvedMixing | None = None) -> ResolvedMixing:
@@ -132,6 +141,7 @@ class Space(ABC):
         """Leaf vectors of `items` under `full_mixing(mixing)`: enough to score them under `mixing` and any
         mixing that differs from it outside projected bonds (all mixings, for the usual shapes)."""
         self.check_modality(modality)
+        items = as_items(modality, items)
         node = self.plan(modality, self.full_mixing(mixing))
         run = Evaluation(self.encoder_spaces(), self.projectors(), items)
         found = leaves(node)
