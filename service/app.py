@@ -8,6 +8,7 @@ start-up, closed at shutdown). Every router but health needs the API key when ke
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,10 +22,11 @@ from fastapi.staticfiles import StaticFiles
 from bonds.checkpoint import library_version
 from service.deps import require_api_key
 from service.engine import Engine
-from service.errors import install_error_handlers, problem_responses
+from service.errors import install_error_handlers
 from service.index.store import CollectionStore
 from service.metrics import Metrics
 from service.middleware import BodyLimit, RequestContext
+from service.openapi import FAVICON_URL, install_docs
 from service.routers import classify, collections, embed, health, metrics, openai, search, spaces
 from service.settings import Settings, get_settings
 
@@ -35,6 +37,7 @@ STATIC = Path(__file__).parent / "static"
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    app.state.started_at = time.time()  # /v1/models' `created`
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)  # threads started from now on (the models') take it up
     store = CollectionStore(settings.data_dir, milvus_uri=settings.milvus_uri,
@@ -51,8 +54,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="FreeBind", version=library_version(), lifespan=lifespan, responses=problem_responses(),
-                  description="Multimodal embedding spaces with bonded experts, mixed per request.")
+    app = FastAPI(title="FreeBind", version=library_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Multimodal embedding spaces with bonded experts, mixed per request. "
+                              "The user's guide: docs/guide.md in the repository.")
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.engine = Engine(settings, app.state.metrics)
@@ -65,6 +69,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     authed = [Depends(require_api_key)]
     for module in (embed, openai, spaces, collections, search, classify, metrics):
         app.include_router(module.router, dependencies=authed)
+    install_docs(app)
+
+    @app.get(FAVICON_URL, include_in_schema=False)
+    @app.get("/favicon.ico", include_in_schema=False)  # what browsers ask for when a page names none
+    async def favicon() -> FileResponse:
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
     if settings.playground and (STATIC / "index.html").is_file():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -167,15 +167,6 @@ def _body_error(cause: BaseException) -> str:
     return "it is not readable as JSON"
 
 
-def problem_responses() -> dict[int | str, dict[str, Any]]:
-    """What any operation may answer besides its success, for the OpenAPI document (`FastAPI(responses=)`)."""
-    schema = {"type": "object", "required": ["type", "title", "status", "detail"],
-              "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-                             "detail": {"type": "string"}, "request_id": {"type": "string"}}}
-    statuses = sorted({status for status, _ in STATUS.values()} | {400, 405})
-    return {status: {"description": _reason(status), "content": {PROBLEM_JSON: {"schema": schema}}} for status in statuses}
-
-
 def _reason(status: int) -> str:
     from http import HTTPStatus
 
