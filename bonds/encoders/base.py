@@ -104,5 +104,9 @@ class Encoder(ABC):
         except ImportError:  # numpy-only encoders (the tiny test encoder) need no torch
             return self.postprocess(modality, self.forward(modality, self.preprocess(modality, items)))
 
+    def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
+        """Tokens per text as the model reads them (after truncation), or None: no tokenizer to count with."""
+        return None
+
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "dim": self.dim, "modalities": list(self.modalities), "licence": self.licence}
