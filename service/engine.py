@@ -109,7 +109,10 @@ class Engine:
             # only by type: the traceback is in the log
             self.state = "failed"
             self.error = str(exc) if isinstance(exc, FreeBindError) else f"{type(exc).__name__} (see the server log)"
-            log.exception("the engine failed to start; /health/live now fails")
+            if isinstance(exc, FreeBindError):  # our own message says it all: a traceback would bury it
+                log.error("the engine failed to start: %s; /health/live now fails", exc)
+            else:
+                log.exception("the engine failed to start; /health/live now fails")
         finally:
             self._loaded.set()
 
@@ -195,7 +198,7 @@ class Engine:
         resolved = target.resolve(mixing)  # a bad mixing fails here, before anything is queued
         plan = target.plan(modality, resolved)
         embedding = await self._run(target, plan, items, target.encode, modality, items, resolved)
-        self.metrics.items.labels(modality).inc(len(items))
+        self.metrics.items.labels(target.name, modality).inc(len(items))
         return embedding
 
     async def components(self, space: str | Space, modality: str, items: Sequence[Any], mixing: Any = None) -> Components:
@@ -206,7 +209,7 @@ class Engine:
         full = target.full_mixing(mixing)
         plan = target.plan(modality, full)
         components = await self._run(target, plan, items, target.components, modality, items, full)
-        self.metrics.items.labels(modality).inc(len(items))
+        self.metrics.items.labels(target.name, modality).inc(len(items))
         return components
 
     async def embed_inputs(self, space: str | Space, inputs: Sequence[tuple[str, Any]], mixing: Any = None) -> Embedded:

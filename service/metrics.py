@@ -3,7 +3,8 @@
 Stages, one histogram with a `stage` label: `decode` (inputs -> items), `queue` (an item waiting for
 its batch), `encode` (one model call), `bond` (everything a space does beyond its encoders: projectors
 and mixing), `search` (recorded by the collection routers). Plus batch sizes and queue depth per
-encoder, requests by route and status, and errors by kind.
+encoder, inputs by space and modality, requests by route and status, errors by kind, and the standard
+process metrics (CPU seconds, resident memory, open files: `process_*`) and Python's (`python_*`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -28,11 +37,13 @@ class Metrics:
                                     buckets=BATCH_BUCKETS, registry=r)
         self.queue_depth = Gauge("freebind_queue_depth", "Items waiting for a batch", ["encoder"], registry=r)
         self.in_flight = Gauge("freebind_items_in_flight", "Items admitted and not yet answered", registry=r)
-        self.items = Counter("freebind_items", "Inputs embedded", ["modality"], registry=r)
+        self.items = Counter("freebind_items", "Inputs embedded", ["space", "modality"], registry=r)
         self.requests = Counter("freebind_requests", "HTTP requests", ["method", "route", "status"], registry=r)
         self.request_seconds = Histogram("freebind_request_seconds", "HTTP request latency", ["method", "route"],
                                          buckets=STAGE_BUCKETS, registry=r)
         self.errors = Counter("freebind_errors", "Error responses by kind", ["type"], registry=r)
+        ProcessCollector(registry=r)  # what prometheus_client's default registry would have shown
+        PlatformCollector(registry=r)
 
     def observe(self, stage: str, seconds: float) -> None:
         self.stage_seconds.labels(stage).observe(seconds)

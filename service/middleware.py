@@ -12,6 +12,7 @@ import time
 import uuid
 
 from starlette.requests import Request
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import PayloadTooLarge, http_error_handler, internal_error
@@ -36,6 +37,7 @@ class RequestContext:
         rid = given if _CLIENT_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
         status, sent, started = 500, False, time.perf_counter()
+        as_received = dict(scope)  # routing rewrites root_path for mounts; matching again needs the original
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, sent
@@ -53,9 +55,21 @@ class RequestContext:
             if not sent:  # a response already started cannot be replaced
                 await internal_error(scope)(scope, receive, send)
         finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
+            route = route_label(scope, as_received)
             self.metrics.requests.labels(scope["method"], route, str(status)).inc()
             self.metrics.request_seconds.labels(scope["method"], route).observe(time.perf_counter() - started)
+
+
+def route_label(scope: Scope, as_received: Scope) -> str:
+    """The route template a request matched (its `route` when FastAPI set one, else the app's route or
+    mount that matches: /openapi.json, /static/..., /docs-assets/...); "unmatched" only for what matched none."""
+    route = scope.get("route")
+    if route is not None:
+        return route.path
+    for candidate in getattr(scope.get("app"), "routes", ()):
+        if candidate.matches(as_received)[0] == Match.FULL:
+            return getattr(candidate, "path", "unmatched")
+    return "unmatched"
 
 
 class BodyLimit:
