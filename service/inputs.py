@@ -13,6 +13,7 @@ import base64
 import binascii
 import http.client
 import ipaddress
+import mimetypes
 import socket
 import time
 import urllib.error
@@ -54,6 +55,14 @@ def parse_inputs(raw: Sequence[Any], settings: Settings) -> list[tuple[str, Any]
 def parse_uploads(files: Sequence[tuple[str | None, bytes]], settings: Settings) -> list[tuple[str, Any]]:
     """Uploaded files as `(modality or content type, bytes)`, decoded like `parse_inputs`."""
     return _each(files, settings, lambda file, s: (_upload_modality(file[0]), decode_media(_upload_modality(file[0]), file[1], s)))
+
+
+def upload_type(content_type: str | None, filename: str | None) -> str | None:
+    """A file's declared content type, or the one its name implies when the client declared none of use:
+    curl sends .wav, .flac and .ogg files as application/octet-stream."""
+    if content_type and not content_type.startswith("application/octet-stream"):
+        return content_type
+    return mimetypes.guess_type(filename or "")[0] or content_type
 
 
 def _upload_modality(declared: str | None) -> str:

@@ -35,7 +35,7 @@ from service.index import (
     Record,
     SpaceMismatchError,
 )
-from service.inputs import UnicodeText, parse_inputs, parse_uploads
+from service.inputs import UnicodeText, parse_inputs, parse_uploads, upload_type
 from service.settings import Settings
 
 router = APIRouter(tags=["collections"])
@@ -204,7 +204,7 @@ async def _from_files(request: Request, settings: Settings) -> tuple[list[str], 
         json.dumps(by_name, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidInput("multipart 'metadata' is not valid Unicode: it holds a lone surrogate") from None
-    uploads = [(f.content_type, await f.read()) for f in files]
+    uploads = [(upload_type(f.content_type, f.filename), await f.read()) for f in files]
     parsed = await run_in_threadpool(parse_uploads, uploads, settings)
     keys = [f.filename or f"file-{i}" for i, f in enumerate(files)]
     wrong = [n for n, m in by_name.items() if not isinstance(m, dict)]
