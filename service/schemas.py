@@ -154,6 +154,7 @@ class SearchResponse(BaseModel):
     fingerprint: str
     mixing: ResolvedMixing
     neighbours: list[Neighbour] | None = Field(None, description="with enhance.return_neighbours")
+    query_note: str | None = Field(None, description="what the query's encoder noticed, e.g. 'no speech detected'")
 
 
 class LabelScore(BaseModel):

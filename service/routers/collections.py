@@ -232,9 +232,15 @@ async def _records(engine: Engine, collection: Collection, space: Space, keys: l
         components = await engine.components(space, modality, [parsed[i][1] for i in where], default)
         vectors = remix_vectors(space.plan(modality, default), components.keys, components.leaves, components.gram)
         for n, i in enumerate(where):
-            records[i] = Record(keys[i], modality, metadata[i], components.keys, components.leaves[n],
-                                components.gram[n], vectors[n])
+            records[i] = Record(keys[i], modality, with_note(metadata[i], components.notes[n]), components.keys,
+                                components.leaves[n], components.gram[n], vectors[n])
     return [r for r in records if r is not None]
+
+
+def with_note(metadata: dict[str, Any], note: str | None) -> dict[str, Any]:
+    """An item's metadata with what its encoder noticed (e.g. "no speech detected") as `note`, so searches
+    show that its vector says little; a `note` the client set wins."""
+    return {**metadata, "note": note} if note and "note" not in metadata else metadata
 
 
 @router.get("/collections/{name}/items/{item_id:path}")  # ids may hold '/' (file paths)
