@@ -11,13 +11,11 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import anyio
 import torch
 from fastapi import Depends, FastAPI
 from fastapi.responses import FileResponse
-from fastapi.staticfiles import StaticFiles
 
 from bonds.checkpoint import library_version
 from service.deps import require_api_key
@@ -27,11 +25,11 @@ from service.index.store import CollectionStore
 from service.metrics import Metrics
 from service.middleware import BodyLimit, RequestContext
 from service.openapi import FAVICON_URL, install_docs
+from service.playground import STATIC, install_playground
 from service.routers import classify, collections, embed, health, metrics, openai, search, spaces
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("freebind.service")
-STATIC = Path(__file__).parent / "static"
 
 
 @asynccontextmanager
@@ -77,11 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
     if settings.playground and (STATIC / "index.html").is_file():
-        app.mount("/static", StaticFiles(directory=STATIC), name="static")
-
-        @app.get("/", include_in_schema=False)
-        async def playground() -> FileResponse:  # the page is public; the API calls it makes are not
-            return FileResponse(STATIC / "index.html")
+        install_playground(app)
 
     return app
 

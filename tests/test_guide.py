@@ -142,8 +142,8 @@ def stand_in(tmp_path_factory) -> Path:
 
 def run_guide(space: str, tmp_path: Path, monkeypatch, launcher: str = "fork") -> None:
     workdir = tmp_path / "work"
-    workdir.mkdir()
-    if not (workdir / "dog.jpg").exists():
+    workdir.mkdir(exist_ok=True)
+    if not (workdir / "dog.jpg").exists():  # the e2e run put real media there
         write_media(workdir)
     with Server([space], tmp_path / "open" / "data", launcher=launcher) as open_server, \
             Server([space], tmp_path / "keyed" / "data", launcher=launcher, api_keys=KEY) as keyed_server:

@@ -29,7 +29,7 @@ KEYS = ["fb-key-alpha-7f3a9c", "fb-key-beta-2d8e41"]
 WRONG = "fb-key-wrong-000000"
 # What stays open with keys configured: health for orchestrators, the playground page and its files, and
 # the favicon, FastAPI's schema and documentation pages and their assets (they describe the API; they hold no data).
-PUBLIC = re.compile(r"^(/health/.*|/|/static.*|/favicon\.(ico|svg)|/openapi\.json|/docs.*|/redoc)$")
+PUBLIC = re.compile(r"^(/health/.*|/|/static.*|/playground/.*|/favicon\.(ico|svg)|/openapi\.json|/docs.*|/redoc)$")
 
 
 def routes(app):
