@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import FileResponse
 
 from bonds.checkpoint import library_version
+from service.collections_off import NoCollections
 from service.deps import require_api_key
 from service.engine import Engine
 from service.errors import install_error_handlers
@@ -38,8 +39,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.started_at = time.time()  # /v1/models' `created`
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)  # threads started from now on (the models') take it up
-    store = CollectionStore(settings.data_dir, milvus_uri=settings.milvus_uri,
-                            milvus_token=settings.milvus_token.get_secret_value())
+    if settings.collections:
+        store = CollectionStore(settings.data_dir, milvus_uri=settings.milvus_uri,
+                                milvus_token=settings.milvus_token.get_secret_value())
+    else:
+        store = NoCollections()
     await anyio.to_thread.run_sync(store.open)
     app.state.store = store
     await app.state.engine.start()  # returns at once: spaces load and warm up in the background

@@ -39,6 +39,7 @@ STATUS: dict[str, tuple[int, str]] = {
     "auth": (401, "Unauthorized"),
     "overloaded": (429, "Overloaded"),
     "not_ready": (503, "Not ready"),
+    "collections_off": (501, "Not implemented"),  # a server that keeps no collections (service.collections_off)
     # configuration problems: the operator's to fix, reported to the client as a plain 500
     "invalid_checkpoint": (500, "Internal server error"),
     "invalid_description": (500, "Internal server error"),

@@ -36,6 +36,11 @@ BODY = (400, 413, 422, 503)
 MEDIA = (413, 415, 429)  # inputs that are decoded and encoded: media types, sizes, admission
 # (method, path) -> (the 200 answer's model, error statuses beyond ANY and the 401 of a keyed server). One row per operation: a test
 # checks that every operation of the app has one, so a new route cannot go undocumented.
+# operations that use the collection store: 501 on a server that keeps no collections (FREEBIND_COLLECTIONS)
+STORED = {("post", "/embed"), ("post", "/collections"), ("get", "/collections"), ("get", "/collections/{name}"),
+          ("delete", "/collections/{name}"), ("post", "/collections/{name}/items"),
+          ("get", "/collections/{name}/items/{item_id}"), ("delete", "/collections/{name}/items/{item_id}"),
+          ("post", "/search")}
 OPERATIONS: dict[tuple[str, str], tuple[type[BaseModel] | None, tuple[int, ...]]] = {
     ("post", "/embed"): (schemas.EmbedResponse, (*BODY, *MEDIA, 404, 409)),
     ("post", "/embed/upload"): (schemas.EmbedResponse, (*BODY, *MEDIA, 404)),
@@ -90,6 +95,7 @@ def openapi(app: FastAPI) -> dict[str, Any]:
         document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         components = document.setdefault("components", {})
         keyed = bool(app.state.settings.api_keys)
+        stored = app.state.settings.collections
         if keyed:
             components.setdefault("securitySchemes", {})["bearer"] = {
                 "type": "http", "scheme": "bearer", "description": "one of the server's FREEBIND_API_KEYS"}
@@ -98,12 +104,12 @@ def openapi(app: FastAPI) -> dict[str, Any]:
         components.setdefault("schemas", {}).update(top.get("$defs", {}))
         for path, methods in document.get("paths", {}).items():
             for method, operation in methods.items():
-                _document(method, path, operation, keyed)
+                _document(method, path, operation, keyed, stored)
         app.openapi_schema = document
     return app.openapi_schema
 
 
-def _document(method: str, path: str, operation: dict[str, Any], keyed: bool) -> None:
+def _document(method: str, path: str, operation: dict[str, Any], keyed: bool, stored: bool) -> None:
     model, errors = OPERATIONS.get((method, path), (None, ()))
     responses = operation.setdefault("responses", {})
     success = next((code for code in responses if code.startswith("2")), "200")
@@ -113,7 +119,8 @@ def _document(method: str, path: str, operation: dict[str, Any], keyed: bool) ->
     for code in [c for c in responses if not c.startswith("2")]:
         del responses[code]  # FastAPI's own 422 (HTTPValidationError) is not what the service answers
     guarded = keyed and path not in PUBLIC
-    statuses = sorted(set(errors) | set(ANY) | ({401} if guarded else set()))
+    off = not stored and (method, path) in STORED
+    statuses = sorted(set(errors) | set(ANY) | ({401} if guarded else set()) | ({501} if off else set()))
     for status in statuses:
         if path in PUBLIC and status == 503:
             responses["503"] = {"description": "not alive / not ready", "content": {"application/json": {

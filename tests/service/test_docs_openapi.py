@@ -74,3 +74,18 @@ def test_real_answers_match_the_documented_models(client):
     _check(schemas.Deleted, client.delete("/collections/c/items/a").json())
     _check(schemas.Deleted, client.delete("/collections/c").json())
     _check(schemas.Problem, client.post("/v1/embeddings", json={"input": [[1]]}).json())
+
+
+def test_a_server_without_collections_refuses_them_with_a_501_that_says_where_to_go(make_client, tmp_path):
+    client = make_client(collections=False, data_dir=tmp_path / "none")
+    for method, path, body in [("GET", "/collections", None), ("POST", "/collections", {"name": "c"}),
+                               ("POST", "/search", {"collection": "c", "query": {"text": "x"}}),
+                               ("POST", "/embed", {"inputs": ["x"], "enhance": {"collection": "c"}})]:
+        answer = client.request(method, path, json=body)
+        assert answer.status_code == 501, (path, answer.text)
+        assert "FREEBIND_COLLECTIONS=false" in answer.json()["detail"] and "one-replica" in answer.json()["detail"]
+    assert client.post("/embed", json={"inputs": ["x"]}).status_code == 200  # embeddings are served as ever
+    assert not (tmp_path / "none").exists()  # no store was opened
+    document = client.get("/openapi.json").json()
+    assert "501" in document["paths"]["/search"]["post"]["responses"]
+    assert "501" not in document["paths"]["/classify"]["post"]["responses"]
