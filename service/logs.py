@@ -13,10 +13,14 @@ from bonds.cli import LOG_FORMAT, quiet_loaders
 
 
 def configure_logging(level: str) -> None:
-    """Root logging in the one format at `level` (replacing a handler set up earlier, e.g. by `freebind`)."""
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, force=True)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_plain_uvicorn_name)
+    """Root logging at `level`, in the one format unless a handler exists already (`freebind` sets one up
+    in that format; replacing handlers would also cut off those of a host, such as a test runner's)."""
+    logging.basicConfig(format=LOG_FORMAT)
+    root = logging.getLogger()
+    root.setLevel(level.upper())
+    for handler in root.handlers:
+        if _plain_uvicorn_name not in handler.filters:
+            handler.addFilter(_plain_uvicorn_name)
     quiet_loaders()
 
 
