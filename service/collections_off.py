@@ -1,9 +1,10 @@
-"""The collection store of a server that serves no collections (`FREEBIND_COLLECTIONS=false`).
+"""The collection store of a server that keeps no collections (`FREEBIND_COLLECTIONS=false`).
 
-Replicas of one deployment (Ray Serve) are separate processes, each with its own store: an item added
-through one would be missing from the others, and a restarted replica would start empty. Such servers
-refuse every collection operation (/collections, /search, /embed's enhance) with a 501 that says why
-and where collections can live instead, rather than answer from a store only they can see.
+Replicas of one deployment are separate processes: a store of each replica's own would hold an item
+added through it and miss it through the others, and a restarted replica would start empty. The Ray
+Serve replicas (deploy/ray/serve_app.py) therefore keep none and pass collection requests on to the one
+process that does; anything else that reaches such a server's collection operations (/collections,
+/search, /embed's enhance) gets a 501 that says why, rather than an answer from a store only it sees.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from typing import Any
 
 from service.errors import ServiceError
 
-REASON = ("this server keeps no collections (FREEBIND_COLLECTIONS=false, as on replicated Ray Serve deployments, "
-          "where each replica would hold its own): serve them from one process, a plain `freebind serve` or a "
-          "one-replica deployment, and send /collections and /search there (docs/deploy.md)")
+REASON = ("this server keeps no collections (FREEBIND_COLLECTIONS=false): collections live in one process, a plain "
+          "`freebind serve` or the freebind-collections deployment of Ray Serve; send /collections and /search "
+          "there (docs/deploy.md)")
 
 
 class CollectionsOff(ServiceError):

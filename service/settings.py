@@ -44,8 +44,8 @@ class Settings(BaseSettings):
     # (measured 10x for MiniLM on a busy 2-core machine): 1 is the safe choice on small shared hosts.
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (torch's default: one per core)")
     data_dir: Path = Field(Path("data"), description="where collections are stored")
-    collections: bool = Field(True, description="serve collections (/collections, /search); off: those answer 501, "
-                              "as on replicated Ray Serve deployments")
+    collections: bool = Field(True, description="keep collections (/collections, /search); off: those answer 501, "
+                              "for a process whose collections another one keeps")
     milvus_uri: str | None = Field(None, description="Milvus for collections with index backend 'milvus': a "
                                    "milvus-lite file (e.g. data/milvus.db) or http://host:19530; unset: none")
     milvus_token: SecretStr = Field(SecretStr(""), description="Milvus token (user:password or an API key)")

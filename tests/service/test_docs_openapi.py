@@ -83,7 +83,7 @@ def test_a_server_without_collections_refuses_them_with_a_501_that_says_where_to
                                ("POST", "/embed", {"inputs": ["x"], "enhance": {"collection": "c"}})]:
         answer = client.request(method, path, json=body)
         assert answer.status_code == 501, (path, answer.text)
-        assert "FREEBIND_COLLECTIONS=false" in answer.json()["detail"] and "one-replica" in answer.json()["detail"]
+        assert "FREEBIND_COLLECTIONS=false" in answer.json()["detail"] and "freebind serve" in answer.json()["detail"]
     assert client.post("/embed", json={"inputs": ["x"]}).status_code == 200  # embeddings are served as ever
     assert not (tmp_path / "none").exists()  # no store was opened
     document = client.get("/openapi.json").json()
