@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
+import time
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -37,6 +39,7 @@ from bonds.errors import DescriptionError, FreeBindError, UnknownNameError
 from bonds.space import EncoderSpace, Space
 
 FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
 SHIPPED_DIR = Path(__file__).parent / "spaces"
 MODELS_ROOT_TOKEN = "${models_root}"
 
@@ -221,10 +224,13 @@ def _encoder_space(name: str, spec: Mapping[str, Any], defaults: Mapping[str, st
         for option, value in defaults.items():
             if value is not None and option in accepted:
                 build_options.setdefault(option, value)
+        started = time.perf_counter()
+        log.info("loading encoder %s (%s)", name, kind)  # a line per model: loading takes seconds to minutes
         try:
             cache[key] = create_encoder(kind, **build_options)
         except TypeError as exc:  # an option the encoder does not take
             raise DescriptionError(f"encoder {name!r} (kind {kind!r}): {exc}") from None
+        log.info("loaded encoder %s in %.1fs", name, time.perf_counter() - started)
     identity = {"kind": kind, "options": {k: v for k, v in options.items() if k not in _PLACEMENT}}
     return EncoderSpace(cache[key], name=name, identity=identity)
 

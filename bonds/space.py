@@ -20,6 +20,7 @@ import numpy as np
 
 from bonds.encoders.base import Encoded, Encoder
 from bonds.errors import ModalityError
+from bonds.items import as_items
 from bonds.mixing import BondControls, Mixing, ResolvedMixing, resolve_mixing
 from bonds.plan import Encode, Leaf, Node, Project, encoder_leaves, gram, leaves, materialize
 from bonds.projector import ProjectorMixture
@@ -102,13 +103,20 @@ class Space(ABC):
         return f"{self.name}@{hashlib.sha256(blob).hexdigest()[:16]}"
 
     def encode(self, modality: str, items: Sequence[Any], mixing=None) -> Embedding:
-        """`items` embedded under `mixing`: plan, run each encoder the plan needs once, evaluate."""
+        """`items` (see `embed`) under `mixing`: vectors, per-item notes, the resolved mixing, the fingerprint."""
         self.check_modality(modality)
+        items = as_items(modality, items)
         resolved = self.resolve(mixing)
         plan = self.plan(modality, resolved)
         return self.evaluate(plan, self.run_encoders(plan, items), resolved)
 
     def embed(self, modality: str, items: Sequence[Any], mixing=None) -> np.ndarray:
+        """`(n, dim)` float32 unit rows of `items` under `mixing` (a preset name, factors, off, weights).
+
+        Items: text `str`; images as `PIL.Image.Image`, file paths or the files' bytes; audio as
+        `Audio(samples, sample_rate)`, file paths or bytes (WAV, FLAC, OGG, MP3).
+        `space.embed("image", ["dog.jpg"], {"preset": "multilingual"})`.
+        """
         return self.encode(modality, items, mixing).vectors
 
     def run_encoders(self, plan: Node, items: Sequence[Any]) -> dict[str, Encoded]:
@@ -143,6 +151,7 @@ class Space(ABC):
         """Leaf vectors of `items` under `full_mixing(mixing)`: enough to score them under `mixing` and any
         mixing that differs from it outside projected bonds (all mixings, for the usual shapes)."""
         self.check_modality(modality)
+        items = as_items(modality, items)
         plan = self.plan(modality, self.full_mixing(mixing))
         return self.evaluate_components(modality, plan, self.run_encoders(plan, items))
 

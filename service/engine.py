@@ -110,7 +110,10 @@ class Engine:
             # only by type: the traceback is in the log
             self.state = "failed"
             self.error = str(exc) if isinstance(exc, FreeBindError) else f"{type(exc).__name__} (see the server log)"
-            log.exception("the engine failed to start; /health/live now fails")
+            if isinstance(exc, FreeBindError):  # our own message says it all: a traceback would bury it
+                log.error("the engine failed to start: %s; /health/live now fails", exc)
+            else:
+                log.exception("the engine failed to start; /health/live now fails")
         finally:
             self._loaded.set()
 
@@ -208,7 +211,7 @@ class Engine:
         with self._admit(len(items)):
             outputs = await self._encoder_outputs(target, plan, items)
             components = await self._evaluate(target, target.evaluate_components, modality, plan, outputs)
-        self.metrics.items.labels(modality).inc(len(items))
+        self.metrics.items.labels(space.name, modality).inc(len(items))
         return components
 
     async def embed_inputs(self, space: str | Space, inputs: Sequence[tuple[str, Any]], mixing: Any = None) -> Embedded:
@@ -282,7 +285,7 @@ class Engine:
         plan = space.plan(modality, resolved)
         outputs = await self._encoder_outputs(space, plan, items)
         embedding = await self._evaluate(space, space.evaluate, plan, outputs, resolved)
-        self.metrics.items.labels(modality).inc(len(items))
+        self.metrics.items.labels(space.name, modality).inc(len(items))
         return embedding
 
     async def _encoder_outputs(self, space: Space, plan: Node, items: Sequence[Any]) -> dict[str, Encoded]:

@@ -41,6 +41,7 @@ STATUS: dict[str, tuple[int, str]] = {
     "overloaded": (429, "Overloaded"),
     "not_ready": (503, "Not ready"),
     "insufficient_storage": (507, "Insufficient storage"),  # the disk is full; the write was rolled back
+    "collections_off": (501, "Not implemented"),  # a server that keeps no collections (service.collections_off)
     # configuration problems: the operator's to fix, reported to the client as a plain 500
     "invalid_checkpoint": (500, "Internal server error"),
     "invalid_description": (500, "Internal server error"),
@@ -173,15 +174,6 @@ def _body_error(cause: BaseException) -> str:
     if isinstance(cause, RecursionError):
         return "its JSON is nested too deeply"
     return "it is not readable as JSON"
-
-
-def problem_responses() -> dict[int | str, dict[str, Any]]:
-    """What any operation may answer besides its success, for the OpenAPI document (`FastAPI(responses=)`)."""
-    schema = {"type": "object", "required": ["type", "title", "status", "detail"],
-              "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-                             "detail": {"type": "string"}, "request_id": {"type": "string"}}}
-    statuses = sorted({status for status, _ in STATUS.values()} | {400, 405})
-    return {status: {"description": _reason(status), "content": {PROBLEM_JSON: {"schema": schema}}} for status in statuses}
 
 
 def _reason(status: int) -> str:

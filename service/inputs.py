@@ -17,6 +17,7 @@ import base64
 import binascii
 import json
 import math
+import mimetypes
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
@@ -90,6 +91,22 @@ def _check_values(value: Any, what: str, depth: int) -> None:
     children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
     for child in children:
         _check_values(child, what, depth + 1)
+
+
+def upload_type(content_type: str | None, filename: str | None) -> str | None:
+    """A file's declared content type, or the one its name implies when the client declared none of use:
+    curl sends .wav, .flac and .ogg files as application/octet-stream."""
+    if content_type and not content_type.startswith("application/octet-stream"):
+        return content_type
+    return mimetypes.guess_type(filename or "")[0] or content_type
+
+
+def _upload_modality(declared: str | None) -> str:
+    kind = (declared or "").split("/")[0].strip().lower()
+    if kind not in ("text", "image", "audio"):
+        raise UnsupportedMediaError(f"cannot tell the modality of a file of type {declared!r}: send image/*, audio/* or "
+                                    "text/plain, or set the 'modality' field")
+    return kind
 
 
 def parse_inputs(raw: Sequence[Any], settings: Settings, ticket: Ticket | None = None,
@@ -181,10 +198,7 @@ def stage_input(entry: Any, settings: Settings, fetched: Any = None) -> tuple[st
 
 def _stage_upload(file: tuple[str | None, bytes], settings: Settings) -> tuple[str, Any]:
     declared, data = file
-    kind = (declared or "").split("/")[0].strip().lower()
-    if kind not in ("text", "image", "audio"):
-        raise UnsupportedMediaError(f"cannot tell the modality of a file of type {declared!r}: send image/*, audio/* or "
-                                    "text/plain, or set the 'modality' field")
+    kind = _upload_modality(declared)
     if kind != "text":
         return kind, data
     try:

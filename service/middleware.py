@@ -14,6 +14,7 @@ import time
 import uuid
 
 from starlette.requests import Request
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.deps import require_api_key
@@ -40,6 +41,7 @@ class RequestContext:
         rid = given if _CLIENT_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
         status, sent, started = 500, False, time.perf_counter()
+        as_received = dict(scope)  # routing rewrites root_path for mounts; matching again needs the original
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, sent
@@ -57,7 +59,7 @@ class RequestContext:
             if not sent:  # a response already started cannot be replaced
                 await internal_error(scope)(scope, receive, send)
         finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
+            route = route_label(scope, as_received)
             if scope["state"].get("client_gone"):
                 status = CLIENT_GONE
             self.metrics.requests.labels(scope["method"], route, str(status)).inc()
@@ -141,6 +143,16 @@ class KeyFirst:
             except Unauthorized as exc:
                 return await (await freebind_error_handler(request, exc))(scope, receive, send)
         await self.app(scope, receive, send)
+def route_label(scope: Scope, as_received: Scope) -> str:
+    """The route template a request matched (its `route` when FastAPI set one, else the app's route or
+    mount that matches: /openapi.json, /static/..., /docs-assets/...); "unmatched" only for what matched none."""
+    route = scope.get("route")
+    if route is not None:
+        return route.path
+    for candidate in getattr(scope.get("app"), "routes", ()):
+        if candidate.matches(as_received)[0] == Match.FULL:
+            return getattr(candidate, "path", "unmatched")
+    return "unmatched"
 
 
 class BodyLimit:

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     spaces: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["starter_e5"], description="space names or description files to load"
     )
-    default_space: str | None = Field(None, description="space of requests that name none (default: the first)")
+    default_space: str | None = Field(None, description="space of requests that name none")
     models_root: Path | None = Field(None, description="folder that ${models_root} in descriptions refers to")
     device: str | None = Field(None, description="torch device for encoders and bonds (cpu, cuda, cuda:1)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
@@ -47,8 +47,10 @@ class Settings(BaseSettings):
     # torch's default is one intra-op thread per core; when request threads (decoding, JSON) or other
     # processes compete for those cores, its spinning threads slow a forward pass several-fold
     # (measured 10x for MiniLM on a busy 2-core machine): 1 is the safe choice on small shared hosts.
-    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's, one per core)")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (torch's default: one per core)")
     data_dir: Path = Field(Path("data"), description="where collections are stored")
+    collections: bool = Field(True, description="keep collections (/collections, /search); off: those answer 501, "
+                              "for a process whose collections another one keeps")
     milvus_uri: str | None = Field(None, description="Milvus for collections with index backend 'milvus': a "
                                    "milvus-lite file (e.g. data/milvus.db) or http://host:19530; unset: none")
     milvus_token: SecretStr = Field(SecretStr(""), description="Milvus token (user:password or an API key)")
@@ -66,8 +68,7 @@ class Settings(BaseSettings):
     playground: bool = Field(True, description="serve the playground page at /")
 
     # --- batching and back-pressure ----------------------------------------------------------------
-    max_batch_size: int | None = Field(None, ge=1,
-                                       description="items per model call, any modality (default: each encoder's own)")
+    max_batch_size: int | None = Field(None, ge=1, description="items per model call, any modality")
     # 0: no idle wait; items that arrive while the model runs still form the next batch. Measured on
     # the tiny encoder + 8 ms/call: 5 ms only added latency alone and did not raise throughput under load.
     max_wait_ms: float = Field(0.0, ge=0, description="how long an idle model waits for a batch to fill")
@@ -127,6 +128,29 @@ class Settings(BaseSettings):
 
     def media_limits(self) -> MediaLimits:
         return MediaLimits(self.max_image_pixels, self.max_audio_seconds, self.max_text_chars)
+
+
+# defaults worth words rather than a bare value (None, an empty list, an encoder's own choice)
+_SHOWN_DEFAULTS = {"default_space": "the first space", "models_root": "none", "device": "cpu", "torch_threads": "torch's",
+                   "milvus_uri": "none", "milvus_token": "none", "api_keys": "none (open)",
+                   "max_batch_size": "the encoder's"}
+
+
+def setting_rows() -> list[dict[str, str]]:
+    """Every setting as `freebind settings`, `serve --help` and the user's guide show it: field, env, default, help."""
+    rows = []
+    for field, info in Settings.model_fields.items():
+        default = info.get_default(call_default_factory=True)
+        if field in _SHOWN_DEFAULTS:
+            shown = _SHOWN_DEFAULTS[field]
+        elif isinstance(default, bool):
+            shown = "on" if default else "off"
+        elif isinstance(default, list):
+            shown = ",".join(map(str, default))
+        else:
+            shown = str(default)
+        rows.append({"field": field, "env": f"FREEBIND_{field.upper()}", "default": shown, "help": info.description or ""})
+    return rows
 
 
 def get_settings(**overrides: Any) -> Settings:

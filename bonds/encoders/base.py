@@ -123,6 +123,10 @@ class Encoder(ABC):
                 outputs = self.forward(modality, batch)
             return self.postprocess(modality, outputs)
 
+    def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
+        """Tokens per text as the model reads them (after truncation), or None: no tokenizer to count with."""
+        return None
+
     def info(self) -> dict[str, Any]:
         precisions = {m: self.precision_of(m) for m in self.modalities}
         precision = self.precision if set(precisions.values()) == {self.precision} else precisions

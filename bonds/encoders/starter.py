@@ -128,6 +128,11 @@ class MiniLMEncoder(Encoder):
         # mean over real tokens only: padding would otherwise pull short texts towards each other
         return (hidden_btd * mask_bt1).sum(1) / mask_bt1.sum(1).clamp(min=1e-9)
 
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        with self._tokenize_lock:
+            encoded = self.tokenizer([str(t) for t in texts], truncation=True, max_length=self.max_length)
+        return [len(ids) for ids in encoded["input_ids"]]
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-norm float32 `(n, 384)` embeddings of `texts`."""
         return self.encode("text", list(texts)).vectors
@@ -434,6 +439,9 @@ class StarterEncoder(Encoder):
                                lambda: _load_whisper(self.device, self.whisper_workers))
         self._transcribers = (ThreadPoolExecutor(self.whisper_workers, thread_name_prefix="whisper")
                               if self.whisper_workers > 1 else None)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self.text.count_tokens(texts)
 
     def batch_size(self, modality: str) -> int:
         if modality == "text":

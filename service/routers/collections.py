@@ -35,7 +35,7 @@ from service.index import (
     Record,
     SpaceMismatchError,
 )
-from service.inputs import UnicodeText, check_metadata, decode, json_field, parse_inputs, parse_uploads
+from service.inputs import UnicodeText, check_metadata, decode, json_field, parse_inputs, parse_uploads, upload_type
 from service.settings import Settings
 
 router = APIRouter(tags=["collections"])
@@ -208,7 +208,7 @@ async def _from_files(request: Request, settings: Settings) -> tuple[list[str], 
         raise InvalidInput(f"file name {long[:40]!r}... is {len(long)} characters; an item id is at most {MAX_ID}")
     metadata = [check_metadata({"filename": f.filename, **by_name.get(f.filename, {})}, settings, f"file {key!r}")
                 for f, key in zip(files, keys, strict=True)]
-    return keys, metadata, [(f.content_type, await f.read()) for f in files]
+    return keys, metadata, [(upload_type(f.content_type, f.filename), await f.read()) for f in files]
 
 
 async def _records(engine: Engine, collection: Collection, space: Space, keys: list[str], metadata: list[dict],
@@ -229,9 +229,15 @@ async def _records(engine: Engine, collection: Collection, space: Space, keys: l
         components = await engine.components(space, modality, [parsed[i][1] for i in where], default)
         vectors = remix_vectors(space.plan(modality, default), components.keys, components.leaves, components.gram)
         for n, i in enumerate(where):
-            records[i] = Record(keys[i], modality, metadata[i], components.keys, components.leaves[n],
-                                components.gram[n], vectors[n])
+            records[i] = Record(keys[i], modality, with_note(metadata[i], components.notes[n]), components.keys,
+                                components.leaves[n], components.gram[n], vectors[n])
     return [r for r in records if r is not None]
+
+
+def with_note(metadata: dict[str, Any], note: str | None) -> dict[str, Any]:
+    """An item's metadata with what its encoder noticed (e.g. "no speech detected") as `note`, so searches
+    show that its vector says little; a `note` the client set wins."""
+    return {**metadata, "note": note} if note and "note" not in metadata else metadata
 
 
 @router.get("/collections/{name}/items/{item_id:path}")  # ids may hold '/' (file paths)

@@ -22,7 +22,7 @@ from service.deps import EngineDep, MetricsDep, SettingsDep, StoreDep, TicketDep
 from service.engine import Embedded, Engine
 from service.errors import InvalidInput
 from service.index import RAW_MODALITY, SpaceMismatchError
-from service.inputs import decode, json_field, parse_inputs, parse_uploads
+from service.inputs import decode, json_field, parse_inputs, parse_uploads, upload_type
 from service.responses import VectorResponse
 from service.routers.collections import at_default_mixing, enhanced, open_collection
 
@@ -113,7 +113,7 @@ async def embed_upload(
     mixing: str | None = Form(None, description="mixing as JSON, e.g. {\"preset\": \"multilingual\"}"),
     encoding_format: EncodingFormat = Form("float"),
 ) -> VectorResponse:
-    uploads = [(modality or file.content_type, await file.read()) for file in files]
+    uploads = [(modality or upload_type(file.content_type, file.filename), await file.read()) for file in files]
     inputs = await decode(parse_uploads, uploads, settings, metrics, ticket)
     result = await engine.embed_inputs(space, inputs, _mixing_field(mixing))
     return answer(result, result.vectors, encoding_format)

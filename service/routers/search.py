@@ -78,9 +78,9 @@ async def search(body: SearchRequest, engine: EngineDep, store: StoreDep, settin
     resolved = space.resolve(body.mixing)
     plans, modalities = searched(collection, space, resolved, body.modalities)
     indexed = at_default_mixing(collection, space, plans)
-    query, exclude = await _query_vector(body.query, engine, collection, space, resolved, plans,
-                                         lambda raw: decode(parse_inputs, raw, settings, metrics, ticket))
-    out: dict[str, Any] = {}
+    query, exclude, note = await _query_vector(body.query, engine, collection, space, resolved, plans,
+                                               lambda raw: decode(parse_inputs, raw, settings, metrics, ticket))
+    out: dict[str, Any] = {"query_note": note} if note else {}
     if body.enhance is not None and body.enhance.alpha > 0:
         query, neighbours = await _enhance(body.enhance, collection, plans, indexed, query, exclude)
         if body.enhance.return_neighbours:
@@ -120,9 +120,10 @@ def searched(collection: Collection, space: Space, resolved: ResolvedMixing,
 
 
 async def _query_vector(query: Query, engine: Engine, collection: Collection, space: Space, resolved: ResolvedMixing,
-                        plans: dict, decoded) -> tuple[np.ndarray, list[str]]:
-    """The query as one unit vector of the space under `resolved`, and item ids to leave out of results;
-    `decoded(raw)`: the router's decoding of inputs, admitted against the request's ticket."""
+                        plans: dict, decoded) -> tuple[np.ndarray, list[str], str | None]:
+    """The query as one unit vector of the space under `resolved`, item ids to leave out of results, and
+    what its encoder noticed (e.g. "no speech detected": the results then say little); `decoded(raw)`: the
+    router's decoding of inputs, admitted against the request's ticket."""
     given = {k: getattr(query, k) for k in QUERY_KINDS if getattr(query, k) is not None}
     if len(given) != 1:
         raise InvalidInput(f"query: give exactly one of {', '.join(QUERY_KINDS)}")
@@ -131,12 +132,12 @@ async def _query_vector(query: Query, engine: Engine, collection: Collection, sp
         if found is None:
             raise ItemNotFoundError(f"collection {collection.name!r} has no item {given['id']!r}")
         modality, keys, leaves, gram = found
-        return remix_vectors(plan_for(plans, modality), keys, leaves, gram)[0], [given["id"]]
+        return remix_vectors(plan_for(plans, modality), keys, leaves, gram)[0], [given["id"]], None
     ((modality, item),) = await decoded([given])
     if modality == VECTOR:
-        return check_vector(space, item, query.fingerprint, {space.fingerprint(resolved)}, "query"), []
+        return check_vector(space, item, query.fingerprint, {space.fingerprint(resolved)}, "query"), [], None
     embedding = await engine.embed(space, modality, [item], resolved)
-    return embedding.vectors[0], []
+    return embedding.vectors[0], [], embedding.notes[0]
 
 
 async def _enhance(enhance: Enhance, collection: Collection, plans: dict, indexed: bool, query: np.ndarray,

@@ -65,7 +65,7 @@ def test_query_slider_and_ranking_match_the_api(space_file, tmp_path, shared_dat
         assert sizes == [1, 16, 5]
 
         # make a collection from real photos and typed texts, through the page
-        page.click("#new-collection summary")
+        page.wait_for_selector("#new-name", state="visible")  # an empty server: the form is open already
         page.fill("#new-name", "farm")
         page.set_input_files("#new-files", [str(p) for p in photos])
         page.fill("#new-texts", "\n".join(TEXTS))
@@ -133,4 +133,58 @@ def test_keyed_server_and_hostile_metadata(space_file, tmp_path):
         assert page.locator("#results [onerror]").count() == 0 and page.locator("#results audio").count() == 0
         assert page.evaluate("window.pwned === undefined")
         assert "Bearer $FREEBIND_API_KEY" in page.inner_text("#curl")
+        browser.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/install.sh installs it)")
+def test_first_run_demo_notes_custom_presets_and_favicon(space_file, tmp_path):
+    """An empty server: the page offers the demo and loads it in one click (shipped photos, texts, a tone),
+    searches it at once; notes show in words; the preset menu follows the sliders; the page has an icon."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    with running_server([str(space_file)], tmp_path / "data") as (base, _), playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(base + "/")
+        page.wait_for_selector("#first-run:not([hidden])")  # nothing to search yet: the page says what to do
+        assert page.evaluate("document.getElementById('new-collection').open")
+        icon = page.get_attribute("link[rel=icon]", "href")
+        assert httpx.get(f"{base}/{icon}", timeout=10).headers["content-type"].startswith("image/svg")
+
+        page.click("#load-demo")
+        page.wait_for_selector("#results li[data-id]", timeout=60_000)
+        demo = httpx.get(f"{base}/playground/demo.json", timeout=10).json()
+        assert len(demo["photos"]) == 3  # matplotlib's and scikit-learn's sample photos are installed here
+        count = httpx.get(f"{base}/collections/demo", timeout=10).json()["count"]
+        assert count == len(demo["texts"]) + len(demo["photos"]) + 1  # + the tone
+        assert page.input_value("#collection") == "demo" and page.is_hidden("#first-run")
+        photo = httpx.get(f"{base}/collections/demo/items/flower.jpg", timeout=10).json()["metadata"]
+        assert photo["thumbnail"].startswith("data:image/jpeg") and "CC BY" in photo["credit"]  # shown with results
+
+        # a stored item's note, and the query's, read as words
+        item = {"id": "silence", "text": "a quiet room", "metadata": {"text": "a quiet room", "note": "no speech detected"}}
+        assert httpx.post(f"{base}/collections/demo/items", json={"items": [item]}, timeout=30).status_code == 200
+
+        def with_query_note(route):
+            answer = route.fetch()
+            route.fulfill(response=answer, json={**answer.json(), "query_note": "no speech detected"})
+
+        page.route("**/search", with_query_note)
+        page.fill("#query-text", "a quiet room")
+        page.click("#search")
+        page.wait_for_selector("#query-note:not([hidden])")
+        assert "no speech" in page.inner_text("#query-note")
+        assert "no speech" in page.inner_text("#results li[data-id=silence] .note")
+
+        # the preset menu names what the sliders hold
+        assert page.input_value("#preset") == ""  # the bond's defaults
+        page.focus("#f-aux-text")
+        page.keyboard.press("End")  # 1.0: no preset has it
+        page.wait_for_function("document.getElementById('preset').value === 'custom'")
+        assert '"preset"' not in page.inner_text("#mixing-json")
+        page.keyboard.press("ArrowLeft")
+        page.keyboard.press("ArrowLeft")  # 0.9: the aux_heavy preset's factor
+        page.wait_for_function("document.getElementById('preset').value === 'aux_heavy'")
+        assert '"preset": "aux_heavy"' in page.inner_text("#mixing-json")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "playground-demo.png"), full_page=True)
         browser.close()

@@ -28,8 +28,8 @@ PROBLEM = "application/problem+json"
 KEYS = ["fb-key-alpha-7f3a9c", "fb-key-beta-2d8e41"]
 WRONG = "fb-key-wrong-000000"
 # What stays open with keys configured: health for orchestrators, the playground page and its files, and
-# FastAPI's schema and documentation pages (they describe the API; they hold no data).
-PUBLIC = re.compile(r"^(/health/.*|/|/static.*|/openapi\.json|/docs.*|/redoc)$")
+# the favicon, FastAPI's schema and documentation pages and their assets (they describe the API; they hold no data).
+PUBLIC = re.compile(r"^(/health/.*|/|/static.*|/playground/.*|/favicon\.(ico|svg)|/openapi\.json|/docs.*|/redoc)$")
 
 
 def routes(app):

@@ -204,3 +204,14 @@ def test_enhance_pulls_queries_toward_a_collection(client):
     assert client.post("/embed", json={"inputs": ["x"], "enhance": {"collection": "nope"}}).status_code == 404
     r = client.post("/embed", json={"inputs": ["x"], "enhance": {"collection": "pics", "modality": "audio"}})
     assert r.status_code == 422
+
+
+def test_upload_without_a_useful_content_type_goes_by_the_file_name(client):
+    """curl sends .wav (and .flac, .ogg) as application/octet-stream: the name's extension says audio."""
+    files = [("files", ("bark.wav", wav_bytes(), "application/octet-stream")),
+             ("files", ("dog.png", png_bytes(), "application/octet-stream"))]
+    answer = client.post("/embed/upload", files=files)
+    assert answer.status_code == 200, answer.text
+    assert [row["modality"] for row in answer.json()["data"]] == ["audio", "image"]
+    unknown = client.post("/embed/upload", files=[("files", ("blob.bin", b"\0\1", "application/octet-stream"))])
+    assert unknown.status_code == 415 and "modality" in unknown.json()["detail"]

@@ -165,10 +165,10 @@ def test_a_request_of_several_modalities_is_admitted_whole(make_client):
     image = {"image": "data:image/png;base64," + base64.b64encode(png_bytes()).decode()}
     assert client.post("/embed", json={"inputs": ["a", "b", image, image]}).status_code == 200  # 4 of 4 permits
     items = client.app.state.engine.metrics.items
-    before = {m: items.labels(m)._value.get() for m in ("text", "image")}
+    before = {m: items.labels(SPACE, m)._value.get() for m in ("text", "image")}
     r = client.post("/embed", json={"inputs": ["a", "b", "c", image, image, image]})
     assert r.status_code == 413 and "6 items" in r.json()["detail"]  # never admissible: not a 429 to retry forever
-    assert {m: items.labels(m)._value.get() for m in ("text", "image")} == before  # and nothing of it was encoded
+    assert {m: items.labels(SPACE, m)._value.get() for m in ("text", "image")} == before  # and nothing of it was encoded
 
 
 def test_metrics_cover_stages_batches_queues_and_errors(client):
@@ -184,7 +184,18 @@ def test_metrics_cover_stages_batches_queues_and_errors(client):
     assert 'freebind_queue_depth{encoder="base"} 0.0' in text
     assert 'freebind_errors_total{type="invalid_mixing"} 1.0' in text
     assert 'freebind_requests_total{method="POST",route="/embed",status="200"} 1.0' in text
-    assert 'freebind_items_total{modality="image"}' in text
+    assert f'freebind_items_total{{modality="image",space="{SPACE}"}}' in text
+    assert "process_resident_memory_bytes" in text and "python_info" in text  # the standard process metrics
+
+
+def test_docs_static_files_and_the_schema_are_counted_by_route_not_as_unmatched(client):
+    for path in ("/docs", "/openapi.json", "/static/app.js", "/docs-assets/swagger-ui.css", "/favicon.ico"):
+        assert client.get(path).status_code == 200, path
+    assert client.get("/no/such/page").status_code == 404
+    text = client.get("/metrics").text
+    for route in ("/docs", "/openapi.json", "/static", "/docs-assets", "/favicon.ico"):
+        assert f'freebind_requests_total{{method="GET",route="{route}",status="200"}} 1.0' in text, route
+    assert 'route="unmatched",status="404"} 1.0' in text
 
 
 def test_torch_threads_setting_sizes_the_intra_op_pool(make_client):
