@@ -29,7 +29,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from bonds.mixing import ResolvedMixing
 from bonds.plan import Node
+from bonds.space import Space
 from service.index import items, search, snapshot
 from service.index.ann import Ann
 from service.index.errors import CollectionNotFoundError, InvalidCollectionError, SpaceMismatchError
@@ -172,6 +174,16 @@ class Collection:
                 f"but the space now served under that name has id {space_id}: its encoders or bonds changed; "
                 "re-create the collection and add the items again"
             )
+
+    def default_mixing(self, space: Space) -> ResolvedMixing:
+        """The mixing of the vectors this collection stores and indexes (pinned when it was created)."""
+        return space.resolve(self.meta["mixing"])
+
+    def is_default_mixing(self, space: Space, plans: Mapping[str, Node]) -> bool:
+        """Whether `plans` are this collection's default mixing, whose vectors it stores and indexes: a search
+        under it scores those vectors directly instead of re-scoring candidates from their components."""
+        default = space.resolve(self.meta["mixing"])
+        return all(plan == space.plan(modality, default) for modality, plan in plans.items())
 
     def info(self) -> dict[str, Any]:
         with self._lock:

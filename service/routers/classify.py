@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bonds.classify import LabelSet, class_scores, list_labelsets, load_labelset, top_labels
 from bonds.media import decode_text
-from bonds.mixing import ResolvedMixing
+from bonds.mixing import Mixing, ResolvedMixing
 from bonds.space import Space
 from service.admission import labels_cost
 from service.deps import EngineDep, MetricsDep, SettingsDep, TicketDep
@@ -44,7 +44,7 @@ class ClassifyRequest(BaseModel):
     labelset: str | None = Field(None, description="a shipped label set instead of `labels` (GET /labelsets)")
     templates: list[str] | None = Field(None, description="for label names: prompts with '{}' for the name")
     space: str | None = None
-    mixing: dict[str, Any] | None = None
+    mixing: Mixing | None = Field(None, description="preset, factors, off, weights")
     aggregate: Literal["max", "mean"] = Field("max", description="a label's score over its descriptions")
     top_k: int = Field(5, ge=1, le=1000)
 

@@ -21,9 +21,8 @@ from bonds.mixing import Mixing
 from bonds.space import Space
 from service.deps import EngineDep, MetricsDep, SettingsDep, TicketDep
 from service.errors import InvalidInput
-from service.inputs import parse_inputs
-from service.responses import VectorResponse
-from service.routers.embed import EncodingFormat, decode, encode_vector
+from service.inputs import decode, parse_inputs
+from service.responses import EncodingFormat, VectorResponse, encode_vector
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
