@@ -36,6 +36,7 @@ import numpy as np
 from bench.common import CACHE, PeakRSS, captions, log, pyplot, quick, rss_bytes, save_plot
 from bonds.plan import Encode, Project, Sum, gram
 from bonds.remix import remix_vectors
+from bonds.vectors import l2_normalize
 from service.index import CollectionStore, Record
 from service.index.ann import Ann
 from service.index.settings import IndexSettings
@@ -56,10 +57,6 @@ HNSW_1M_EF_CONSTRUCTION = 200
 def plan(f: float) -> Sum:
     """n((1 - f) base + f P(expert)): a combination bond with one expert."""
     return Sum(((1.0 - f, BASE), (f, LEAVES[1])))
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
 def real_embeddings(count: int, start: int = 0) -> np.ndarray:
@@ -88,8 +85,8 @@ def leaves_block(real_nd: np.ndarray, start: int, stop: int, rng: np.random.Gene
     base[:real] = real_nd[start : start + real]
     if real < m:
         centres = real_nd[rng.integers(0, len(real_nd), m - real)]
-        base[real:] = unit(centres + 0.7 * rng.standard_normal((m - real, DIM), dtype=np.float32) / np.sqrt(DIM))
-    expert = unit(base + 0.7 * rng.standard_normal((m, DIM), dtype=np.float32) / np.sqrt(DIM))
+        base[real:] = l2_normalize(centres + 0.7 * rng.standard_normal((m - real, DIM), dtype=np.float32) / np.sqrt(DIM))
+    expert = l2_normalize(base + 0.7 * rng.standard_normal((m, DIM), dtype=np.float32) / np.sqrt(DIM))
     return np.stack([base, expert], axis=1)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bonds.errors import MixingError
+from bonds.vectors import l2_normalize
 
 
 class Mixing(BaseModel):
@@ -143,8 +144,8 @@ def _apply_factors(factors: dict, given: Mapping[str, Mapping[str, float]], cont
 
 
 def normalize(x_nd: np.ndarray) -> np.ndarray:
-    x_nd = np.asarray(x_nd, dtype=np.float64)
-    return x_nd / np.maximum(np.linalg.norm(x_nd, axis=-1, keepdims=True), 1e-12)
+    """n(x) of the formulas, in float64: bonds.vectors.l2_normalize."""
+    return l2_normalize(x_nd, dtype=np.float64)
 
 
 def displace(projected_nd: np.ndarray, expert_nd: np.ndarray, f: float) -> np.ndarray:

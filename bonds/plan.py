@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bonds.vectors import l2_normalize
+
 
 @dataclass(frozen=True)
 class Encode:
@@ -111,9 +113,7 @@ def materialize(node: Node, values: dict[str, np.ndarray]) -> np.ndarray:
     """The plan's vectors `(n, d)` from the leaf values `key -> (n, d)`."""
     if not isinstance(node, Sum):
         return values[node.key]
-    total_nd = sum(c * materialize(child, values) for c, child in node.terms)
-    norms_n1 = np.linalg.norm(total_nd, axis=-1, keepdims=True)
-    return (total_nd / np.maximum(norms_n1, 1e-12)).astype(np.float32)
+    return l2_normalize(sum(c * materialize(child, values) for c, child in node.terms))
 
 
 def gram(leaf_values_nld: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ from bonds.errors import DescriptionError, DimensionError, FreeBindError, Unknow
 from bonds.mixing import ResolvedMixing
 from bonds.plan import Node, encoder_leaves
 from bonds.space import Components, Embedding, Space
+from bonds.vectors import l2_normalize
 from service.batcher import Batcher
 from service.errors import InvalidInput, NotReady, Overloaded, TooManyItems
 from service.metrics import Metrics
@@ -53,13 +54,11 @@ class Embedded:
 
 
 def unit_vector(vector: np.ndarray, what: str = "a vector input", index: int | None = None) -> np.ndarray:
-    """A client's vector scaled to unit length, as float32. The norm is taken in float64: finite float32
-    numbers near their limits (3e38, 1e-30) overflow or vanish when squared in float32."""
-    wide = np.asarray(vector, dtype=np.float64)
-    norm = float(np.linalg.norm(wide))
-    if norm == 0.0:
+    """A client's vector scaled to unit length, as float32 (bonds.vectors.l2_normalize); a zero vector has
+    no direction to scale."""
+    if not np.any(vector):
         raise InvalidInput(f"{what}: a zero vector has no direction", index=index)
-    return (wide / norm).astype(np.float32)
+    return l2_normalize(vector, eps=0.0)
 
 
 class Engine:

@@ -21,6 +21,7 @@ import numpy as np
 
 from bonds.encoders.precision import autocast
 from bonds.errors import ModalityError
+from bonds.vectors import l2_normalize
 
 MODALITIES = ("text", "image", "audio")
 
@@ -47,13 +48,6 @@ class Encoded:
     def __post_init__(self) -> None:
         if not self.notes:
             self.notes = [None] * len(self.vectors)
-
-
-def l2_normalize(x_nd: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Rows of `x_nd` scaled to unit L2 norm (zero rows stay zero)."""
-    x_nd = np.asarray(x_nd, dtype=np.float32)
-    norms_n1 = np.linalg.norm(x_nd, axis=-1, keepdims=True)
-    return x_nd / np.maximum(norms_n1, eps)
 
 
 class Encoder(ABC):

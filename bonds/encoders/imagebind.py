@@ -26,10 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from bonds.encoders.base import Audio, Encoded, Encoder, l2_normalize
+from bonds.encoders.base import Audio, Encoded, Encoder
 from bonds.encoders.precision import resolve_dtype
 from bonds.encoders.registry import ENCODERS
 from bonds.errors import CheckpointError
+from bonds.vectors import l2_normalize
 
 CONFIG_FILENAME = "imagebind_config.json"
 BPE_FILENAME = "bpe_simple_vocab_16e6.txt.gz"

@@ -14,10 +14,11 @@ from typing import Any
 
 import torch
 
-from bonds.encoders.base import Encoded, Encoder, l2_normalize
+from bonds.encoders.base import Encoded, Encoder
 from bonds.encoders.precision import resolve_dtype
 from bonds.encoders.registry import ENCODERS
 from bonds.errors import CheckpointError
+from bonds.vectors import l2_normalize
 
 GPU_BATCH = 64  # InternViT-6B is ~20x ImageBind-huge's vision tower per image: smaller calls fill a GPU
 

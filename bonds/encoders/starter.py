@@ -45,11 +45,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from bonds.encoders import onnx_text
-from bonds.encoders.base import Audio, Encoded, Encoder, l2_normalize
+from bonds.encoders.base import Audio, Encoded, Encoder
 from bonds.encoders.numerals import spell_numbers
 from bonds.encoders.precision import resolve_dtype
 from bonds.encoders.registry import ENCODERS
 from bonds.media import resample
+from bonds.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 
