@@ -150,7 +150,7 @@ def measure_index(collection, view, kind: str, queries_qd, truth_fixed, truth_mi
     ann.rebuild(view.ids, view.vectors)
     build_s = time.perf_counter() - started
     index_bytes = int(len(ann.to_bytes()))
-    collection.ann = ann
+    collection.backend.ann = ann
     out = {"build_s": round(build_s, 1), "build_params": built_with or "defaults", "index_mib": round(index_bytes / 2**20, 1),
            "index_bytes_per_vector": round(index_bytes / len(view.ids), 1), "sweep": []}
     mixed, default = {"text": plan(MIXED_F)}, {"text": plan(DEFAULT_F)}
@@ -207,7 +207,7 @@ def one_size(n: int, real_nd: np.ndarray, queries_qd: np.ndarray) -> dict[str, A
         with PeakRSS() as peak:
             rate = ingest(collection, n, real_nd)
         held = rss_bytes() - before  # components, default vectors and the flat index, all in memory
-        view = collection.groups["text"].view()
+        view = collection.backend.groups["text"].view()
         truth_fixed = exact_top(view.vectors, queries_qd)
         started = time.perf_counter()
         truth_mixed = exact_top(remix_vectors(plan(MIXED_F), KEYS, view.leaves, view.gram), queries_qd)
@@ -220,7 +220,7 @@ def one_size(n: int, real_nd: np.ndarray, queries_qd: np.ndarray) -> dict[str, A
             result = measure_index(collection, view, kind, queries_qd, truth_fixed, truth_mixed)
             result["at_target"] = verdict(result["sweep"])
             row["indexes"][kind] = result
-            collection.ann = None
+            collection.backend.ann = None
         store.drop("bench")
         store.close()
     return row

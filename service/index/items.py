@@ -52,6 +52,13 @@ def ids_of(conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, int]:
     return dict(conn.execute(f"SELECT key, id FROM items WHERE key IN ({_marks(len(keys))})", list(keys)).fetchall())
 
 
+def locate(conn: sqlite3.Connection, keys: Sequence[str]) -> list[tuple[str, int, str]]:
+    """`(string id, int id, modality)` of the keys that exist."""
+    if not keys:
+        return []
+    return conn.execute(f"SELECT key, id, modality FROM items WHERE key IN ({_marks(len(keys))})", list(keys)).fetchall()
+
+
 def select(conn: sqlite3.Connection, filter_: Any, modalities: Sequence[str] | None) -> np.ndarray:
     """Sorted int ids of the items that pass the metadata filter and are of one of `modalities`."""
     where, params = to_sql(filter_)

@@ -11,11 +11,9 @@ store checks that Milvus is reachable before creating one, and drops its Milvus 
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import re
 import shutil
-import sqlite3
 import threading
 import time
 import uuid
@@ -26,7 +24,6 @@ from typing import Any
 from service.index import milvus
 from service.index.collection import Collection
 from service.index.errors import CollectionExistsError, CollectionNotFoundError, InvalidCollectionError, storage_full
-from service.index.milvus_collection import MilvusCollection
 from service.index.settings import IndexSettings
 from service.index.snapshot import fsync_dir
 
@@ -65,13 +62,7 @@ class CollectionStore:
         log.info("opened %d collections from %s in %.2fs", len(self._collections), self.root, time.monotonic() - started)
 
     def _open(self, folder: Path) -> Collection:
-        with sqlite3.connect(f"file:{folder / 'items.sqlite'}?mode=ro", uri=True) as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'index'").fetchone()
-        backend = json.loads(row[0]).get("backend", "faiss") if row else "faiss"
-        if backend == "milvus":
-            return MilvusCollection.open(folder, self.snapshot_every, milvus_uri=self.milvus_uri,
-                                         milvus_token=self.milvus_token)
-        return Collection.open(folder, self.snapshot_every)
+        return Collection.open(folder, self.snapshot_every, milvus_uri=self.milvus_uri, milvus_token=self.milvus_token)
 
     def close(self) -> None:
         with self._lock:
@@ -101,7 +92,7 @@ class CollectionStore:
                 temp = self.root / f".{name}.creating-{uuid.uuid4().hex[:8]}"
                 try:
                     temp.mkdir(parents=True)
-                    Collection.create(temp, meta, self.snapshot_every).discard()
+                    Collection.create(temp, meta)
                     fsync_dir(temp)
                     temp.rename(self.root / name)
                 except BaseException as exc:  # a full disk: no half-made folder left until the next restart
