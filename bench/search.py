@@ -39,7 +39,7 @@ from bonds.remix import remix_vectors
 from bonds.vectors import l2_normalize
 from service.index import CollectionStore, Record
 from service.index.ann import Ann
-from service.index.settings import IndexSettings
+from service.index.index_settings import IndexSettings
 
 DIM, K = 384, 10
 DEFAULT_F, MIXED_F = 0.3, 0.6
@@ -64,7 +64,7 @@ def real_embeddings(count: int, start: int = 0) -> np.ndarray:
     path = CACHE / f"search-minilm-{start}-{count}.npy"
     if path.is_file():
         return np.load(path)
-    from bonds.encoders.starter import MiniLMEncoder
+    from bonds.encoders.minilm import MiniLMEncoder
 
     texts = captions("en", start, start + count)
     order = np.argsort([len(t) for t in texts])  # similar lengths pad less

@@ -19,20 +19,12 @@ import torch
 
 from bonds.errors import CheckpointError, DimensionError
 from bonds.projector import ProjectorConfig, ProjectorMixture
+from bonds.version import library_version
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
 MANIFEST_FILE = "manifest.json"
 BOND_KINDS = ("displacement", "combination")
-
-
-def library_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("freebind")
-    except Exception:  # running from a source tree that is not installed
-        return "0+source"
 
 
 @dataclass

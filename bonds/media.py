@@ -9,11 +9,8 @@ Each failure is a typed `MediaError` that the service turns into a 4xx.
 from __future__ import annotations
 
 import io
-import math
 import warnings
 from dataclasses import dataclass
-from fractions import Fraction
-from functools import lru_cache
 
 import numpy as np
 
@@ -167,62 +164,3 @@ def load(modality: str, source: str | bytes, limits: MediaLimits = DEFAULT_LIMIT
     if modality == "audio":
         return decode_audio(data, limits)
     raise MediaError(f"unknown modality {modality!r}; valid: text, image, audio")
-
-
-# Rational resampling orig -> new runs new/orig as new' / orig' in lowest terms, with a kernel of new' x
-# (orig' + 2 * width) taps and new' multiply-adds per input sample. Every common pair is small (44.1 -> 16
-# kHz is 160/441, 48 -> 16 is 1/3); an odd rate is not: 16001 -> 16000 Hz was 16000/16001, a 2 GB kernel
-# (4001 Hz: 3.3 GB and 10.6 s for one second of audio). So both terms are held to RATIO_TERMS, which
-# bounds a kernel to ~4 MB and the work to ~1000 multiply-adds per sample whatever the rates.
-RATIO_TERMS = 1000
-
-
-def rational_ratio(orig_rate: int, new_rate: int) -> tuple[int, int]:
-    """`(orig, new)` with new / orig = new_rate / orig_rate, both at most RATIO_TERMS: exact when the
-    reduced terms are that small, else the closest such fraction (relative error under 1e-4: 16001 Hz is
-    read as 16000 Hz, a pitch and tempo change of 0.006 %, far below what any audio encoder resolves)."""
-    exact = Fraction(int(new_rate), int(orig_rate))
-    if max(exact.numerator, exact.denominator) <= RATIO_TERMS:
-        return exact.denominator, exact.numerator
-    if not 1 / RATIO_TERMS <= exact <= RATIO_TERMS:
-        raise ValueError(f"cannot resample {orig_rate} Hz to {new_rate} Hz: a ratio beyond 1:{RATIO_TERMS}")
-    near = exact.limit_denominator(RATIO_TERMS) if exact <= 1 else 1 / (1 / exact).limit_denominator(RATIO_TERMS)
-    return near.denominator, near.numerator
-
-
-@lru_cache(maxsize=16)  # at most ~4 MB each (RATIO_TERMS): 64 MB however many odd rates arrive
-def _sinc_kernels(orig: int, new: int, width_zeros: int = 6, rolloff: float = 0.99):
-    """Hann-windowed sinc low-pass kernels for rational resampling orig -> new (both reduced)."""
-    import torch
-
-    base_freq = min(orig, new) * rolloff
-    width = math.ceil(width_zeros * orig / base_freq)
-    idx = torch.arange(-width, width + orig, dtype=torch.float64)[None, None] / orig
-    t = torch.arange(0, -new, -1, dtype=torch.float64)[:, None, None] / new + idx
-    t = (t * base_freq).clamp(-width_zeros, width_zeros)
-    window = torch.cos(t * math.pi / width_zeros / 2) ** 2
-    t = t * math.pi
-    sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / torch.where(t == 0, torch.ones_like(t), t))
-    return (sinc * window * (base_freq / orig)).to(torch.float32), width
-
-
-def resample(samples: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
-    """Band-limited resampling (windowed sinc, anti-aliased when downsampling) of a mono waveform; the
-    ratio as `rational_ratio` gives it, so memory and time stay bounded for any pair of rates."""
-    import torch
-
-    orig, new = rational_ratio(orig_rate, new_rate)
-    if orig == new:
-        return np.asarray(samples, dtype=np.float32)
-    kernels, width = _sinc_kernels(orig, new)
-    wave = torch.as_tensor(np.asarray(samples, dtype=np.float32))[None, None]
-    length = wave.shape[-1]
-    wave = torch.nn.functional.pad(wave, (width, width + orig))
-    out = torch.nn.functional.conv1d(wave, kernels, stride=orig)  # (1, new, frames)
-    out = out.transpose(1, 2).reshape(-1)
-    target = math.ceil(new * length / orig)
-    return out[:target].numpy().astype(np.float32, copy=False)
-
-
-def resample_audio(audio: Audio, rate: int) -> Audio:
-    return Audio(resample(audio.samples, audio.sample_rate, rate), rate)

@@ -1,5 +1,5 @@
-"""Per-request mixing: the validated request object, its resolution against a space, and the pure
-FreeBind formulas (used by the tests as the reference the plans must agree with).
+"""Per-request mixing: the validated request object and its resolution against a space. The formulas a
+mixing's factors enter are written out on plain arrays in bonds.reference.
 
 A `Mixing` says which preset to start from, per-bond per-modality factors f in [0, 1] (f always
 weights the *projected* term), which bonds or experts are off, and per-expert pooling weights of a
@@ -18,7 +18,6 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bonds.errors import MixingError
-from bonds.vectors import l2_normalize
 
 
 class Mixing(BaseModel):
@@ -70,7 +69,7 @@ class ResolvedMixing:
         return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
 
-def _check_factor(where: str, value: float) -> float:
+def check_factor(where: str, value: float) -> float:
     if not isinstance(value, int | float) or not np.isfinite(value) or not 0.0 <= float(value) <= 1.0:
         raise MixingError(f"{where} must be a number in [0, 1], got {value!r}")
     return float(value)
@@ -137,38 +136,4 @@ def _apply_factors(factors: dict, given: Mapping[str, Mapping[str, float]], cont
             if modality not in c.modalities:
                 valid = ", ".join(c.modalities) or "(none: this bond has no mixable modality)"
                 raise MixingError(f"{where}[{bond!r}] names modality {modality!r}; valid: {valid}")
-            factors[bond][modality] = _check_factor(f"{where}[{bond!r}][{modality!r}]", value)
-
-
-# --- The FreeBind formulas on plain arrays (n = L2-normalise). Shapes: (n, d). ---------------------
-
-
-def normalize(x_nd: np.ndarray) -> np.ndarray:
-    """n(x) of the formulas, in float64: bonds.vectors.l2_normalize."""
-    return l2_normalize(x_nd, dtype=np.float64)
-
-
-def displace(projected_nd: np.ndarray, expert_nd: np.ndarray, f: float) -> np.ndarray:
-    """Displacement, modality in both spaces: n(f * n(P(base)) + (1 - f) * expert)."""
-    _check_factor("f", f)
-    return normalize(f * normalize(projected_nd) + (1.0 - f) * np.asarray(expert_nd, dtype=np.float64))
-
-
-def combine(base_nd: np.ndarray, projected_nd: np.ndarray, f: float) -> np.ndarray:
-    """Combination, modality in both spaces: n((1 - f) * base + f * n(P(expert)))."""
-    _check_factor("f", f)
-    return normalize((1.0 - f) * np.asarray(base_nd, dtype=np.float64) + f * normalize(projected_nd))
-
-
-def pool(head_outputs_per_expert: list[np.ndarray], weights_k: list[float] | None = None) -> np.ndarray:
-    """Parallel experts: one mean over every head of every expert (2 CLAP experts of 7 heads -> 14
-    outputs), each expert's heads weighted by its weight: n(sum_k w_k * sum_h head_kh), uniform by default.
-    `head_outputs_per_expert[k]` is `(heads_k, n, d)`, the unit outputs of expert k's heads."""
-    if not head_outputs_per_expert:
-        raise ValueError("pool needs at least one expert's projection")
-    k = len(head_outputs_per_expert)
-    w = np.ones(k) if weights_k is None else np.asarray(weights_k, dtype=np.float64)
-    if w.shape != (k,) or (w < 0).any() or w.max() == 0:
-        raise ValueError(f"pool weights must be {k} non-negative numbers, not all 0")
-    w = w / w.max()  # the same direction; weights near the float64 limits neither overflow nor vanish
-    return normalize(sum(wk * np.asarray(h, dtype=np.float64).sum(0) for wk, h in zip(w, head_outputs_per_expert, strict=True)))
+            factors[bond][modality] = check_factor(f"{where}[{bond!r}][{modality!r}]", value)

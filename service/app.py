@@ -19,7 +19,7 @@ import torch
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 
-from bonds.checkpoint import library_version
+from bonds.version import library_version
 from service.admission import Admission
 from service.collections_off import NoCollections
 from service.engine import Engine

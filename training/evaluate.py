@@ -11,7 +11,7 @@ Tasks come from a YAML/JSON file:
 
 Every pool (class prompts too, written to a text file) goes through the embed stage, so eval embeds
 each item once per space and re-runs are cheap. The bonded space is then pure array math
-(bonds.mixing.combine / displace) on the cached leaves, one projection per item for the whole sweep.
+(bonds.reference.combine / displace) on the cached leaves, one projection per item for the whole sweep.
 Which space is "base" follows the bond: a combination's base is the target, a displacement's the source.
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from bonds.mixing import combine, displace, normalize
+from bonds.reference import combine, displace, normalize
 from training.embed import SpaceSpec, embed_pools, load_embeddings, read_space_info
 from training.pools import PoolSpec, list_pool, parse_pool
 

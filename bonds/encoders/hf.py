@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from bonds.encoders.audio_features import resample
 from bonds.encoders.base import Audio, Encoded, Encoder
 from bonds.encoders.precision import resolve_dtype
 from bonds.encoders.registry import ENCODERS
 from bonds.errors import CheckpointError
-from bonds.media import resample
 from bonds.vectors import l2_normalize
 
 DEFAULT_LICENCE = "see the model card"

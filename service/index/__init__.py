@@ -12,9 +12,9 @@ from service.index.errors import (
     StorageFullError,
     StoreError,
 )
+from service.index.index_settings import IndexSettings
 from service.index.log import Record
 from service.index.search import RAW_MODALITY, RAW_PLAN
-from service.index.settings import IndexSettings
 from service.index.store import CollectionStore
 
 __all__ = [

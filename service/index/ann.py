@@ -15,7 +15,7 @@ import logging
 import faiss
 import numpy as np
 
-from service.index.settings import IndexSettings
+from service.index.index_settings import IndexSettings
 
 log = logging.getLogger(__name__)
 GPU_MAX_K = 2048  # FAISS GPU top-k limit

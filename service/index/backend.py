@@ -24,9 +24,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from bonds.plan import Node
+from service.index.index_settings import IndexSettings
 from service.index.log import LogReader, Record
 from service.index.search import Scored
-from service.index.settings import IndexSettings
 
 
 @dataclass(frozen=True)

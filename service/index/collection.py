@@ -31,9 +31,9 @@ from bonds.space import Space
 from service.index import items, log
 from service.index.backend import Search, VectorBackend, open_backend
 from service.index.errors import CollectionNotFoundError, InvalidCollectionError, SpaceMismatchError
+from service.index.index_settings import IndexSettings
 from service.index.log import LogReader, Record
 from service.index.search import Scored
-from service.index.settings import IndexSettings
 
 logger = logging.getLogger(__name__)
 TRUNCATE_SLICE = 2000  # log rows deleted per transaction after a snapshot

@@ -19,9 +19,9 @@ from service.index import search, snapshot
 from service.index.ann import Ann
 from service.index.backend import Search
 from service.index.groups import Group
+from service.index.index_settings import IndexSettings
 from service.index.log import LogReader, Record
 from service.index.search import Scored
-from service.index.settings import IndexSettings
 
 
 class FaissBackend:

@@ -24,7 +24,7 @@ import numpy as np
 
 from service.index.errors import BackendUnavailableError, InvalidCollectionError
 from service.index.groups import GroupView
-from service.index.settings import IndexSettings
+from service.index.index_settings import IndexSettings
 
 MAX_TOPK = 16_384  # Milvus's limit on one search's limit and one query's page
 IDS_PER_CALL = 4_096  # ids per `id in [...]` expression (its text is parsed by the server)

@@ -23,10 +23,10 @@ import numpy as np
 from bonds.plan import Node
 from service.index import search
 from service.index.backend import Search
+from service.index.index_settings import IndexSettings
 from service.index.log import LogReader, Record
 from service.index.milvus import MilvusVectors
 from service.index.search import Scored
-from service.index.settings import IndexSettings
 
 PUSH_PAGE = 2000  # log entries read per page when pushing to Milvus
 

@@ -24,7 +24,7 @@ from typing import Any
 from service.index import milvus
 from service.index.collection import Collection
 from service.index.errors import CollectionExistsError, CollectionNotFoundError, InvalidCollectionError, storage_full
-from service.index.settings import IndexSettings
+from service.index.index_settings import IndexSettings
 from service.index.snapshot import fsync_dir
 
 log = logging.getLogger(__name__)

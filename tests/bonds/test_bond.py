@@ -7,7 +7,7 @@ import pytest
 
 from bonds.bond import CombinationBond, DisplacementBond
 from bonds.errors import DimensionError, MixingError, ModalityError
-from bonds.mixing import pool
+from bonds.reference import pool
 from tests.bonds.spaces import displacement, encoder_space, parallel_combination, projector
 
 TEXTS = ["a dog barks at the mailman", "a red car on the road", "birds sing at dawn"]

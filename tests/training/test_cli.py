@@ -82,7 +82,7 @@ def test_exported_checkpoint_serves_the_vectors_eval_scored(trained, shared_data
     bond = CombinationBond("e5", base, {"e5ish": expert}, {"e5ish": projector}, factors={"text": 0.5})
     captions = list_pool(parse_pool(f"q=text:{shared_data}/coco-mini/captions.jsonl?field=captions&step=5")).sources
     served = bond.embed("text", captions)
-    from bonds.mixing import combine
+    from bonds.reference import combine
 
     cached = combine(load_embeddings(work, "base", "q")[1],
                      projector.project(load_embeddings(work, "e5ish", "q")[1], normalize=False), 0.5)

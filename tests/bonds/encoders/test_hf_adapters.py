@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from bonds import media
-from bonds.encoders import create_encoder
+from bonds.encoders import audio_features, create_encoder
 from bonds.encoders.base import Audio
 from bonds.encoders.imagebind import _bytes_to_unicode
 from bonds.errors import CheckpointError
@@ -152,7 +152,7 @@ def test_clap_fusion_model_is_deterministic_on_long_audio(clap_fused, shared_dat
     assert batch["input_features"].shape == (1, 4, 1001, 64) and batch["is_longer"].tolist() == [[True]]
     # the extractor alone crops at random, which is why the adapter chooses the crops itself ...
     extractor = clap_fused.processor.feature_extractor
-    wave = media.resample(music.samples, music.sample_rate, 48000).astype(np.float64)
+    wave = audio_features.resample(music.samples, music.sample_rate, 48000).astype(np.float64)
     draws = []
     for seed in (0, 1):
         np.random.seed(seed)
@@ -170,7 +170,7 @@ def test_clap_fusion_model_short_audio_and_other_rates(clap_fused, shared_data):
     batch = clap_fused.preprocess("audio", [clap_fused.prepare("audio", a) for a in (dog, digit)])
     assert batch["input_features"].shape == (2, 4, 1001, 64) and batch["is_longer"].all()
     extractor = clap_fused.processor.feature_extractor
-    wave = media.resample(digit.samples, 8000, 48000).astype(np.float64)  # resampled to the extractor's rate
+    wave = audio_features.resample(digit.samples, 8000, 48000).astype(np.float64)  # resampled to the extractor's rate
     direct = extractor([wave], sampling_rate=48000, return_tensors="np")["input_features"][0]
     assert np.allclose(batch["input_features"][1].numpy(), direct, atol=1e-5)
     vectors = clap_fused.encode("audio", [dog, digit]).vectors
@@ -186,7 +186,7 @@ def test_clap_without_fusion_takes_the_centre_of_long_audio(clap_unfused, shared
     assert not clap_unfused.fusion
     batch = clap_unfused.preprocess("audio", [clap_unfused.prepare("audio", long)])
     assert batch["input_features"].shape == (1, 1, 1001, 64)
-    wave = media.resample(long.samples, 44100, 48000).astype(np.float64)
+    wave = audio_features.resample(long.samples, 44100, 48000).astype(np.float64)
     start = (len(wave) - 480000) // 2
     extractor = clap_unfused.processor.feature_extractor
     centre = extractor([wave[start : start + 480000]], sampling_rate=48000, return_tensors="np")["input_features"][0]

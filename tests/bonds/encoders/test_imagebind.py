@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from bonds import media
-from bonds.encoders import create_encoder
+from bonds.encoders import audio_features, create_encoder
 from bonds.encoders.audio_features import FBANK_MEAN, FBANK_STD, clip_bounds, imagebind_audio_clips, kaldi_fbank
 from bonds.encoders.base import Audio
 from bonds.encoders.imagebind import ClipBpeTokenizer, _bytes_to_unicode, imagebind_image, normalize_pixels
@@ -316,7 +316,7 @@ def numpy_kaldi_fbank(wave: np.ndarray, rate: int = 16000, bins: int = 128) -> n
 
 def test_kaldi_fbank_matches_an_independent_reference(shared_data):
     audio = _load(shared_data / "esc50-demo" / "audio" / "car_horn_1-24074-A-43.wav")
-    wave = media.resample(audio.samples, audio.sample_rate, 16000)[16000:48000]
+    wave = audio_features.resample(audio.samples, audio.sample_rate, 16000)[16000:48000]
     ours = kaldi_fbank(torch.from_numpy(wave)).numpy()
     reference = numpy_kaldi_fbank(wave)
     assert ours.shape == reference.shape == (198, 128)  # 1 + (32000 - 400) // 160 frames
@@ -340,7 +340,7 @@ def test_audio_clips_on_real_recordings(shared_data, path):
     assert clips.shape == (3, 1, 128, 204) and clips.dtype == torch.float32 and torch.isfinite(clips).all()
     assert torch.equal(clips, imagebind_audio_clips(audio))
     resampled = math.ceil(len(audio.samples) * 16000 / audio.sample_rate)
-    assert len(media.resample(audio.samples, audio.sample_rate, 16000)) == resampled
+    assert len(audio_features.resample(audio.samples, audio.sample_rate, 16000)) == resampled
     frames = 1 + (min(resampled, 32000) - 400) // 160
     padded = torch.tensor((0.0 - FBANK_MEAN) / FBANK_STD)  # frames past the clip: zeros, then normalised
     assert torch.allclose(clips[0, 0, :, frames:], padded)
@@ -350,9 +350,9 @@ def test_audio_clips_on_real_recordings(shared_data, path):
 def test_resampling_to_16k_from_other_rates(shared_data):
     speech = _load(shared_data / "fsdd-dev" / "recordings" / "0_george_1.wav")  # 8 kHz
     horn = _load(shared_data / "esc50-demo" / "audio" / "car_horn_1-24074-A-43.wav")  # 44.1 kHz
-    studio = Audio(media.resample(horn.samples, 44100, 48000), 48000)  # the same sound at 48 kHz
+    studio = Audio(audio_features.resample(horn.samples, 44100, 48000), 48000)  # the same sound at 48 kHz
     for audio in (speech, horn, studio):
-        out = media.resample(audio.samples, audio.sample_rate, 16000)
+        out = audio_features.resample(audio.samples, audio.sample_rate, 16000)
         assert len(out) == math.ceil(len(audio.samples) * 16000 / audio.sample_rate)
     from_48k, from_44k = imagebind_audio_clips(studio), imagebind_audio_clips(horn)
     assert from_48k.shape == from_44k.shape == (3, 1, 128, 204)
@@ -361,7 +361,7 @@ def test_resampling_to_16k_from_other_rates(shared_data):
 
 def test_non_overlapping_clips_are_independent(shared_data):
     audio = _load(shared_data / "gcompris-music" / "africa.ogg")  # 12.6 s: clips 3.5 s apart do not overlap
-    wave = torch.from_numpy(media.resample(audio.samples, audio.sample_rate, 16000).copy())
+    wave = torch.from_numpy(audio_features.resample(audio.samples, audio.sample_rate, 16000).copy())
     clips = imagebind_audio_clips(audio)
     for k, (start, end) in enumerate(clip_bounds(len(wave))):
         segment = wave[start:end] - wave[start:end].mean()

@@ -1,4 +1,5 @@
-"""The offline starter encoders on real data: MiniLM, EfficientNet-Lite0, and the label-bridged "starter" space.
+"""The offline starter encoders on real data: MiniLM, EfficientNet-Lite0, Whisper, and the label-bridged
+"starter" space that composes them.
 
 Every model loads once per session (the fixtures below and the encoders' process-wide model cache).
 """
@@ -102,13 +103,12 @@ def test_minilm_runtimes_agree_on_real_captions(minilm, shared_data):
 
 
 def test_minilm_falls_back_to_torch_when_the_export_fails(minilm, monkeypatch):
-    from bonds.encoders import onnx_text
-    from bonds.encoders import starter as starter_module
+    from bonds.encoders import onnx_text, shared
 
     def broken(*args, **kwargs):
         raise RuntimeError("no onnx package")
 
-    monkeypatch.setattr(starter_module, "_MODELS", {})  # a fresh process: nothing loaded yet
+    monkeypatch.setattr(shared, "_MODELS", {})  # a fresh process: nothing loaded yet
     monkeypatch.setattr(onnx_text, "load", broken)
     fallback = create_encoder("minilm")
     assert fallback.runtime == "torch"
@@ -119,7 +119,7 @@ def test_minilm_falls_back_to_torch_when_the_export_fails(minilm, monkeypatch):
 
 
 def test_efficientnet_classifies_real_photos(starter, shared_data):
-    from bonds.encoders.starter import imagenet_classnames
+    from bonds.encoders.conse import imagenet_classnames
 
     names = imagenet_classnames()
     assert len(names) == 1000 and names[0] == "tench"
@@ -185,12 +185,12 @@ def test_clips_transcribed_side_by_side_match_one_by_one(starter, shared_data):
 def test_a_numeral_transcript_embeds_as_its_words_and_the_note_keeps_it(starter, shared_data, monkeypatch):
     """Whisper writes spoken "seven" as "seven." or "7." depending on the CPU's int8 kernels (MKL on Intel,
     oneDNN on AMD): both must give the vector of "seven.", and the note what was heard."""
-    import bonds.encoders.starter as starter_module
+    import bonds.encoders.whisper as whisper_module
 
     clip = _audio(shared_data / "fsdd-dev" / "recordings" / "7_george_0.wav")
     vectors = {}
     for heard in ("7.", "seven."):
-        monkeypatch.setattr(starter_module, "transcribe", lambda model, wave, vad=True, heard=heard: heard)
+        monkeypatch.setattr(whisper_module, "transcribe", lambda model, wave, vad=True, heard=heard: heard)
         encoded = starter.encode("audio", [clip])
         assert encoded.notes == [f"transcript: {heard}"]
         vectors[heard] = encoded.vectors[0]
@@ -199,7 +199,7 @@ def test_a_numeral_transcript_embeds_as_its_words_and_the_note_keeps_it(starter,
 
 
 def test_loading_whisper_leaves_torch_threads_alone():
-    from bonds.encoders.starter import _load_whisper
+    from bonds.encoders.whisper import _load_whisper
 
     before = torch.get_num_threads()
     try:
@@ -252,7 +252,7 @@ def test_same_input_gives_identical_vectors(starter, shared_data):
 def test_bf16_matches_fp32_on_real_media(starter, shared_data):
     """As the starter space runs on CUDA under dtype auto: MiniLM on torch in bf16; images (EfficientNet and
     the class prototypes they mix) stay in float32, whose ConSE vectors fell to cosine 0.9987 in bf16."""
-    from bonds.encoders.starter import efficientnet_precision
+    from bonds.encoders.efficientnet import efficientnet_precision
 
     captions = [json.loads(line)["captions"][0] for line in
                 (shared_data / "coco-mini" / "captions.jsonl").read_text().splitlines()[:6]]
