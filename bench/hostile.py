@@ -34,8 +34,9 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.reliability import media  # noqa: E402
-from tests.reliability.servers import Server, trickling_upstream, write_space  # noqa: E402
+from harness import bad_media as media  # noqa: E402
+from harness.servers import Server, trickling_upstream  # noqa: E402
+from harness.tiny_space import write_space  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.common import CACHE, REPO, log
-from tests.e2e.server import free_port, running_process  # the same start/ready/stop steps as the tests
+from harness.processes import free_port, running_process  # the same start/ready/stop steps as the tests
 
 BENCH_VENV = REPO / ".bench-venv"
 INFINITY_REQUIREMENTS = ["torch==2.13.0", "infinity-emb[server,torch]==0.0.78"]

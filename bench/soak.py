@@ -7,7 +7,7 @@
    from what writes store).
 2. back-pressure: the same clients against FREEBIND_MAX_QUEUE=8: 429s appear, each with Retry-After and
    only when the items in flight plus the request's would pass the limit; still no 5xx.
-3. crash: 20 trials of SIGKILL during concurrent ingestion (tests/reliability/crash.py).
+3. crash: 20 trials of SIGKILL during concurrent ingestion (harness/crash.py).
 
 Stops by itself; loopback only. Writes `docs/reliability_soak.json` (figures) and
 `docs/reliability_rss.png` (the memory curve). Usage: python bench/soak.py [--duration 120] [--clients 64]
@@ -39,9 +39,10 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.reliability import media  # noqa: E402
-from tests.reliability.crash import run_trials  # noqa: E402
-from tests.reliability.servers import Server, write_space  # noqa: E402
+from harness import bad_media as media  # noqa: E402
+from harness.crash import run_trials  # noqa: E402
+from harness.servers import Server  # noqa: E402
+from harness.tiny_space import write_space  # noqa: E402
 
 log = logging.getLogger("soak")
 POOL = 40  # ids per client: upserts replace, so the collection stays bounded (clients x POOL items)

@@ -61,6 +61,11 @@ def _exact(c: float) -> str:
 Node = Encode | Project | Sum
 Leaf = Encode | Project
 
+# A vector of the space given as it is (a service's client sends one, a collection stores it): no encoder
+# made it, so no space plans it; it is its own single leaf, scored as it is.
+VECTOR = "vector"
+RAW_PLAN = Encode("raw", VECTOR)
+
 
 def is_unit(node: Node) -> bool:
     return isinstance(node, Encode | Sum)

@@ -15,7 +15,7 @@ never run); one that does not fit beside the requests in flight (`max_work_in_fl
 and counted in /metrics as `freebind_admission_refused_total{reason}`. Each request holds a `Ticket`
 (service.deps.TicketDep) that gives its reservations back when the request ends, however it ends.
 
-The engine's own limit on items in flight (`max_queue`) stays: it bounds the batchers' queues.
+The engine's own limit on items in flight (`max_queue`) stays: it is what bounds the batchers' queues.
 """
 
 from __future__ import annotations

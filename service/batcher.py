@@ -10,9 +10,12 @@ the modalities in turn: it takes the next modality's oldest items as soon as a f
 waiting (`max_batch_size`, which may differ per modality) or the oldest has waited `max_wait_s`, and
 runs the model on them in a dedicated thread (one thread per encoder: models are not called
 concurrently, and the event loop stays free). Turns keep a slow modality from holding up a fast one:
-with one first-come queue, a text behind a few dozen speech clips waited for all of them. The queues
-together take at most `max_queue` items; a request they cannot take whole is refused with `Overloaded`
-(HTTP 429) instead of growing without bound.
+with one first-come queue, a text behind a few dozen speech clips waited for all of them.
+
+The queues hold only what callers admitted: the service's engine admits a whole request against
+`max_queue` items in flight (service.engine) before any item is submitted, which bounds every
+batcher's queues too. A batcher used without such a caller can bound its own (`max_queue` here): a
+submission the queues cannot take whole is then refused with `Overloaded` (HTTP 429).
 
 Queue and futures live on the event loop, so a request costs no lock and no thread switch of its own:
 the only hand-offs are one per batch, to the model thread and back.
@@ -57,12 +60,13 @@ class _Job:
 
 class Batcher:
     def __init__(self, name: str, run: Callable[[str, Sequence[Any]], Encoded], *,
-                 max_batch_size: int | Callable[[str], int], max_wait_s: float, max_queue: int,
+                 max_batch_size: int | Callable[[str], int], max_wait_s: float, max_queue: int | None = None,
                  prepare: Callable[[str, Any], Any] | None = None, prepare_pool: Executor | None = None,
                  retry_after_s: int = 1, metrics: Metrics | None = None):
         """`run(modality, prepared items)`: one model call (`Encoder.encode_prepared`); `prepare(modality, item)`:
         per-item work run in `prepare_pool` as items arrive (None: items go to `run` as they are).
-        `max_batch_size`: items per model call, or a function of the modality that gives them."""
+        `max_batch_size`: items per model call, or a function of the modality that gives them. `max_queue`:
+        items the queues take at most, for a batcher whose callers do not admit items themselves."""
         if prepare is not None and prepare_pool is None:
             raise ValueError("a batcher with a prepare step needs a pool to run it in")
         self.name, self._run_model = name, run
@@ -119,7 +123,7 @@ class Batcher:
         """Queue every item or none (a request is never half admitted). Call on the event loop."""
         if self._stopping or not self.alive:
             raise NotReady(f"the batching worker of encoder {self.name!r} is not running")
-        if self.depth + len(items) > self.max_queue:
+        if self.max_queue is not None and self.depth + len(items) > self.max_queue:
             raise Overloaded(f"encoder {self.name!r} has {self.depth} items queued (limit {self.max_queue}); "
                              "retry later", retry_after_s=self.retry_after_s)
         now = time.perf_counter()

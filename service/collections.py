@@ -23,13 +23,12 @@ from starlette.concurrency import run_in_threadpool
 from bonds.enhance import DEFAULT_ALPHA, DEFAULT_K, DEFAULT_T, blend
 from bonds.errors import DimensionError, ModalityError
 from bonds.mixing import Mixing, ResolvedMixing
-from bonds.plan import Node
+from bonds.plan import RAW_PLAN, VECTOR, Node
 from bonds.remix import remix_vectors
 from bonds.space import Space
-from service.engine import VECTOR, Embedded, Engine, unit_vector
+from service.engine import Embedded, Engine, unit_vector
 from service.errors import InvalidInput
 from service.index import (
-    RAW_PLAN,
     Collection,
     CollectionStore,
     Hit,

@@ -7,7 +7,8 @@ batchers, every encoder output the plan needs (riding in batches with other requ
 held while it waits) and hands them to the library's `Space.evaluate` / `Space.evaluate_components`,
 which only do the bond math. Items are prepared (resized, featurised) by one pool of worker threads
 shared by every batcher, while the models compute.
-Admission is by items in flight (`max_queue`): a request that does not fit is a 429.
+Admission is by items in flight (`max_queue`), the one bound on the batchers' queues: a request is
+admitted whole before any of its items is queued, and one that does not fit is a 429.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from bonds.description import load_space
 from bonds.encoders.base import Audio, Encoded, Encoder
 from bonds.errors import DescriptionError, DimensionError, FreeBindError, UnknownNameError
 from bonds.mixing import ResolvedMixing
-from bonds.plan import Node, encoder_leaves
+from bonds.plan import VECTOR, Node, encoder_leaves
 from bonds.space import Components, Embedding, Space
 from bonds.vectors import l2_normalize
 from service.batcher import Batcher
@@ -38,7 +39,6 @@ from service.metrics import Metrics
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-VECTOR = "vector"  # an input that is already a vector of the space: passed through, not encoded
 
 
 @dataclass
@@ -139,8 +139,7 @@ class Engine:
         self.batchers[id(encoder)] = Batcher(
             label, encoder.encode_prepared, prepare=prepare, prepare_pool=self.prepare_pool,
             max_batch_size=self.settings.max_batch_size or encoder.batch_size,
-            max_wait_s=self.settings.max_wait_ms / 1000.0, max_queue=self.settings.max_queue,
-            retry_after_s=self.settings.retry_after_s, metrics=self.metrics)
+            max_wait_s=self.settings.max_wait_ms / 1000.0, metrics=self.metrics)  # queues bounded by _admit
         self.encoders[id(encoder)] = encoder
 
     async def warm_up(self) -> None:

@@ -28,8 +28,8 @@ from pydantic import AfterValidator
 
 from bonds.errors import FreeBindError, UnsupportedMediaError
 from bonds.media import decode_audio, decode_image, decode_text
+from bonds.plan import VECTOR
 from service.admission import Cost, Ticket, input_cost
-from service.engine import VECTOR
 from service.errors import InvalidInput, TooLarge, TooManyItems
 from service.fetch import fetch
 from service.metrics import Metrics

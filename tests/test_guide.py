@@ -28,8 +28,8 @@ from PIL import Image
 import bonds.description
 from bonds.checkpoint import save_bond_checkpoint
 from bonds.projector import ProjectorConfig, ProjectorMixture
+from harness.servers import Server
 from service.settings import setting_rows
-from tests.reliability.servers import Server
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guide.md"
 BLOCK = re.compile(r"(?:<!-- guide-test: (?P<mark>[\w -]+) -->\n)?```(?P<lang>\w+)\n(?P<code>.*?)```", re.S)

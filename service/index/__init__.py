@@ -14,12 +14,9 @@ from service.index.errors import (
 )
 from service.index.index_settings import IndexSettings
 from service.index.log import Record
-from service.index.search import RAW_MODALITY, RAW_PLAN
 from service.index.store import CollectionStore
 
 __all__ = [
-    "RAW_MODALITY",
-    "RAW_PLAN",
     "Collection",
     "CollectionExistsError",
     "CollectionNotFoundError",

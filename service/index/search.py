@@ -13,13 +13,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bonds.plan import Encode, Node
+from bonds.plan import RAW_PLAN, VECTOR, Node
 from bonds.remix import remix_scores, remix_vectors
 from service.index.groups import GroupView
 
 BLOCK = 16_384
-RAW_MODALITY = "vector"
-RAW_PLAN = Encode("raw", RAW_MODALITY)  # a vector given by the client: one leaf, scored as it is
 
 
 class Scored(NamedTuple):  # a tuple: a search builds one per hit, and a frozen dataclass costs ~1.5 us each
@@ -31,7 +29,7 @@ def plan_for(plans: Mapping[str, Node] | None, modality: str) -> Node | None:
     """The plan scoring `modality`'s items; None (no plans) scores the stored default-mixing vectors."""
     if plans is None:
         return None
-    return RAW_PLAN if modality == RAW_MODALITY else plans[modality]
+    return RAW_PLAN if modality == VECTOR else plans[modality]
 
 
 def score_rows(query_d: np.ndarray, plan: Node | None, view: GroupView, rows: np.ndarray) -> np.ndarray:

@@ -8,9 +8,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from deploy.ray.forward import ForwardCollections, answer_with, touches_collections
+from harness.tiny_space import write_space
 from service.app import create_app
 from service.settings import Settings
-from tests.service.tiny_space import write_space
 
 
 @pytest.fixture

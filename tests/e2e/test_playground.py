@@ -13,7 +13,7 @@ import yaml
 
 from bonds.checkpoint import save_bond_checkpoint
 from bonds.projector import ProjectorConfig, ProjectorMixture
-from tests.e2e.server import REPO, running_server
+from harness.processes import REPO, running_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = REPO / "artifacts"

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from bonds.description import list_spaces
-from tests.e2e.server import running_server
+from harness.processes import running_server
 
 pytestmark = pytest.mark.models
 SPACE = "starter_e5"

@@ -21,8 +21,8 @@ import pytest
 from starlette.routing import Mount
 
 import service.deps
+from harness.servers import Server
 from service.deps import require_api_key
-from tests.reliability.servers import Server
 
 PROBLEM = "application/problem+json"
 KEYS = ["fb-key-alpha-7f3a9c", "fb-key-beta-2d8e41"]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.reliability import media
+from harness import bad_media as media
 
 PROBLEM = "application/problem+json"
 DIM = 16  # the tiny space's dimension
@@ -285,9 +285,9 @@ if __name__ == "__main__":  # prints the documented table from a live in-process
 
     from fastapi.testclient import TestClient
 
+    from harness.tiny_space import write_space
     from service.app import create_app
     from service.settings import Settings
-    from tests.reliability.servers import write_space
 
     folder = Path(tempfile.mkdtemp())
     settings = Settings(spaces=[str(write_space(folder))], data_dir=folder / "data")

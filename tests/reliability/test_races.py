@@ -8,8 +8,8 @@ import base64
 
 import numpy as np
 
+from harness import bad_media as media
 from service.index import Record
-from tests.reliability import media
 
 
 def test_search_while_an_ingest_adds_a_new_modality(make_client):

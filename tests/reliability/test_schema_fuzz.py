@@ -18,9 +18,9 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from harness.servers import Server
 from service.app import create_app
 from service.settings import Settings
-from tests.reliability.servers import Server
 
 EXAMPLES = int(os.environ.get("FREEBIND_FUZZ_EXAMPLES", "6"))
 

@@ -9,6 +9,7 @@ import pytest
 
 import service.inputs
 from bonds.classify import load_labelset
+from harness import bad_media as media
 from service.admission import (
     MB,
     Admission,
@@ -23,7 +24,6 @@ from service.admission import (
 from service.errors import Overloaded
 from service.metrics import Metrics
 from service.settings import Settings
-from tests.reliability import media
 
 
 def b64(data: bytes) -> str:

@@ -65,7 +65,7 @@ def typer_app_of(command) -> typer.Typer:
 def test_make_serve_passes_only_the_flags_it_is_given():
     import subprocess
 
-    from tests.e2e.server import REPO
+    from harness.processes import REPO
 
     def command(*args: str) -> str:
         dry = subprocess.run(["make", "-n", "-s", "serve", *args], cwd=REPO, capture_output=True, text=True, check=True,
@@ -80,7 +80,7 @@ def _serve(*args: str, env: dict[str, str] | None = None):
     import os
     import subprocess
 
-    from tests.e2e.server import FREEBIND
+    from harness.processes import FREEBIND
 
     environment = {k: v for k, v in os.environ.items() if not k.startswith("FREEBIND_")}
     return subprocess.run([str(FREEBIND), "serve", *args], capture_output=True, text=True, timeout=120,
@@ -88,7 +88,7 @@ def _serve(*args: str, env: dict[str, str] | None = None):
 
 
 def test_a_space_that_cannot_load_exits_non_zero_with_one_clear_line(tmp_path):
-    from tests.e2e.server import free_port
+    from harness.processes import free_port
 
     done = _serve("--space", "imagebind_pp", "--port", str(free_port()), "--data-dir", str(tmp_path))  # no models root
     assert done.returncode == 1

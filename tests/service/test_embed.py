@@ -11,8 +11,8 @@ import pytest
 from bonds.description import load_space
 from bonds.encoders.base import Encoder
 from bonds.media import decode_audio, decode_image
+from harness.tiny_space import DIM, SPACE
 from tests.service.conftest import png_bytes, wav_bytes
-from tests.service.tiny_space import DIM, SPACE
 
 PNG, WAV = png_bytes(), wav_bytes()
 PNG_URI = "data:image/png;base64," + base64.b64encode(PNG).decode()

@@ -15,9 +15,9 @@ import pytest
 
 from bonds.encoders.base import Encoded
 from bonds.errors import MediaError
+from harness.servers import trickling_upstream
 from service.batcher import Batcher
 from service.errors import Overloaded
-from tests.reliability.servers import trickling_upstream
 from tests.service.conftest import png_bytes
 
 PROBLEM = "application/problem+json"

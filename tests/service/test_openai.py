@@ -11,8 +11,8 @@ import numpy as np
 import openai
 import pytest
 
+from harness.tiny_space import DIM, SPACE
 from tests.service.conftest import png_bytes
-from tests.service.tiny_space import DIM, SPACE
 
 PNG_URI = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import yaml
 from fastapi.testclient import TestClient
 
+from harness.tiny_space import DIM, SPACE
 from service.app import create_app
 from service.batcher import FAILURE_LIMIT
 from service.engine import Engine
 from service.settings import Settings
 from tests.service.conftest import png_bytes
-from tests.service.tiny_space import DIM, SPACE
 
 
 def started(settings: Settings) -> TestClient:

@@ -30,7 +30,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from tests.reliability.servers import DIM, Server
+from harness.servers import Server
+from harness.tiny_space import DIM
 
 
 def content(item_id: str) -> dict[str, Any]:
