@@ -78,7 +78,8 @@ def memory(server: Server) -> dict:
         seconds = time.perf_counter() - started
     time.sleep(2)
     return {"status": r.status_code, "seconds": round(seconds, 2), "body_mb": round(len(json.dumps(body)) / 2**20, 2),
-            "rss_before_mib": round(before), "rss_peak_mib": round(sampler.peak), "rss_after_mib": round(rss_mib(server.pid))}
+            "rss_before_mib": round(before), "rss_peak_mib": round(sampler.peak),
+            "rss_after_mib": round(rss_mib(server.pid))}
 
 
 def cancel(server: Server, give_up: float) -> dict:
@@ -143,16 +144,19 @@ def disk(space: str, folder: Path) -> dict:
                 for n in range(400):
                     r = http.post("/collections", json={"name": f"c{n % 4}"}) if n < 4 else http.post(
                         f"/collections/c{n % 4}/items", json={"items": [
-                            {"id": f"i{n}-{k}", "text": f"item {n} {k}", "metadata": {"blob": "x" * 8000}} for k in range(8)]})
+                            {"id": f"i{n}-{k}", "text": f"item {n} {k}",
+                             "metadata": {"blob": "x" * 8000}} for k in range(8)]})
                     statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
                     if r.status_code == 200:
                         acked |= {f"c{n % 4}/i{n}-{k}" for k in range(8)}
-                half_made = [p.name for p in (mount / "data" / "collections").iterdir() if p.name.startswith(".") and p.is_dir()]
+                half_made = [
+                    p.name for p in (mount / "data" / "collections").iterdir() if p.name.startswith(".") and p.is_dir()]
         log = (folder / "disk.log").read_text(errors="replace")
         with Server([space], mount / "data", launcher="fork", log_path=folder / "disk2.log") as server:
-            found = sum(httpx.get(f"{server.base}/collections/{key.split('/')[0]}/items/{key.split('/')[1]}").status_code == 200
-                        for key in sorted(acked))
-        return {"statuses": statuses, "half_made_folders": half_made, "acked_items": len(acked), "found_after_restart": found,
+            urls = [f"{server.base}/collections/{key.split('/')[0]}/items/{key.split('/')[1]}" for key in sorted(acked)]
+            found = sum(httpx.get(url).status_code == 200 for url in urls)
+        return {"statuses": statuses, "half_made_folders": half_made, "acked_items": len(acked),
+                "found_after_restart": found,
                 "rollback_errors_logged": log.count("ROLLBACK") + log.count("no transaction is active")}
     finally:
         subprocess.run(["umount", str(mount)], check=False)
@@ -172,7 +176,8 @@ def main() -> None:
             print(json.dumps({"part": part, **disk(space, folder)}), flush=True)
             continue
         settings = {"allow_urls": True, "allow_private_urls": True} if part == "fetch" else {}
-        with Server([space], folder / f"data-{part}", launcher="fork", log_path=folder / f"{part}.log", **settings) as server:
+        with Server([space], folder / f"data-{part}", launcher="fork", log_path=folder / f"{part}.log",
+                    **settings) as server:
             figures = {"memory": lambda: memory(server), "cancel": lambda: cancel(server, args.give_up),
                        "fetch": lambda: fetch(server)}[part]()
         print(json.dumps({"part": part, **figures}), flush=True)

@@ -68,7 +68,8 @@ NOTES: dict[str, str] = {  # part -> a paragraph on the figures of the run it na
         "ran the same candidate re-score as a mixed one; it now takes the index's scores as they are when the "
         "request's mixing is the collection's default (those vectors are the ones indexed), so it fetches top_k "
         "candidates instead of rerank_factor x top_k and reads no components: 0.50 ms per query at 100k HNSW "
-        "(efSearch 64), against 1.15 ms in the last run through the re-score with the default rerank factor 10. What separates it from the bare index there (~0.16 ms) is the hits' keys, modality and metadata from "
+        "(efSearch 64), against 1.15 ms in the last run through the re-score with the default rerank factor 10. What "
+        "separates it from the bare index there (~0.16 ms) is the hits' keys, modality and metadata from "
         "SQLite (~0.08 ms) and Python after a graph walk that has evicted the caches (numpy calls cost ~4 us each "
         "then, ~1 us warm). Per-request mixing adds the re-score of 30 candidates from their components (~0.2 ms: "
         "id -> row binary search, coefficients from each item's Gram matrix, two leaf products, top-k). HNSW at 1M "
@@ -87,13 +88,13 @@ NOTES: dict[str, str] = {  # part -> a paragraph on the figures of the run it na
         "FAISS loaded its generic build here (no AVX2 module), so a machine with the AVX2 build does the search part "
         "faster."),
     "quality": (
-        "*Reading of the shipped reports.* At its default preset (`multilingual`, f = 0.8) the combination bond e5 -> starter takes "
-        "multilingual caption retrieval from 6-31 to 73-93 mean R@1 and multilingual zero-shot CIFAR-10 from 9-16% "
-        "to 27-38%, while English CIFAR-10 moves 42.6 -> 41.9 and English FSDD stays at 75.3. The displacement bond "
-        "starter -> e5 (results in e5's space, f = 0.4) keeps 96-97% of e5's German and French retrieval but loses "
-        "English CIFAR-10 (42.6 -> 28.6) and FSDD (75.3 -> 55.3); its `english` preset (f = 0.7) gets FSDD back to 75.3. "
-        "The `english` preset of `starter_e5` (f = 0.5) is the sweep's best for English CIFAR-10 (43.1). The sweeps are "
-        "the bonds' own eval runs; nothing here was retrained."),
+        "*Reading of the shipped reports.* At its default preset (`multilingual`, f = 0.8) the combination bond "
+        "e5 -> starter takes multilingual caption retrieval from 6-31 to 73-93 mean R@1 and multilingual zero-shot "
+        "CIFAR-10 from 9-16% to 27-38%, while English CIFAR-10 moves 42.6 -> 41.9 and English FSDD stays at 75.3. "
+        "The displacement bond starter -> e5 (results in e5's space, f = 0.4) keeps 96-97% of e5's German and French "
+        "retrieval but loses English CIFAR-10 (42.6 -> 28.6) and FSDD (75.3 -> 55.3); its `english` preset (f = 0.7) "
+        "gets FSDD back to 75.3. The `english` preset of `starter_e5` (f = 0.5) is the sweep's best for English "
+        "CIFAR-10 (43.1). The sweeps are the bonds' own eval runs; nothing here was retrained."),
 }
 
 
@@ -146,10 +147,12 @@ def text(r: dict[str, Any]) -> list[str]:
            f"cosine >= {r['same_model_min_cosine']:.4f}), one server at a time, through OpenAI-shaped `/embeddings` "
            f"requests from one load generator, in {rounds} rounds (freebind, then infinity, in each): figures are "
            "the median over rounds; a ratio is the median of the rounds' own ratios.", ""]
-    out += table(["server", "texts/request", "concurrency", "texts/s", "texts/s per round", "p50 ms", "p99 ms", "errors"], rows)
+    out += table(
+        ["server", "texts/request", "concurrency", "texts/s", "texts/s per round", "p50 ms", "p99 ms", "errors"], rows)
     out += table(["request size", "freebind / infinity texts/s at 32", "per round", "p99 ratio",
                   f"target (>= {r['target']['speedup']}x, p99 no worse)"],
-                 [[k.replace("_", " "), fixed(v["speedup"], 2), per_round(v.get("speedup_rounds"), lambda x: fixed(x, 2)),
+                 [[k.replace("_", " "), fixed(v["speedup"], 2),
+                   per_round(v.get("speedup_rounds"), lambda x: fixed(x, 2)),
                    fixed(v["p99_ratio"], 2), v["met"]] for k, v in r["target"]["by_size"].items()])
     return out + plot(r, "MiniLM over HTTP: freebind vs infinity")
 
@@ -159,7 +162,8 @@ def media(r: dict[str, Any]) -> list[str]:
     for modality, m in r["results"].items():
         tried = " vs ".join(f"{size}: {speed}" for size, speed in m["bare"].get("by_batch", {}).items())
         how = f"bare encoder, batches of {m['bare'].get('batch', 32)}" + (f" ({tried} items/s)" if tried else "")
-        rows.append([modality, how, "-", m["bare"]["items_per_s"], per_round(m["bare"].get("items_per_s_rounds")), "-", "-"])
+        rows.append(
+            [modality, how, "-", m["bare"]["items_per_s"], per_round(m["bare"].get("items_per_s_rounds")), "-", "-"])
         rows += [[modality, "freebind serve, 1 item/request", c["concurrency"], c["items_per_s"],
                   per_round(c.get("items_per_s_rounds")), c["p50_ms"], c["p99_ms"]] for c in m["service"]]
     rounds = r.get("rounds", 1)
@@ -168,7 +172,8 @@ def media(r: dict[str, Any]) -> list[str]:
     out += table(["modality", "how", "concurrency", "items/s", "items/s per round", "p50 ms", "p99 ms"], rows)
     out += table(["modality", f"service / bare at concurrency {r['target']['concurrency']}", "per round",
                   f"target (>= {r['target']['share']:.0%})"],
-                 [[k, f"{v['target']['share_of_bare']:.0%}", per_round(v["target"].get("share_rounds"), "{:.0%}".format),
+                 [[k, f"{v['target']['share_of_bare']:.0%}",
+                   per_round(v["target"].get("share_rounds"), "{:.0%}".format),
                    v["target"]["met"]] for k, v in r["results"].items()])
     return out + plot(r, "service vs bare encoder")
 
@@ -178,7 +183,8 @@ def batching(r: dict[str, Any]) -> list[str]:
             for name, res in r["results"].items() for mode in ("off", "on")]
     out = table(["load (1 item/request)", "batching", "items/s", "p50 ms", "p99 ms"], rows)
     out += table(["load", "items/s on / off", "p99 on / off"],
-                 [[name, fixed(res["ratio"]["items_per_s"], 2), fixed(res["ratio"]["p99"], 2)] for name, res in r["results"].items()])
+                 [[name, fixed(res["ratio"]["items_per_s"], 2), fixed(res["ratio"]["p99"], 2)]
+                  for name, res in r["results"].items()])
     return [f"Concurrency {r['concurrency']}; off is `max_batch_size=1`, on is the encoder's default (MiniLM on ONNX "
             "Runtime 128 texts a call, EfficientNet on CPU 4 images).", "", *out,
             *plot(r, "batching on and off")]
@@ -192,9 +198,9 @@ def setting(row: dict | None, levers: tuple[str, ...] = ("ef_search", "nprobe", 
 
 
 def search(r: dict[str, Any]) -> list[str]:
-    out = [f"{r['real_items']:,} real MiniLM caption embeddings plus clustered fill; two leaves per item; {r['queries']} "
-           f"real caption queries, top {r['k']}; default mixing f = {r['default_f']}, per-request mixing f = {r['mixed_f']}. "
-           "Queries/s are of one query per call, one call at a time.", ""]
+    out = [f"{r['real_items']:,} real MiniLM caption embeddings plus clustered fill; two leaves per item; "
+           f"{r['queries']} real caption queries, top {r['k']}; default mixing f = {r['default_f']}, per-request "
+           f"mixing f = {r['mixed_f']}. Queries/s are of one query per call, one call at a time.", ""]
     out += table(["items", "ingest items/s (durable upsert)", "RSS held (MiB)", "RSS per million items (MiB)",
                   "exact search under mixing, q/s"],
                  [[s["n"], s["ingest_items_per_s"], s["rss_held_mib"], s["rss_per_million_mib"], s["exact_mixed_qps"]]
@@ -214,8 +220,9 @@ def search(r: dict[str, Any]) -> list[str]:
                          fixed(target["slowdown"], 2), fixed(target.get("slowdown_vs_bare_index"), 2),
                          target["met"] if target["slowdown"] is not None else "no verdict"])
     out += ["At recall@10 >= 0.95, the fastest setting of each search. *Bare index*: FAISS alone on the default-mixing "
-            "vectors (ids and scores, nothing else). *Service, fixed mixing*: `Collection.search` under the collection's "
-            "default f = 0.3, which takes the index's scores as they are and answers with keys, modality and metadata. "
+            "vectors (ids and scores, nothing else). *Service, fixed mixing*: `Collection.search` under the "
+            "collection's default f = 0.3, which takes the index's scores as they are and answers with keys, modality "
+            "and metadata. "
             "*Mixed*: `Collection.search` at f = 0.6, candidates re-scored from their components, same answer. The "
             "target compares mixed with the service at its fixed mixing, the cost of choosing the mixing per request; "
             "the ratio to the bare index is beside it.", ""]
@@ -230,7 +237,8 @@ def training(r: dict[str, Any]) -> list[str]:
     return table(["stage", "size", "seconds", "rate", "peak RSS MiB"], [
         ["pseudo-pairs (`build_pairs`)", f"{p['queries']:,} queries x {p['bank']:,} bank, top-{p['k']}", p["seconds"],
          f"{p['queries_per_s']:,.0f} queries/s", p["peak_rss_mib"]],
-        ["fit (`fit`, default head)", f"{f['samples']:,} pairs, {f['epochs']} epoch, hidden {f['hidden']}, batch {f['batch_size']}",
+        ["fit (`fit`, default head)",
+         f"{f['samples']:,} pairs, {f['epochs']} epoch, hidden {f['hidden']}, batch {f['batch_size']}",
          f["seconds"], f"{f['samples_per_s']:,.0f} samples/s", f["peak_rss_mib"]]])
 
 
@@ -241,7 +249,8 @@ def quality(r: dict[str, Any]) -> list[str]:
         out += [f"**{name}** ({t['kind']} bond, base `{t['base']}`, expert `{t['expert']}`; served by `{t['space']}`, "
                 f"presets {presets}, default `{t['default_preset']}`; full sweep plot: "
                 f"[{t['eval_plot']}]({t['eval_plot']})):", ""]
-        out += table(["task", "group", "metric", "base", "expert", f"bonded (f={t['preset_factor']}, `{t['default_preset']}`)",
+        out += table(["task", "group", "metric", "base", "expert",
+                      f"bonded (f={t['preset_factor']}, `{t['default_preset']}`)",
                       "best f", "bonded at best f"],
                      [[row["task"], row["group"], row["metric"], row["base"], row["expert"], row["bonded_at_preset"],
                        row["best_factor"], row["bonded_best"]] for row in t["rows"]])
@@ -255,14 +264,16 @@ def gpu(r: dict[str, Any]) -> list[str]:
     for modality, cell in r["bare"].items():
         for label, v in cell["batches"].items():
             rows.append([modality, cell["gflop_per_item"], label.replace("_b", ", batch "), fmt(v["items_per_s"]),
-                         fmt(v["tflops"]), "-" if v["share_of_bf16_peak"] is None else f"{v['share_of_bf16_peak']:.0%}"])
+                         fmt(v["tflops"]),
+                         "-" if v["share_of_bf16_peak"] is None else f"{v['share_of_bf16_peak']:.0%}"])
     out += table(["modality", "GFLOP/item", "precision, batch", "items/s", "TFLOP/s", "share of bf16 peak"], rows)
     out += ["", "Prepare step (per-item CPU work) in items/s: " + "; ".join(
         f"{m} {c['prepare_items_per_s']}" for m, c in r["bare"].items()), ""]
     rows = [[m, c["clients"], c["per_request"], fmt(c["items_per_s"]), fmt(c["p50_ms"]), fmt(c["p99_ms"]),
              f"{c['items_per_s'] / r['bare'][m]['best_bf16_items_per_s']:.0%}", c["errors"] or "-"]
             for m, cells in r["served"].items() for c in cells]
-    return out + table(["modality", "clients", "items/request", "items/s", "p50 ms", "p99 ms", "of bare bf16", "errors"], rows)
+    return out + table(
+        ["modality", "clients", "items/request", "items/s", "p50 ms", "p99 ms", "of bare bf16", "errors"], rows)
 
 
 SECTIONS = {
@@ -280,11 +291,13 @@ def targets(results: dict[str, dict]) -> list[str]:
     rows = []
     if "text" in results:
         for size, v in results["text"]["target"]["by_size"].items():
-            rows.append(["1", f"text, {size.split('_')[0]} per request, concurrency 32: >= 1.5x infinity's items/s, p99 no worse",
+            rows.append(["1", f"text, {size.split('_')[0]} per request, concurrency 32: >= 1.5x infinity's "
+                         "items/s, p99 no worse",
                          f"{v['speedup']}x, p99 ratio {v['p99_ratio']}", v["met"]])
     if "media" in results:
         for modality, v in results["media"]["results"].items():
-            rows.append(["2", f"{modality}: service >= 70% of bare at concurrency 32", f"{v['target']['share_of_bare']:.0%}",
+            rows.append(["2", f"{modality}: service >= 70% of bare at concurrency 32",
+                         f"{v['target']['share_of_bare']:.0%}",
                          v["target"]["met"]])
     if "search" in results:
         for s in results["search"]["sizes"]:
@@ -305,14 +318,14 @@ def write() -> None:
     any_run = next(iter(results.values()), None)
     lines = ["# Benchmarks", "",
              "Speed and quality, measured side by side with what a user would pick instead. `make bench` runs every "
-             "part (each in its own process) and rewrites this page from `docs/bench/*.json`; `make bench PARTS=search` "
-             "runs one (`PARTS=\"text media\"` several; `python -m bench report` only rewrites the page). "
+             "part (each in its own process) and rewrites this page from `docs/bench/*.json`; "
+             "`make bench PARTS=search` runs one (`PARTS=\"text media\"` several; `python -m bench report` only rewrites the page). "
              "`BENCH_QUICK=1` checks the code on tiny sizes. No benchmark is a test and no test is timed.", ""]
     if any_run:
         m = any_run["machine"]
         lines += [f"**Machine:** {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU; {m['os']}; Python "
-                  f"{m['python']}, torch {m['torch']} ({m['torch_threads']} threads). **This machine is shared:** other "
-                  "workers' tests and servers ran on the same two cores during these runs, so every figure here is a "
+                  f"{m['python']}, torch {m['torch']} ({m['torch_threads']} threads). **This machine is shared:** "
+                  "other workers' tests and servers ran on the same two cores during these runs, so every figure here is a "
                   "lower bound with noise; each section gives the load average before and after it ran. The parts "
                   f"below took {sum(r['seconds'] for r in results.values()) / 60:.0f} minutes together. Part 7 runs "
                   "only on a CUDA machine (`make bench PARTS=gpu`) and names its GPU.", ""]
@@ -320,8 +333,8 @@ def write() -> None:
     for part, (title, render) in SECTIONS.items():
         lines += [f"## {title}", ""]
         if part not in results:
-            lines += ["Not run yet: `make bench PARTS=" + part + "`" + (" on a machine with a CUDA GPU (none was lent to "
-                      "the sessions that wrote this page)" if part == "gpu" else "") + ".", ""]
+            lines += ["Not run yet: `make bench PARTS=" + part + "`"
+                      + (" on a machine with a CUDA GPU (none was lent to the sessions that wrote this page)" if part == "gpu" else "") + ".", ""]
             continue
         lines += opening(results[part]) + render(results[part])
         if part in NOTES:

@@ -55,7 +55,8 @@ def _b64(data: bytes) -> str:
 
 IMAGES = [_b64(media.image("PNG", (32, 24), seed=s)) for s in range(8)]
 SOUNDS = [_b64(media.wav(0.5, rate=16_000)), _b64(media.wav(0.25, rate=8_000)), _b64(media.wav(0.3, rate=44_100))]
-MIXINGS = [None, {"preset": "strong"}, {"factors": {"aux": {"text": 0.0}}}, {"factors": {"aux": {"text": 1.0, "audio": 0.2}}},
+MIXINGS = [None, {"preset": "strong"}, {"factors": {"aux": {"text": 0.0}}},
+           {"factors": {"aux": {"text": 1.0, "audio": 0.2}}},
            {"off": ["aux"]}]
 
 
@@ -98,7 +99,8 @@ async def client_loop(n: int, base: str, deadline: float, tally: Tally, rng: ran
             if ops == "reads":
                 op = "embed" if pick < 0.6 else "search"
             else:
-                op = "embed" if ops == "embed" or pick < 0.4 else "ingest" if pick < 0.65 else "search" if pick < 0.9 else "delete"
+                op = ("embed" if ops == "embed" or pick < 0.4 else "ingest" if pick < 0.65
+                      else "search" if pick < 0.9 else "delete")
             started = time.perf_counter()
             n_items = 1
             try:
@@ -162,7 +164,8 @@ def percentiles(values: list[float]) -> dict[str, float]:
     def at(q: float) -> float:
         return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
-    return {"n": len(values), "p50_ms": at(0.5), "p95_ms": at(0.95), "p99_ms": at(0.99), "max_ms": round(1000 * ordered[-1], 1),
+    return {"n": len(values), "p50_ms": at(0.5), "p95_ms": at(0.95), "p99_ms": at(0.99),
+            "max_ms": round(1000 * ordered[-1], 1),
             "mean_ms": round(1000 * statistics.fmean(values), 1)}
 
 
@@ -170,8 +173,8 @@ async def drive(base: str, clients: int, seconds: float, ops: str, max_queue: in
                 mixings: list[dict | None]) -> Tally:
     tally = Tally()
     deadline = time.monotonic() + seconds
-    await asyncio.gather(*(client_loop(n, base, deadline, tally, random.Random(seed * 1000 + n), ops, max_queue, mixings)
-                           for n in range(clients)))
+    await asyncio.gather(*(client_loop(n, base, deadline, tally, random.Random(seed * 1000 + n), ops, max_queue,
+                                       mixings) for n in range(clients)))
     return tally
 
 
@@ -183,9 +186,11 @@ def run_load(space: Path, folder: Path, clients: int, seconds: float, max_queue:
         if ops == "reads":  # searches need something to find: the collection the mixed run would end with
             fill = random.Random(seed)
             for start in range(0, clients * POOL, 64):
-                items = [{"id": f"c{i % clients}-{i // clients}", **an_input(fill), "metadata": {"n": fill.randint(0, 100)}}
-                         for i in range(start, min(start + 64, clients * POOL))]
-                httpx.post(f"{server.base}/collections/load/items", json={"items": items}, timeout=60).raise_for_status()
+                ids = range(start, min(start + 64, clients * POOL))
+                items = [{"id": f"c{i % clients}-{i // clients}", **an_input(fill),
+                          "metadata": {"n": fill.randint(0, 100)}} for i in ids]
+                httpx.post(f"{server.base}/collections/load/items", json={"items": items},
+                           timeout=60).raise_for_status()
         samples: list[tuple[float, float]] = []
         stop = threading.Event()
         started = time.monotonic()
@@ -289,7 +294,8 @@ def main() -> None:
         run = runs["tiny space, default queue"] = run_load(space, folder / "load", args.clients, args.duration, 2048,
                                                            "mixed", seed=1)
         report["load"] = run
-        log.info("load: %s", {k: run[k] for k in ("requests", "requests_per_s", "statuses", "rss_mb") if k != "samples"})
+        log.info("load: %s",
+                 {k: run[k] for k in ("requests", "requests_per_s", "statuses", "rss_mb") if k != "samples"})
         if any(int(s) >= 500 or s == "-1" for s in run["statuses"]) or run["statuses"].get("429"):
             failures.append(f"load: statuses {run['statuses']}")
         if run["problems"]:
@@ -297,15 +303,17 @@ def main() -> None:
         starter = REPO / "bonds" / "spaces" / "starter_e5.yaml"
         if starter.is_file():
             log.info("load: the starter space")
+            # mixings=[None]: the tiny space's mixings name its bond
             run = runs["starter_e5"] = run_load(starter, folder / "starter", args.clients, args.duration / 2, 2048,
-                                               "mixed", seed=2, mixings=[None])  # the tiny space's mixings name its bond
+                                               "mixed", seed=2, mixings=[None])
             report["load_starter"] = run
             if any(int(s) >= 500 or s == "-1" for s in run["statuses"]):
                 failures.append(f"starter load: statuses {run['statuses']}, e.g. {run['problems'][:3]}")
     if "reads" not in skip:
-        log.info("reads: %d clients for %.0f s, embed and search only, on a filled collection", args.clients, args.duration)
-        run = runs["embed + search only"] = run_load(space, folder / "reads", args.clients, args.duration, 2048, "reads",
-                                                     seed=4)
+        log.info("reads: %d clients for %.0f s, embed and search only, on a filled collection", args.clients,
+                 args.duration)
+        run = runs["embed + search only"] = run_load(space, folder / "reads", args.clients, args.duration, 2048,
+                                                     "reads", seed=4)
         report["reads"] = run
         if any(int(s) >= 500 or s == "-1" for s in run["statuses"]) or run["statuses"].get("429") or run["problems"]:
             failures.append(f"reads: statuses {run['statuses']}, e.g. {run['problems'][:3]}")

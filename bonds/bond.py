@@ -156,7 +156,8 @@ class CombinationBond(_Bond):
         return [b.bond_name for expert in self.experts.values() for b in expert.bonds()]
 
     def bond_controls(self) -> BondControls:
-        return BondControls(self.bond_name, self.kind, self.shared, tuple(self.experts), self.defaults, self.default_weights)
+        return BondControls(self.bond_name, self.kind, self.shared, tuple(self.experts), self.defaults,
+                            self.default_weights)
 
     def pooled(self, modality: str, mixing: ResolvedMixing) -> Node | None:
         """n(sum_j w_j * H_j * mean-of-heads_j) over the experts that are on and have the modality: with

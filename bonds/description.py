@@ -98,7 +98,9 @@ class DescriptionSpec(_Strict):
         if (self.presets or self.default_preset) and not self.bonds:
             raise ValueError("presets set bond factors, and this space has no bonds")
         if self.default_preset is not None and self.default_preset not in self.presets:
-            raise ValueError(f"default_preset {self.default_preset!r} is not one of the presets ({', '.join(self.presets) or 'none'})")
+            raise ValueError(
+                f"default_preset {self.default_preset!r} is not one of the presets "
+                f"({', '.join(self.presets) or 'none'})")
         return self
 
 
@@ -170,7 +172,8 @@ def _load_yaml(text: str) -> Any:
 def _substitute(value: Any, models_root: str | None, where: str) -> Any:
     if isinstance(value, str) and MODELS_ROOT_TOKEN in value:
         if models_root is None:
-            raise DescriptionError(f"{where} uses {MODELS_ROOT_TOKEN} but no models root was given (FREEBIND_MODELS_ROOT)")
+            raise DescriptionError(
+                f"{where} uses {MODELS_ROOT_TOKEN} but no models root was given (FREEBIND_MODELS_ROOT)")
         return value.replace(MODELS_ROOT_TOKEN, str(models_root))
     if isinstance(value, dict):
         return {k: _substitute(v, models_root, where) for k, v in value.items()}

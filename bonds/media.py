@@ -135,7 +135,8 @@ def decode_audio(data: bytes, limits: MediaLimits = DEFAULT_LIMITS) -> Audio:
     if samples.shape[0] == 0:
         raise MediaError("audio has no samples")
     if samples.shape[0] / rate > limits.max_audio_seconds:
-        raise MediaTooLargeError(f"audio lasts {samples.shape[0] / rate:.1f} s; the limit is {limits.max_audio_seconds:g} s")
+        raise MediaTooLargeError(
+            f"audio lasts {samples.shape[0] / rate:.1f} s; the limit is {limits.max_audio_seconds:g} s")
     mono = samples.mean(axis=1)
     if not np.isfinite(mono).all():
         raise MediaError("audio contains NaN or infinite samples")
@@ -150,7 +151,8 @@ def decode_text(text: str, limits: MediaLimits = DEFAULT_LIMITS) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:  # JSON's "\ud800" escapes make these; tokenizers fail on them
-        raise MediaError(f"text is not valid Unicode: lone surrogate {text[exc.start]!r} at character {exc.start}") from None
+        raise MediaError(
+            f"text is not valid Unicode: lone surrogate {text[exc.start]!r} at character {exc.start}") from None
     return text
 
 

@@ -31,7 +31,9 @@ class Mixing(BaseModel):
     )
     off: list[str] = Field(default_factory=list, description="bonds ('bond') or experts ('bond/expert') to skip")
     weights: dict[str, dict[str, float]] = Field(
-        default_factory=dict, description="parallel bond -> expert -> pooling weight >= 0 (default 1 each: one mean over every head of every expert)"
+        default_factory=dict,
+        description="parallel bond -> expert -> pooling weight >= 0 (default 1 each: one mean over every head of "
+                    "every expert)"
     )
 
 
@@ -117,10 +119,12 @@ def resolve_mixing(
     for bond, per_expert in mixing.weights.items():
         c = _check_bond(bond, controls, "weights")
         if not c.default_weights:
-            raise MixingError(f"weights name bond {bond!r}, a {c.kind} bond: only combination bonds pool experts by weight")
+            raise MixingError(
+                f"weights name bond {bond!r}, a {c.kind} bond: only combination bonds pool experts by weight")
         for expert, w in per_expert.items():
             if expert not in c.experts:
-                raise MixingError(f"weights name unknown expert {expert!r} of bond {bond!r}; valid: {', '.join(c.experts)}")
+                raise MixingError(
+                    f"weights name unknown expert {expert!r} of bond {bond!r}; valid: {', '.join(c.experts)}")
             if not isinstance(w, int | float) or not np.isfinite(w) or w < 0:
                 raise MixingError(f"weight of {bond}/{expert} must be a finite number >= 0, got {w!r}")
             weights.setdefault(bond, {})[expert] = float(w)

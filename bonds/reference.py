@@ -41,4 +41,5 @@ def pool(head_outputs_per_expert: list[np.ndarray], weights_k: list[float] | Non
     if w.shape != (k,) or (w < 0).any() or w.max() == 0:
         raise ValueError(f"pool weights must be {k} non-negative numbers, not all 0")
     w = w / w.max()  # the same direction; weights near the float64 limits neither overflow nor vanish
-    return normalize(sum(wk * np.asarray(h, dtype=np.float64).sum(0) for wk, h in zip(w, head_outputs_per_expert, strict=True)))
+    return normalize(
+        sum(wk * np.asarray(h, dtype=np.float64).sum(0) for wk, h in zip(w, head_outputs_per_expert, strict=True)))

@@ -109,7 +109,8 @@ def _write(base: str, collection: str, writer: int, ledger: Ledger, stop: thread
                         batch = [(f"{collection}-w{writer}-{seq + k}", 1) for k in range(rng.randint(1, 6))]
                         seq += len(batch)
                     items = [{"id": item_id, **content(item_id),
-                              "metadata": {"uid": item_id, "version": version, "writer": writer, "pad": "x" * rng.randint(0, 300)}}
+                              "metadata": {"uid": item_id, "version": version, "writer": writer,
+                                           "pad": "x" * rng.randint(0, 300)}}
                              for item_id, version in batch]
                     for item in items:
                         ledger.sending(item["id"], item["metadata"])

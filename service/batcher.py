@@ -127,7 +127,8 @@ class Batcher:
             raise Overloaded(f"encoder {self.name!r} has {self.depth} items queued (limit {self.max_queue}); "
                              "retry later", retry_after_s=self.retry_after_s)
         now = time.perf_counter()
-        jobs = [_Job(modality, item, now, self._loop.create_future(), self._prepare_soon(modality, item)) for item in items]
+        jobs = [
+            _Job(modality, item, now, self._loop.create_future(), self._prepare_soon(modality, item)) for item in items]
         self._queues.setdefault(modality, deque()).extend(jobs)
         self._wakeup.set()
         return [job.future for job in jobs]
@@ -234,8 +235,9 @@ class Batcher:
             self.metrics.batch_size.labels(self.name).observe(len(jobs))  # every model call, retries too
         try:
             encoded = await self._loop.run_in_executor(self._model_thread, self._run_model, modality, items)
-            if len(encoded.vectors) != len(jobs) or len(encoded.notes) != len(jobs):  # else the zip below would
-                raise RuntimeError(f"encoder {self.name!r} answered {len(encoded.vectors)} vectors and "  # end the worker
+            # checked, or the zip below would end the worker
+            if len(encoded.vectors) != len(jobs) or len(encoded.notes) != len(jobs):
+                raise RuntimeError(f"encoder {self.name!r} answered {len(encoded.vectors)} vectors and "
                                    f"{len(encoded.notes)} notes for {len(jobs)} {modality} items")
         except Exception as exc:
             if len(jobs) > 1:  # isolate the culprit: the other requests' items still get answers

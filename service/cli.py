@@ -67,7 +67,8 @@ def serve_command(
     from service.settings import get_settings
 
     settings = get_settings(
-        host=host, port=port, spaces=space or None, default_space=default_space, data_dir=data_dir, milvus_uri=milvus_uri,
+        host=host, port=port, spaces=space or None, default_space=default_space, data_dir=data_dir,
+        milvus_uri=milvus_uri,
         models_root=models_root, device=device, dtype=dtype, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
         allow_urls=allow_urls, log_level=log_level,
     )

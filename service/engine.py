@@ -133,7 +133,8 @@ class Engine:
     def _add_batcher(self, encoder: Encoder) -> None:
         if id(encoder) in self.batchers:
             return
-        label = encoder.name if all(b.name != encoder.name for b in self.batchers.values()) else f"{encoder.name}#{len(self.batchers)}"
+        taken = any(b.name == encoder.name for b in self.batchers.values())
+        label = f"{encoder.name}#{len(self.batchers)}" if taken else encoder.name
         # only encoders with per-item work of their own send items through the pool
         prepare = encoder.prepare if type(encoder).prepare is not Encoder.prepare else None
         self.batchers[id(encoder)] = Batcher(
@@ -200,7 +201,8 @@ class Engine:
         with self._admit(len(items)):
             return await self._embed(target, modality, items, target.resolve(mixing))
 
-    async def components(self, space: str | Space, modality: str, items: Sequence[Any], mixing: Any = None) -> Components:
+    async def components(self, space: str | Space, modality: str, items: Sequence[Any],
+                         mixing: Any = None) -> Components:
         """`Space.components` (leaf vectors for re-mixing at search time, around the collection's `mixing`),
         batched the same way."""
         target = space if isinstance(space, Space) else self.space(space)
@@ -257,7 +259,8 @@ class Engine:
     def _given_vectors(space: Space, items: list[np.ndarray]) -> np.ndarray:
         for i, vector in enumerate(items):
             if vector.shape != (space.dim,):
-                raise DimensionError(f"vector has {vector.size} numbers; space {space.name!r} is {space.dim}-d", index=i)
+                raise DimensionError(f"vector has {vector.size} numbers; space {space.name!r} is {space.dim}-d",
+                                     index=i)
         return np.stack([unit_vector(vector, index=i) for i, vector in enumerate(items)])
 
     # --- the forward path ------------------------------------------------------------------------

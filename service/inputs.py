@@ -104,8 +104,8 @@ def upload_type(content_type: str | None, filename: str | None) -> str | None:
 def _upload_modality(declared: str | None) -> str:
     kind = (declared or "").split("/")[0].strip().lower()
     if kind not in ("text", "image", "audio"):
-        raise UnsupportedMediaError(f"cannot tell the modality of a file of type {declared!r}: send image/*, audio/* or "
-                                    "text/plain, or set the 'modality' field")
+        raise UnsupportedMediaError(f"cannot tell the modality of a file of type {declared!r}: send image/*, "
+                                    "audio/* or text/plain, or set the 'modality' field")
     return kind
 
 
@@ -138,7 +138,8 @@ async def decode(parse, raw: Sequence[Any], settings: Settings, metrics: Metrics
 
 
 def _plain(entry: Any) -> bool:
-    return isinstance(entry, str) or (isinstance(entry, dict) and len(entry) == 1 and ("text" in entry or "vector" in entry))
+    return isinstance(entry, str) or (isinstance(entry, dict) and len(entry) == 1
+                                      and ("text" in entry or "vector" in entry))
 
 
 async def _fetch_urls(raw: Sequence[Any], settings: Settings, ticket: Ticket | None) -> dict[int, Any]:
@@ -216,7 +217,8 @@ def _decoded(modality: str, payload: Any, settings: Settings) -> Any:
 
 
 def parse_vector(value: Any) -> np.ndarray:
-    if not isinstance(value, list) or not value or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in value):
+    numbers = isinstance(value, list) and all(isinstance(x, int | float) and not isinstance(x, bool) for x in value)
+    if not numbers or not value:
         raise InvalidInput("a vector input is a non-empty list of numbers")
     try:
         vector = np.asarray(value, dtype=np.float32)

@@ -34,8 +34,8 @@ PUBLIC = {"/health/live", "/health/ready"}  # no key needed (service.app include
 ANY = (500,)
 BODY = (400, 413, 422, 503)
 MEDIA = (413, 415, 429)  # inputs that are decoded and encoded: media types, sizes, admission
-# (method, path) -> (the 200 answer's model, error statuses beyond ANY and the 401 of a keyed server). One row per operation: a test
-# checks that every operation of the app has one, so a new route cannot go undocumented.
+# (method, path) -> (the 200 answer's model, error statuses beyond ANY and the 401 of a keyed server). One row per
+# operation: a test checks that every operation of the app has one, so a new route cannot go undocumented.
 # operations that use the collection store: 501 on a server that keeps no collections (FREEBIND_COLLECTIONS)
 STORED = {("post", "/embed"), ("post", "/collections"), ("get", "/collections"), ("get", "/collections/{name}"),
           ("delete", "/collections/{name}"), ("post", "/collections/{name}/items"),
@@ -126,7 +126,8 @@ def _document(method: str, path: str, operation: dict[str, Any], keyed: bool, st
             responses["503"] = {"description": "not alive / not ready", "content": {"application/json": {
                 "schema": _ref(schemas.Health)}}}
             continue
-        responses[str(status)] = {"description": _reason(status), "content": {PROBLEM_JSON: {"schema": _ref(schemas.Problem)}}}
+        responses[str(status)] = {"description": _reason(status),
+                                  "content": {PROBLEM_JSON: {"schema": _ref(schemas.Problem)}}}
     if guarded:
         operation["security"] = [{"bearer": []}]
 

@@ -131,7 +131,8 @@ class Settings(BaseSettings):
 
 
 # defaults worth words rather than a bare value (None, an empty list, an encoder's own choice)
-_SHOWN_DEFAULTS = {"default_space": "the first space", "models_root": "none", "device": "cpu", "torch_threads": "torch's",
+_SHOWN_DEFAULTS = {"default_space": "the first space", "models_root": "none", "device": "cpu",
+                   "torch_threads": "torch's",
                    "milvus_uri": "none", "milvus_token": "none", "api_keys": "none (open)",
                    "max_batch_size": "the encoder's"}
 
@@ -149,7 +150,8 @@ def setting_rows() -> list[dict[str, str]]:
             shown = ",".join(map(str, default))
         else:
             shown = str(default)
-        rows.append({"field": field, "env": f"FREEBIND_{field.upper()}", "default": shown, "help": info.description or ""})
+        rows.append(
+            {"field": field, "env": f"FREEBIND_{field.upper()}", "default": shown, "help": info.description or ""})
     return rows
 
 

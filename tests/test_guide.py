@@ -65,8 +65,8 @@ def write_stand_in(folder: Path) -> Path:
         "format_version": 1, "name": "starter_e5", "base": "starter",
         "encoders": {"starter": {"kind": "tiny", "options": {"dim": 16, "seed": 0}},
                      "e5": {"kind": "tiny", "options": {"dim": 8, "seed": 1, "modalities": ["text"]}}},
-        "bonds": [{"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "checkpoints/e5_into_starter"}},
-                   "factors": {"text": 0.8}}],
+        "bonds": [{"name": "e5", "kind": "combination",
+                   "experts": {"e5": {"checkpoint": "checkpoints/e5_into_starter"}}, "factors": {"text": 0.8}}],
         "presets": {"english": {"e5": {"text": 0.5}}, "multilingual": {"e5": {"text": 0.8}}},
         "default_preset": "multilingual",
     }))
@@ -104,7 +104,8 @@ class Runner:
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "FREEBIND_API_KEY": KEY}
         done = subprocess.run(["bash", "-c", preamble + code], cwd=self.workdir, env=env, capture_output=True,
                               text=True, timeout=300)
-        assert done.returncode == 0, f"exit {done.returncode}\n{code}\nstdout: {done.stdout[-2000:]}\nstderr: {done.stderr[-2000:]}"
+        assert done.returncode == 0, (f"exit {done.returncode}\n{code}\nstdout: {done.stdout[-2000:]}\n"
+                                      f"stderr: {done.stderr[-2000:]}")
         return done.stdout
 
     def _python(self, code: str, example: Example) -> str:

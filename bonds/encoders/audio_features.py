@@ -83,7 +83,9 @@ def resample_audio(audio: Audio, rate: int) -> Audio:
 
 
 def _mel(freq):
-    return 1127.0 * torch.log(1.0 + freq / 700.0) if isinstance(freq, torch.Tensor) else 1127.0 * math.log(1.0 + freq / 700.0)
+    if isinstance(freq, torch.Tensor):
+        return 1127.0 * torch.log(1.0 + freq / 700.0)
+    return 1127.0 * math.log(1.0 + freq / 700.0)
 
 
 @lru_cache(maxsize=8)

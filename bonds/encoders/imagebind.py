@@ -66,8 +66,8 @@ def _token_pattern():
     try:
         import regex
 
-        return regex.compile(r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+",
-                             regex.IGNORECASE)
+        return regex.compile(r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|"
+                             r"[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+", regex.IGNORECASE)
     except ImportError:
         import re
 
@@ -194,7 +194,8 @@ def read_state_dict(path: str | Path) -> dict[str, Any]:
 
     file = Path(path)
     if not file.is_file():
-        raise CheckpointError(f"ImageBind checkpoint {str(file)!r} not found (expected the official imagebind_huge.pth)")
+        raise CheckpointError(
+            f"ImageBind checkpoint {str(file)!r} not found (expected the official imagebind_huge.pth)")
     try:
         if file.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -279,10 +280,12 @@ class ImageBindEncoder(Encoder):
             raise CheckpointError(f"invalid ImageBind config: {exc}") from None
         bpe = Path(bpe_path) if bpe_path else Path(checkpoint).parent / BPE_FILENAME
         if not bpe.is_file():
-            raise CheckpointError(f"CLIP BPE vocabulary {str(bpe)!r} not found (pass bpe_path={BPE_FILENAME!r} from ImageBind)")
+            raise CheckpointError(
+                f"CLIP BPE vocabulary {str(bpe)!r} not found (pass bpe_path={BPE_FILENAME!r} from ImageBind)")
         self.tokenizer = ClipBpeTokenizer(bpe, self.config.context_length)
         if self.tokenizer.vocab_size > self.config.vocab_size:
-            raise CheckpointError(f"BPE vocabulary has {self.tokenizer.vocab_size} tokens; the model embeds {self.config.vocab_size}")
+            raise CheckpointError(
+                f"BPE vocabulary has {self.tokenizer.vocab_size} tokens; the model embeds {self.config.vocab_size}")
         self.name, self.dim = name, self.config.out_dim
         self.device = torch.device(device)
         self.precision = resolve_dtype(dtype, self.device)

@@ -33,7 +33,8 @@ class InternVLCEncoder(Encoder):
 
         folder = Path(path)
         if not (folder / "config.json").is_file():
-            raise CheckpointError(f"InternVL-C folder {str(folder)!r} has no config.json (expected a local model folder)")
+            raise CheckpointError(
+                f"InternVL-C folder {str(folder)!r} has no config.json (expected a local model folder)")
         self.name, self.licence, self.prefix, self.max_length = name, licence, prefix, int(max_length)
         self.device = torch.device(device)
         # bf16 is the released dtype on GPU ("auto" there); CPUs compute it slowly, so they default to fp32.
@@ -46,7 +47,8 @@ class InternVLCEncoder(Encoder):
             str(folder), trust_remote_code=True, local_files_only=True, dtype=self.dtype
         ).to(self.device).eval()
         self.processor = CLIPImageProcessor.from_pretrained(str(folder), local_files_only=True)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=False, add_eos_token=True, local_files_only=True)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=False, add_eos_token=True,
+                                                       local_files_only=True)
         self.tokenizer.pad_token_id = 0  # as the model card sets it
         self.dim = int(getattr(self.model.config, "clip_embed_dim", 0) or self._probe_dim())
 

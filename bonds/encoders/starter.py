@@ -21,13 +21,13 @@ checks (see tests/bonds/encoders/test_starter.py), resize 224:
     "ensemble"  mean of CLIP's 7 templates      3/3       7/9   0.70           0.378      0.375  0.662
     ("name" + "photo" averaged: 0.400 / 0.625 on COCO; not kept)
 
-Queries were "a photo of a {label}" (farm, ESC-50, CIFAR), the demo's own texts (ImageBind) and the five
-COCO captions of each of 80 photos (400 candidates). The plain class name wins or ties everywhere except COCO R@5 (ensemble +0.025) and costs
-one text per class at load (~2 s on two cores; the ensemble costs 7x), so it is the default
-(`prototypes="name"`). topk 5/10/20 moved CIFAR by < 0.03 and COCO R@1 by < 0.04; 10 is the default.
-Images: shorter side resized to 224 and centre-cropped to 224 (whole short side kept); the classic 256->224
-crop lost 0.03 on CIFAR and changed nothing else. Two farm misses are ImageNet gaps: it has no "horse"
-class (the photo reads "bighorn sheep") and the owl photo's top class is "house finch".
+Queries were "a photo of a {label}" (farm, ESC-50, CIFAR), the demo's own texts (ImageBind) and the five COCO captions
+of each of 80 photos (400 candidates). The plain class name wins or ties everywhere except COCO R@5 (ensemble +0.025)
+and costs one text per class at load (~2 s on two cores; the ensemble costs 7x), so it is the default
+(`prototypes="name"`). topk 5/10/20 moved CIFAR by < 0.03 and COCO R@1 by < 0.04; 10 is the default. Images: shorter
+side resized to 224 and centre-cropped to 224 (whole short side kept); the classic 256->224 crop lost 0.03 on CIFAR and
+changed nothing else. Two farm misses are ImageNet gaps: it has no "horse" class (the photo reads "bighorn sheep") and
+the owl photo's top class is "house finch".
 """
 
 from __future__ import annotations

@@ -216,7 +216,8 @@ class Collection:
 
     def _validate(self, r: Record) -> None:
         n_leaves = len(r.keys)
-        if r.leaves.shape != (n_leaves, self.dim) or r.gram.shape != (n_leaves, n_leaves) or r.vector.shape != (self.dim,):
+        shapes = (r.leaves.shape, r.gram.shape, r.vector.shape)
+        if shapes != ((n_leaves, self.dim), (n_leaves, n_leaves), (self.dim,)):
             raise InvalidCollectionError(f"item {r.key!r}: components do not fit a {self.dim}-d collection")
         if not (np.isfinite(r.leaves).all() and np.isfinite(r.vector).all()):
             raise InvalidCollectionError(f"item {r.key!r}: vector values must be finite")

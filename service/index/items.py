@@ -56,7 +56,8 @@ def locate(conn: sqlite3.Connection, keys: Sequence[str]) -> list[tuple[str, int
     """`(string id, int id, modality)` of the keys that exist."""
     if not keys:
         return []
-    return conn.execute(f"SELECT key, id, modality FROM items WHERE key IN ({_marks(len(keys))})", list(keys)).fetchall()
+    return conn.execute(f"SELECT key, id, modality FROM items WHERE key IN ({_marks(len(keys))})",
+                        list(keys)).fetchall()
 
 
 def select(conn: sqlite3.Connection, filter_: Any, modalities: Sequence[str] | None) -> np.ndarray:

@@ -144,7 +144,8 @@ class MilvusVectors:
     def delete(self, modality: str, ids: np.ndarray) -> None:
         if modality in self._leaves and len(ids):
             for start in range(0, len(ids), IDS_PER_CALL):
-                self._call("delete", self._client.delete, self.name(modality), ids=ids[start: start + IDS_PER_CALL].tolist())
+                self._call("delete", self._client.delete, self.name(modality),
+                           ids=ids[start: start + IDS_PER_CALL].tolist())
 
     def flush(self) -> None:
         """Make every write so far durable on the Milvus side (the write-ahead log may then let go of it)."""

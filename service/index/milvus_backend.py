@@ -36,7 +36,8 @@ class MilvusBackend:
                  milvus_token: str = ""):
         uri = settings.milvus_uri or milvus_uri
         if not uri:
-            raise RuntimeError("its components live in Milvus, but no Milvus is configured: set FREEBIND_MILVUS_URI (or the "
+            raise RuntimeError("its components live in Milvus, but no Milvus is configured: set FREEBIND_MILVUS_URI "
+                               "(or the "
                                "collection's index.milvus_uri)")
         self.dim, self.meta = dim, meta
         self.milvus = MilvusVectors(settings, dim, meta["milvus_uid"], uri, milvus_token)

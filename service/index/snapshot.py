@@ -77,7 +77,8 @@ def _write(temp: Path, seq: int, views: dict[str, GroupView], ann: np.ndarray, t
         rows = view.live_rows()
         path = temp / f"{modality}.npz"
         with open(path, "wb") as handle:
-            np.savez(handle, ids=view.ids[rows], leaves=view.leaves[rows], gram=view.gram[rows], vectors=view.vectors[rows])
+            np.savez(handle, ids=view.ids[rows], leaves=view.leaves[rows], gram=view.gram[rows],
+                     vectors=view.vectors[rows])
             handle.flush()
             os.fsync(handle.fileno())
         groups[modality] = view.keys

@@ -59,7 +59,8 @@ class CollectionStore:
         with self._lock:
             for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
                 self._collections[folder.name] = self._open(folder)
-        log.info("opened %d collections from %s in %.2fs", len(self._collections), self.root, time.monotonic() - started)
+        log.info("opened %d collections from %s in %.2fs", len(self._collections), self.root,
+                 time.monotonic() - started)
 
     def _open(self, folder: Path) -> Collection:
         return Collection.open(folder, self.snapshot_every, milvus_uri=self.milvus_uri, milvus_token=self.milvus_token)
@@ -73,7 +74,8 @@ class CollectionStore:
             self._owner.close()  # releases the lock
             self._owner = None
 
-    def create(self, name: str, space: str, space_id: str, dim: int, index: IndexSettings | Mapping[str, Any] | None = None,
+    def create(self, name: str, space: str, space_id: str, dim: int,
+               index: IndexSettings | Mapping[str, Any] | None = None,
                mixing: Mapping[str, Any] | None = None) -> Collection:
         if not isinstance(name, str) or not NAME.fullmatch(name):
             raise InvalidCollectionError(
@@ -88,7 +90,8 @@ class CollectionStore:
         try:
             with self._lock:
                 if name in self._collections:
-                    raise CollectionExistsError(f"collection {name!r} already exists; delete it first or pick another name")
+                    raise CollectionExistsError(
+                        f"collection {name!r} already exists; delete it first or pick another name")
                 temp = self.root / f".{name}.creating-{uuid.uuid4().hex[:8]}"
                 try:
                     temp.mkdir(parents=True)
@@ -111,7 +114,8 @@ class CollectionStore:
     def _milvus_uri(self, settings: IndexSettings) -> str:
         uri = settings.milvus_uri or self.milvus_uri
         if not uri:
-            raise InvalidCollectionError("index backend 'milvus' needs a Milvus: set FREEBIND_MILVUS_URI on the service "
+            raise InvalidCollectionError("index backend 'milvus' needs a Milvus: set FREEBIND_MILVUS_URI on the "
+                                         "service "
                                          "(a milvus-lite file such as data/milvus.db, or http://host:19530) or "
                                          "index.milvus_uri on the collection")
         return uri

@@ -87,7 +87,8 @@ def label_set(body: ClassifyRequest) -> tuple[LabelSet, str]:
     if body.labelset is not None:
         return shipped_labelset(body.labelset), f"labelset:{body.labelset}"
     if body.templates and not isinstance(body.labels, list):
-        raise InvalidInput("`templates` apply to label names (a list); described labels or a label set use their own texts")
+        raise InvalidInput(
+            "`templates` apply to label names (a list); described labels or a label set use their own texts")
     try:
         if isinstance(body.labels, dict):
             labels = LabelSet.from_mapping(body.labels)
@@ -99,7 +100,8 @@ def label_set(body: ClassifyRequest) -> tuple[LabelSet, str]:
     return labels, f"inline:{hashlib.sha256(blob).hexdigest()}"
 
 
-async def embed_descriptions(engine: Engine, space: Space, descriptions: list[str], mixing: ResolvedMixing) -> np.ndarray:
+async def embed_descriptions(engine: Engine, space: Space, descriptions: list[str],
+                             mixing: ResolvedMixing) -> np.ndarray:
     parts = []
     for start in range(0, len(descriptions), EMBED_CHUNK):
         embedding = await engine.embed(space, "text", descriptions[start: start + EMBED_CHUNK], mixing)

@@ -42,7 +42,8 @@ class ItemIn(BaseModel):
     image: str | None = Field(None, description="base64 or data URI")
     audio: str | None = Field(None, description="base64 or data URI")
     vector: list[float] | None = Field(None, description="a vector of the collection's space, stored as it is")
-    fingerprint: str | None = Field(None, description="the vector's fingerprint (from /embed): checked against the space")
+    fingerprint: str | None = Field(None,
+                                    description="the vector's fingerprint (from /embed): checked against the space")
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -103,7 +104,8 @@ async def add_items(name: str, request: Request, engine: EngineDep, store: Store
     return {"collection": name, "upserted": count, "ids": list(dict.fromkeys(keys))}
 
 
-async def _from_files(request: Request, settings: Settings) -> tuple[list[str], list[dict], list[tuple[str | None, bytes]]]:
+async def _from_files(request: Request, settings: Settings) -> tuple[list[str], list[dict],
+                                                                     list[tuple[str | None, bytes]]]:
     """Multipart `files` (id = file name) as ids, metadata and `(content type, bytes)`; optional `metadata`."""
     form = await request.form()
     files = [f for f in form.getlist("files") if hasattr(f, "read")]

@@ -49,7 +49,8 @@ class EmbedRequest(BaseModel):
 def answer(result: Embedded, vectors: np.ndarray, encoding_format: str, **extra: Any) -> VectorResponse:
     data = []
     for i, (modality, note) in enumerate(zip(result.modalities, result.notes, strict=True)):
-        row: dict[str, Any] = {"index": i, "modality": modality, "embedding": encode_vector(vectors[i], encoding_format)}
+        row: dict[str, Any] = {"index": i, "modality": modality,
+                               "embedding": encode_vector(vectors[i], encoding_format)}
         if note:
             row["note"] = note
         data.append(row)

@@ -30,7 +30,8 @@ class Query(BaseModel):
     image: str | None = Field(None, description="base64 or data URI")
     audio: str | None = Field(None, description="base64 or data URI")
     vector: list[float] | None = Field(None, description="a vector of the space under this request's mixing")
-    id: UnicodeText | None = Field(None, description="a stored item: its vector under this request's mixing is the query")
+    id: UnicodeText | None = Field(None,
+                                   description="a stored item: its vector under this request's mixing is the query")
     fingerprint: str | None = Field(None, description="of a `vector` query: checked against space and mixing")
 
 

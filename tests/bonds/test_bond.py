@@ -62,7 +62,8 @@ def test_combination_parallel_matches_reference(f):
 
 def test_combination_invariants_f0_and_f1():
     base, _, _, bond = parallel_combination()
-    assert np.allclose(bond.embed("text", TEXTS, {"factors": {"clap": {"text": 0.0}}}), base.embed("text", TEXTS), atol=TOL)
+    assert np.allclose(bond.embed("text", TEXTS, {"factors": {"clap": {"text": 0.0}}}), base.embed("text", TEXTS),
+                       atol=TOL)
     projected_only = bond.embed("text", TEXTS, {"factors": {"clap": {"text": 1.0}}})
     assert np.allclose(projected_only, bond.embed("text", TEXTS, {"off": [], "factors": {"clap": {"text": 1.0}}}))
     assert not np.allclose(projected_only, base.embed("text", TEXTS), atol=1e-3)
@@ -158,7 +159,8 @@ def test_default_weights_are_part_of_the_resolved_mixing_and_the_fingerprint():
     e1, e2 = encoder_space("e1", 8, 1, ("text",)), encoder_space("e2", 8, 2, ("text",))
 
     def bond(weights):
-        return CombinationBond("c", base, {"e1": e1, "e2": e2}, {"e1": projector(8, 16, seed=4), "e2": projector(8, 16, seed=5)},
+        return CombinationBond("c", base, {"e1": e1, "e2": e2},
+                               {"e1": projector(8, 16, seed=4), "e2": projector(8, 16, seed=5)},
                                factors={"text": 0.5}, weights=weights)
 
     even, lopsided = bond(None), bond({"e2": 3.0})
@@ -176,13 +178,15 @@ def test_sequential_bond_equals_bonds_applied_one_after_another():
     top = CombinationBond("clap", displaced, {"clap": clap}, {"clap": projector(8, 10, seed=9)}, factors={"text": 0.4})
     got = top.embed("text", TEXTS)
     step1 = displaced.embed("text", TEXTS)  # the first bond on its own
-    step2 = n(0.6 * step1 + 0.4 * n(mixture_mean_reference(top.projectors_by_expert["clap"], clap.embed("text", TEXTS))))
+    step2 = n(
+        0.6 * step1 + 0.4 * n(mixture_mean_reference(top.projectors_by_expert["clap"], clap.embed("text", TEXTS))))
     assert np.allclose(got, step2, atol=TOL)
     assert [b.bond_name for b in top.bonds()] == ["internvl", "clap"]
     # both bonds are controlled by one mixing
     changed = top.embed("text", TEXTS, {"factors": {"internvl": {"text": 0.0}, "clap": {"text": 0.4}}})
     step1b = expert.embed("text", TEXTS)
-    assert np.allclose(changed, n(0.6 * step1b + 0.4 * n(mixture_mean_reference(top.projectors_by_expert["clap"], clap.embed("text", TEXTS)))), atol=TOL)
+    projected = mixture_mean_reference(top.projectors_by_expert["clap"], clap.embed("text", TEXTS))
+    assert np.allclose(changed, n(0.6 * step1b + 0.4 * n(projected)), atol=TOL)
 
 
 class CountingEncoder:
@@ -215,7 +219,8 @@ def test_presets_and_factor_overrides():
     _, _, _, bond = parallel_combination()
     resolved = bond.resolve({"preset": "at_expertise", "factors": {"clap": {"text": 0.2}}})
     assert resolved.factors == {"clap": {"text": 0.2, "audio": 0.8}}
-    assert bond.fingerprint({"preset": "versatile"}) == bond.fingerprint({"factors": {"clap": {"text": 0.1, "audio": 0.5}}})
+    assert bond.fingerprint({"preset": "versatile"}) == bond.fingerprint(
+        {"factors": {"clap": {"text": 0.1, "audio": 0.5}}})
     assert bond.fingerprint({"preset": "versatile"}) != bond.fingerprint({"preset": "at_expertise"})
 
 

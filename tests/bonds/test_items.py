@@ -69,7 +69,8 @@ def test_the_public_face_loads_lazily():
     import sys
 
     probe = "import sys, bonds.errors; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
     from bonds import Mixing, create_encoder, list_spaces, load_space
 
     assert "starter_e5" in list_spaces() and callable(load_space)

@@ -43,7 +43,8 @@ def test_real_audio_decodes_at_its_own_rate(shared_data):
 @pytest.mark.parametrize("mode", ["CMYK", "L", "LA", "RGBA", "P", "I;16"])
 def test_every_image_mode_becomes_rgb(mode):
     source = Image.fromarray((np.arange(32 * 32 * 3) % 255).astype(np.uint8).reshape(32, 32, 3))
-    image = source.convert(mode) if mode != "I;16" else Image.fromarray((np.arange(1024).reshape(32, 32) * 60).astype(np.uint16))
+    image = source.convert(mode) if mode != "I;16" else Image.fromarray(
+        (np.arange(1024).reshape(32, 32) * 60).astype(np.uint16))
     fmt = "TIFF" if mode in ("CMYK", "I;16") else "PNG"
     decoded = decode_image(_encode(image, fmt))
     assert decoded.mode == "RGB" and decoded.size == (32, 32)

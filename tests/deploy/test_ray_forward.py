@@ -39,7 +39,8 @@ def test_two_replicas_share_the_owners_collections(space_file, tmp_path):
         replicas = []
         for name in ("a", "b"):
             app = create_app(settings(collections=False, data_dir=tmp_path / name))
-            replicas.append(TestClient(ForwardCollections(app, to_owner, app.state.settings.max_body_bytes, replica=name)))
+            replicas.append(
+                TestClient(ForwardCollections(app, to_owner, app.state.settings.max_body_bytes, replica=name)))
         with replicas[0] as one, replicas[1] as other:
             assert one.post("/collections", json={"name": "shared"}).status_code == 201
             added = one.post("/collections/shared/items", json={"items": [{"id": "d", "text": "a dog barks"}]})
@@ -47,7 +48,8 @@ def test_two_replicas_share_the_owners_collections(space_file, tmp_path):
             found = other.post("/search", json={"collection": "shared", "query": {"text": "a dog"}})
             assert found.status_code == 200 and [h["id"] for h in found.json()["results"]] == ["d"]
             assert found.headers["x-freebind-forwarded-by"] == "b" and found.headers["x-request-id"]
-            enhanced = other.post("/embed", json={"inputs": ["x"], "enhance": {"collection": "shared", "modality": "text"}})
+            enhanced = other.post("/embed",
+                                  json={"inputs": ["x"], "enhance": {"collection": "shared", "modality": "text"}})
             assert enhanced.status_code == 200 and enhanced.json()["enhance"]["collection"] == "shared"
             local = other.post("/embed", json={"inputs": ["a dog"]})  # answered by the replica itself
             assert local.status_code == 200 and "x-freebind-forwarded-by" not in local.headers

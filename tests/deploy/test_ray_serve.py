@@ -60,7 +60,8 @@ def test_two_replicas_are_ready_when_routed_and_share_collections(tiny_space, tm
         assert httpx.post(f"{base}/collections", json={"name": "shared"}, timeout=30).status_code == 201
         adders, finders = set(), set()
         for i in range(10):  # whichever replica each request reaches, the item is there
-            added = httpx.post(f"{base}/collections/shared/items", json={"items": [{"id": f"i{i}", "text": f"dog {i}"}]},
+            added = httpx.post(f"{base}/collections/shared/items",
+                               json={"items": [{"id": f"i{i}", "text": f"dog {i}"}]},
                                timeout=30)
             assert added.status_code == 200, added.text
             found = httpx.post(f"{base}/search", json={"collection": "shared", "query": {"id": f"i{i}"}, "top_k": 20},
@@ -70,7 +71,8 @@ def test_two_replicas_are_ready_when_routed_and_share_collections(tiny_space, tm
             finders.add(found.headers["x-freebind-forwarded-by"])
         assert len(adders | finders) == 2  # both replicas took part
         assert httpx.get(f"{base}/collections/shared", timeout=10).json()["count"] == 10
-        assert [p.name for p in (tmp_path / "data" / "collections").iterdir() if not p.name.startswith(".")] == ["shared"]
+        assert [p.name for p in (tmp_path / "data" / "collections").iterdir() if not p.name.startswith(".")] == [
+            "shared"]
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -31,14 +31,17 @@ def space_file(tmp_path_factory) -> Path:
         "format_version": 1, "name": "playground_space", "base": "base",
         "encoders": {"base": {"kind": "tiny", "options": {"dim": 16, "seed": 0}},
                      "aux": {"kind": "tiny", "options": {"dim": 8, "seed": 5, "modalities": ["text"]}}},
-        "bonds": [{"name": "aux", "kind": "combination", "experts": {"aux": {"checkpoint": "aux"}}, "factors": {"text": 0.2}}],
+        "bonds": [
+            {"name": "aux", "kind": "combination", "experts": {"aux": {"checkpoint": "aux"}},
+             "factors": {"text": 0.2}}],
         "presets": {"aux_heavy": {"aux": {"text": 0.9}}},
     }))
     return path
 
 
 def api_ranking(base: str, query: str, factor: float) -> list[str]:
-    body = {"collection": "farm", "query": {"text": query}, "top_k": 8, "mixing": {"factors": {"aux": {"text": factor}}}}
+    body = {"collection": "farm", "query": {"text": query}, "top_k": 8,
+            "mixing": {"factors": {"aux": {"text": factor}}}}
     response = httpx.post(f"{base}/search", json=body, timeout=30)
     assert response.status_code == 200, response.text
     return [r["id"] for r in response.json()["results"]]
@@ -85,8 +88,8 @@ def test_query_slider_and_ranking_match_the_api(space_file, tmp_path, shared_dat
         assert low != high, "fixture must make the factor matter"
         page.focus("#f-aux-text")
         page.keyboard.press("End")
-        page.wait_for_function("ids => [...document.querySelectorAll('#results li')].map(li => li.dataset.id).join() === ids",
-                               arg=",".join(high))
+        page.wait_for_function("ids => [...document.querySelectorAll('#results li')]"
+                               ".map(li => li.dataset.id).join() === ids", arg=",".join(high))
         assert '"text": 1' in page.inner_text("#mixing-json")
         assert "curl -s" in page.inner_text("#curl") and '"aux":{"text":1}' in page.inner_text("#curl")
 
@@ -112,11 +115,13 @@ def test_keyed_server_and_hostile_metadata(space_file, tmp_path):
     with running_server([str(space_file), str(plain)], tmp_path / "data", api_keys='["k-playground"]') as (base, _), \
             playwright.sync_playwright() as p:
         auth = {"authorization": f"Bearer {key}"}
-        created = httpx.post(f"{base}/collections", json={"name": "hostile", "space": "plain_space"}, headers=auth, timeout=10)
+        created = httpx.post(f"{base}/collections", json={"name": "hostile", "space": "plain_space"}, headers=auth,
+                             timeout=10)
         assert created.status_code == 201, created.text
         items = [{"id": "x1", "text": "a dog", "metadata": {"thumbnail": 'x" onerror="window.pwned=1'}},
                  {"id": "x2", "text": "a dog barks", "metadata": {"audio": "javascript:window.pwned=2"}}]
-        assert httpx.post(f"{base}/collections/hostile/items", json={"items": items}, headers=auth, timeout=30).status_code == 200
+        assert httpx.post(f"{base}/collections/hostile/items", json={"items": items}, headers=auth,
+                          timeout=30).status_code == 200
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page()
         page.goto(base + "/")
@@ -161,7 +166,8 @@ def test_first_run_demo_notes_custom_presets_and_favicon(space_file, tmp_path):
         assert photo["thumbnail"].startswith("data:image/jpeg") and "CC BY" in photo["credit"]  # shown with results
 
         # a stored item's note, and the query's, read as words
-        item = {"id": "silence", "text": "a quiet room", "metadata": {"text": "a quiet room", "note": "no speech detected"}}
+        item = {"id": "silence", "text": "a quiet room",
+                "metadata": {"text": "a quiet room", "note": "no speech detected"}}
         assert httpx.post(f"{base}/collections/demo/items", json={"items": [item]}, timeout=30).status_code == 200
 
         def with_query_note(route):

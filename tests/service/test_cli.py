@@ -21,7 +21,8 @@ def served(monkeypatch):
     return seen
 
 
-@pytest.mark.parametrize("value", ['["starter_e5", "imagebind"]', '["starter_e5","imagebind"]', "starter_e5, imagebind"])
+@pytest.mark.parametrize("value",
+                         ['["starter_e5", "imagebind"]', '["starter_e5","imagebind"]', "starter_e5, imagebind"])
 def test_spaces_from_the_environment_in_every_documented_spelling(served, value):
     result = CliRunner().invoke(app, ["serve"], env={"FREEBIND_SPACES": value, "FREEBIND_PORT": "8123"})
     assert result.exit_code == 0, result.output

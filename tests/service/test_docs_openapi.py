@@ -32,7 +32,8 @@ def test_every_operation_is_documented_with_its_answer_errors_and_security(make_
     assert document["components"]["securitySchemes"]["bearer"] == {
         "type": "http", "scheme": "bearer", "description": "one of the server's FREEBIND_API_KEYS"}
     embed = document["paths"]["/embed"]["post"]
-    assert embed["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/EmbedResponse"}
+    assert embed["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/EmbedResponse"}
     assert {"400", "401", "404", "413", "415", "422", "429", "503"} <= set(embed["responses"])
     assert embed["security"] == [{"bearer": []}]
     listing = document["paths"]["/collections"]["get"]["responses"]
@@ -68,7 +69,8 @@ def test_real_answers_match_the_documented_models(client):
     _check(schemas.CollectionList, client.get("/collections").json())
     _check(schemas.StoredItem, client.get("/collections/c/items/a").json())
     _check(schemas.SearchResponse, client.post("/search", json={"collection": "c", "query": {"text": "dog"}}).json())
-    _check(schemas.ClassifyResponse, client.post("/classify", json={"inputs": ["dog"], "labels": ["dog", "cat"]}).json())
+    _check(schemas.ClassifyResponse,
+           client.post("/classify", json={"inputs": ["dog"], "labels": ["dog", "cat"]}).json())
     _check(schemas.LabelSetList, client.get("/labelsets").json())
     _check(schemas.Health, client.get("/health/ready").json())
     _check(schemas.Deleted, client.delete("/collections/c/items/a").json())

@@ -142,7 +142,8 @@ def test_upload_takes_modality_from_content_type(client, library):
     out = r.json()
     assert [row["modality"] for row in out["data"]] == ["image", "audio", "text"]
     assert out["mixing"]["preset"] == "strong"
-    np.testing.assert_allclose(out["data"][2]["embedding"], library.embed("text", ["a dog barks"], {"preset": "strong"})[0],
+    np.testing.assert_allclose(out["data"][2]["embedding"],
+                               library.embed("text", ["a dog barks"], {"preset": "strong"})[0],
                                atol=1e-6)
     r = client.post("/embed/upload", files=[("files", ("x.bin", b"\0\1", "application/octet-stream"))])
     assert r.status_code == 415 and r.json()["index"] == 0
@@ -191,7 +192,8 @@ def test_model_calls_take_the_configured_batch_size(make_client, library, monkey
 
 def test_enhance_pulls_queries_toward_a_collection(client):
     assert client.post("/collections", json={"name": "pics"}).status_code == 201
-    items = [{"id": f"p{i}", "image": "data:image/png;base64," + base64.b64encode(png_bytes((40 * i, 90, 200 - 30 * i))).decode()}
+    items = [{"id": f"p{i}",
+              "image": "data:image/png;base64," + base64.b64encode(png_bytes((40 * i, 90, 200 - 30 * i))).decode()}
              for i in range(5)]
     assert client.post("/collections/pics/items", json={"items": items}).status_code == 200
     plain = post(client, inputs=["a blue picture"])["data"][0]["embedding"]

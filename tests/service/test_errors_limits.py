@@ -27,7 +27,8 @@ PROBLEM = "application/problem+json"
 def test_routing_and_validation_errors_are_problems(client):
     for response, status in ((client.get("/nope"), 404), (client.get("/embed"), 405),
                              (client.post("/embed", json={"inputs": "not a list"}), 422),
-                             (client.post("/embed", content=b"{broken", headers={"content-type": "application/json"}), 422)):
+                             (client.post("/embed", content=b"{broken", headers={"content-type": "application/json"}),
+                              422)):
         assert response.status_code == status and response.headers["content-type"] == PROBLEM
         body = response.json()
         assert body["status"] == status and body["title"] and body["detail"] and body["request_id"]
@@ -82,7 +83,8 @@ def test_body_limit_counts_streamed_chunks(make_client):
 def test_api_keys_guard_every_route_but_health(make_client, caplog):
     caplog.set_level(logging.DEBUG)
     client = make_client(api_keys=["k-one", "k-two"])
-    routes = [("POST", "/embed", {"inputs": ["x"]}), ("POST", "/v1/embeddings", {"input": "x"}), ("GET", "/spaces", None),
+    routes = [("POST", "/embed", {"inputs": ["x"]}), ("POST", "/v1/embeddings", {"input": "x"}),
+              ("GET", "/spaces", None),
               ("GET", "/metrics", None), ("GET", "/collections", None)]
     for method, path, body in routes:
         for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "k-one"}):
@@ -192,7 +194,8 @@ def test_fetches_never_hold_the_threads_decoding_and_search_share(make_client, t
     stuck, _ = in_thread(lambda: client.post("/embed", json={"inputs": [{"image": url}]}))
     try:
         assert arrived.wait(30)
-        image, out = in_thread(lambda: client.post("/embed", json={"inputs": [{"image": base64.b64encode(png_bytes()).decode()}]}))
+        image, out = in_thread(
+            lambda: client.post("/embed", json={"inputs": [{"image": base64.b64encode(png_bytes()).decode()}]}))
         image.join(30)
         assert not image.is_alive() and out["response"].status_code == 200
         assert stuck.is_alive()  # the fetch is still waiting for its upstream

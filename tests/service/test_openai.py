@@ -55,7 +55,8 @@ def test_media_as_data_uris_and_extra_fields(client):
     same = api.embeddings.create(model=SPACE, input=raw_b64, extra_body={"modality": "image"})
     np.testing.assert_allclose(same.data[0].embedding, image.data[0].embedding, atol=1e-6)
     mixed = api.embeddings.create(model=SPACE, input="a dog", extra_body={"mixing": {"preset": "strong"}})
-    np.testing.assert_allclose(mixed.data[0].embedding, embed(client, ["a dog"], mixing={"preset": "strong"})[0], atol=1e-6)
+    np.testing.assert_allclose(mixed.data[0].embedding, embed(client, ["a dog"], mixing={"preset": "strong"})[0],
+                               atol=1e-6)
 
 
 def test_default_model_and_dimensions(client):

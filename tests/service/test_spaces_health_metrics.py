@@ -29,8 +29,8 @@ def test_spaces_describe_bonds_presets_and_licences(client):
     (space,) = out["spaces"]
     assert space["name"] == SPACE and space["dim"] == DIM and space["default"] is True
     assert space["modalities"] == ["text", "image", "audio"]
-    assert space["bonds"] == [{"name": "aux", "kind": "combination", "experts": ["aux"], "modalities": ["text", "audio"],
-                               "defaults": {"text": 0.3, "audio": 0.5}}]
+    assert space["bonds"] == [{"name": "aux", "kind": "combination", "experts": ["aux"],
+                               "modalities": ["text", "audio"], "defaults": {"text": 0.3, "audio": 0.5}}]
     assert space["presets"] == {"strong": {"aux": {"text": 0.8, "audio": 0.8}}}
     assert set(space["encoders"]) == {"base", "aux"} and all(e["licence"] for e in space["encoders"].values())
     assert space["fingerprint"].startswith(f"{SPACE}@") and space["default_mixing"]["factors"]["aux"]["text"] == 0.3
@@ -168,11 +168,13 @@ def test_a_request_of_several_modalities_is_admitted_whole(make_client):
     before = {m: items.labels(SPACE, m)._value.get() for m in ("text", "image")}
     r = client.post("/embed", json={"inputs": ["a", "b", "c", image, image, image]})
     assert r.status_code == 413 and "6 items" in r.json()["detail"]  # never admissible: not a 429 to retry forever
-    assert {m: items.labels(SPACE, m)._value.get() for m in ("text", "image")} == before  # and nothing of it was encoded
+    # and nothing of it was encoded
+    assert {m: items.labels(SPACE, m)._value.get() for m in ("text", "image")} == before
 
 
 def test_metrics_cover_stages_batches_queues_and_errors(client):
-    image = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+    image = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAA"
+             "AElFTkSuQmCC")
     assert client.post("/embed", json={"inputs": ["a", {"image": image}]}).status_code == 200
     assert client.post("/embed", json={"inputs": ["a"], "mixing": {"preset": "nope"}}).status_code == 422
     r = client.get("/metrics")

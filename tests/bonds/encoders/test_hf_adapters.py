@@ -35,7 +35,8 @@ def _write_bpe(folder, vocab: list[str], merges: list[tuple[str, str]]) -> tuple
 def clip_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("clip")
     merges = [("d", "o"), ("do", "g</w>"), ("c", "a"), ("ca", "r</w>"), ("b", "i"), ("r", "d</w>"), ("bi", "rd</w>")]
-    vocab = SYMBOLS + [s + "</w>" for s in SYMBOLS] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = SYMBOLS + [s + "</w>" for s in SYMBOLS] + ["".join(m) for m in merges] + ["<|startoftext|>",
+                                                                                      "<|endoftext|>"]
     tokenizer = transformers.CLIPTokenizer(*_write_bpe(folder, vocab, merges))
     end = len(vocab) - 1
     config = transformers.CLIPConfig(
@@ -59,7 +60,8 @@ def siglip_folder(tmp_path_factory):
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>",
                                                      unk_token="<unk>", model_max_length=16)
-    config = transformers.SiglipConfig(text_config=dict(vocab_size=len(words), max_position_embeddings=16, **TINY_LAYER),
+    config = transformers.SiglipConfig(text_config=dict(vocab_size=len(words), max_position_embeddings=16,
+                                                        **TINY_LAYER),
                                        vision_config=dict(image_size=32, patch_size=8, **TINY_LAYER))
     torch.manual_seed(0)
     transformers.SiglipModel(config).save_pretrained(folder)
@@ -117,7 +119,8 @@ def test_clip_embeds_text_and_real_images_with_its_own_processor(clip_folder, sh
     reference = getattr(reference, "pooler_output", reference)
     assert np.allclose(vectors, torch.nn.functional.normalize(reference, dim=-1).numpy(), atol=1e-6)
     photos = [media.load("image", str(shared_data / "imagebind-demo" / f"{n}_image.jpg")) for n in ("dog", "car")]
-    assert encoder.preprocess("image", [encoder.prepare("image", p) for p in photos])["pixel_values"].shape == (2, 3, 32, 32)  # the folder's crop size
+    pixels = encoder.preprocess("image", [encoder.prepare("image", p) for p in photos])["pixel_values"]
+    assert pixels.shape == (2, 3, 32, 32)  # the folder's crop size
     image_vectors = encoder.encode("image", photos).vectors
     _unit_rows(image_vectors, 2, 8)
     assert np.array_equal(image_vectors, encoder.encode("image", photos).vectors)

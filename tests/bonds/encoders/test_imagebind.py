@@ -122,7 +122,8 @@ def test_state_dict_follows_the_official_names(user_files):
     assert "modality_trunks.text.pre_transformer_layer.0.weight" not in state  # only vision has the pre-norm
     assert "modality_trunks.vision.blocks.0.attn.bias_k" not in state  # only audio has bias_kv
     assert math.isclose(state["modality_postprocessors.audio.1.log_logit_scale"].exp().item(), 20.0, rel_tol=1e-6)
-    assert torch.isinf(state["modality_preprocessors.text.mask"][0, 1]) and state["modality_preprocessors.text.mask"][1, 0] == 0
+    mask = state["modality_preprocessors.text.mask"]
+    assert torch.isinf(mask[0, 1]) and mask[1, 0] == 0
 
 
 def test_huge_config_has_the_published_sizes():
@@ -133,7 +134,8 @@ def test_huge_config_has_the_published_sizes():
     assert state["modality_heads.vision.2.weight"].shape == (1024, 1280)
     assert state["modality_heads.text.proj.1.weight"].shape == (1024, 1024)
     assert state["modality_heads.audio.2.weight"].shape == (1024, 768)
-    assert "modality_trunks.vision.blocks.31.mlp.fc1.weight" in state and "modality_trunks.vision.blocks.32.norm_1.weight" not in state
+    assert "modality_trunks.vision.blocks.31.mlp.fc1.weight" in state
+    assert "modality_trunks.vision.blocks.32.norm_1.weight" not in state
     assert "modality_trunks.text.blocks.23.attn.in_proj_weight" in state
     assert "modality_trunks.audio.blocks.11.attn.bias_v" in state
     # the audio trunk's stochastic depth ramps from 0 to 0.1 (training only; identity in eval)
@@ -169,7 +171,8 @@ def test_bf16_matches_fp32_on_real_media(user_files, shared_data):
     folder, _ = user_files
     demo = shared_data / "imagebind-demo"
     assert_bf16_parity(
-        lambda dtype: create_encoder("imagebind", checkpoint=str(folder / "imagebind_tiny.pth"), config="tiny", dtype=dtype),
+        lambda dtype: create_encoder("imagebind", checkpoint=str(folder / "imagebind_tiny.pth"), config="tiny",
+                                     dtype=dtype),
         {"text": ["A dog.", "A car", "A bird", "Two people on a bench by the river at dusk."],
          "image": [_load(demo / f"{n}_image.jpg") for n in ("dog", "car", "bird")],
          "audio": [_load(demo / "dog_audio.wav"), _load(shared_data / "fsdd-dev" / "recordings" / "0_george_0.wav")]})
@@ -235,11 +238,13 @@ def test_tokenizer_matches_transformers_clip_tokenizer(user_files, merges, tmp_p
     folder, _ = user_files
     ours = ClipBpeTokenizer(folder / "bpe_simple_vocab_16e6.txt.gz")
     symbols = list(_bytes_to_unicode().values())
-    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges] + ["<|startoftext|>",
+                                                                                      "<|endoftext|>"]
     (tmp_path / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
     (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
     reference = transformers.CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
-    for text in ["A dog.", "a photo of a DOG barking!!", "  birds   sing\tin the trees ", "car's engine: 42 dB", "café"]:
+    for text in ["A dog.", "a photo of a DOG barking!!", "  birds   sing\tin the trees ", "car's engine: 42 dB",
+                 "café"]:
         ids, _ = ours([text])
         row = ids[0].tolist()[: ids[0].tolist().index(ours.end) + 1]  # padding is id 0, which is also "!"
         assert row == reference(text).input_ids, text

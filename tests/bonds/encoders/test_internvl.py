@@ -41,6 +41,7 @@ def test_missing_folder_is_a_clear_error(tmp_path):
 
 
 def test_bf16_matches_fp32_on_real_photos(internvl_folder, shared_data):
-    photos = [Image.open(shared_data / "imagebind-demo" / f"{n}_image.jpg").convert("RGB") for n in ("dog", "car", "bird")]
+    photos = [
+        Image.open(shared_data / "imagebind-demo" / f"{n}_image.jpg").convert("RGB") for n in ("dog", "car", "bird")]
     assert_bf16_parity(lambda dtype: create_encoder("internvl_c", path=str(internvl_folder), dtype=dtype),
                        {"text": ["a photo of a dog", "a car on a road"], "image": photos})

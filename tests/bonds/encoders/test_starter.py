@@ -235,7 +235,8 @@ def test_each_modality_is_called_in_its_own_batch_size(starter, monkeypatch):
     assert sizes == [("text", starter.text.max_batch_size), ("text", 1),
                      *(("audio", min(per_call, 3 - start)) for start in range(0, 3, per_call))]
     # on CPU: MiniLM on ONNX takes large batches, EfficientNet small ones (cache-sized activations)
-    assert starter.text.max_batch_size > starter.max_batch_size > starter.batch_size("image") == starter.image.max_batch_size
+    assert (starter.text.max_batch_size > starter.max_batch_size > starter.batch_size("image")
+            == starter.image.max_batch_size)
 
 
 def test_same_input_gives_identical_vectors(starter, shared_data):

@@ -102,7 +102,8 @@ def test_sigkill_mid_ingestion_loses_no_acknowledged_write(tmp_path, backend):
     next_batch = 0
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for stop_after in (7, 31, 18):
-        child = subprocess.Popen([sys.executable, "-m", "tests.service.index.ingest_child", str(tmp_path), str(next_batch),
+        child = subprocess.Popen([sys.executable, "-m", "tests.service.index.ingest_child", str(tmp_path),
+                                  str(next_batch),
                                   backend.uri or ""],
                                  stdout=subprocess.PIPE, text=True, cwd=REPO, env=env)
         seen = 0
@@ -176,7 +177,8 @@ def test_concurrent_adds_deletes_and_searches(tmp_path, backend):
     for t in readers:
         t.join()
     assert not errors, errors
-    expected = {f"{p}{i}-{j}" for p in "abc" for i in range(60) for j in range(3)} - {f"{p}{i}-0" for p in "abc" for i in range(0, 60, 4)}
+    expected = {f"{p}{i}-{j}" for p in "abc" for i in range(60) for j in range(3)} - {
+        f"{p}{i}-0" for p in "abc" for i in range(0, 60, 4)}
     assert collection.info()["count"] == len(expected)
     store.close()
     again = open_store(tmp_path, milvus_uri=backend.uri)
