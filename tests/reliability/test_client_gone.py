@@ -21,7 +21,7 @@ def hold_model_calls(batchers: list[Batcher]) -> tuple[list[int], threading.Even
     calls: list[int] = []
     started, release = threading.Event(), threading.Event()
     for batcher in batchers:
-        real = batcher._encode
+        real = batcher._run_model
 
         def held(modality, items, real=real):
             calls.append(len(items))
@@ -29,7 +29,7 @@ def hold_model_calls(batchers: list[Batcher]) -> tuple[list[int], threading.Even
             release.wait(60)
             return real(modality, items)
 
-        batcher._encode = held
+        batcher._run_model = held
     return calls, started, release
 
 
