@@ -41,17 +41,27 @@ function fileAsDataUri(file) {
   });
 }
 
+// Media kept in an item's metadata (a thumbnail, a short clip to play back) must fit the server's metadata
+// limit (FREEBIND_MAX_METADATA_BYTES, 16 KiB as JSON by default) beside the item's other fields.
+const METADATA_MEDIA_CHARS = 12000;
+const keepable = (uri) => (uri && uri.length <= METADATA_MEDIA_CHARS ? uri : null);
+
 function thumbnail(file) {
-  // A small JPEG kept in the item's metadata, so results can show the picture without a media store.
+  // A small JPEG kept in the item's metadata, so results can show the picture without a media store:
+  // smaller and coarser until it fits (a busy photo at 160 px can pass the limit).
   return new Promise((resolve) => {
     const img = new Image();
     img.onload = () => {
-      const scale = 160 / Math.max(img.width, img.height);
-      const canvas = document.createElement("canvas");
-      canvas.width = Math.max(1, Math.round(img.width * scale));
-      canvas.height = Math.max(1, Math.round(img.height * scale));
-      canvas.getContext("2d").drawImage(img, 0, 0, canvas.width, canvas.height);
-      resolve(canvas.toDataURL("image/jpeg", 0.8));
+      for (const [side, quality] of [[160, 0.8], [128, 0.7], [96, 0.6], [64, 0.5]]) {
+        const scale = side / Math.max(img.width, img.height);
+        const canvas = document.createElement("canvas");
+        canvas.width = Math.max(1, Math.round(img.width * scale));
+        canvas.height = Math.max(1, Math.round(img.height * scale));
+        canvas.getContext("2d").drawImage(img, 0, 0, canvas.width, canvas.height);
+        const uri = keepable(canvas.toDataURL("image/jpeg", quality));
+        if (uri) return resolve(uri);
+      }
+      resolve(null);
     };
     img.onerror = () => resolve(null);
     img.src = URL.createObjectURL(file);
@@ -174,7 +184,7 @@ async function createCollection() {
     for (const file of files) {
       const uri = await fileAsDataUri(file);
       if (file.type.startsWith("image/")) items.push({ id: file.name, image: uri, metadata: { name: file.name, thumbnail: await thumbnail(file) } });
-      else items.push({ id: file.name, audio: uri, metadata: { name: file.name, audio: uri.length < 2e6 ? uri : null } });
+      else items.push({ id: file.name, audio: uri, metadata: { name: file.name, audio: keepable(uri) } });
     }
     for (const batch of batches(items, 16, 8e6)) {
       await api("POST", `/collections/${encodeURIComponent(name)}/items`, { items: batch });
@@ -199,8 +209,8 @@ async function loadDemo() {
       items.push({ id: photo.id, image: await fileAsDataUri(blob),
                    metadata: { name: photo.caption, text: photo.caption, credit: photo.credit, thumbnail: await thumbnail(blob) } });
     }
-    const tone = toneWavDataUri(440, 1.0);
-    items.push({ id: demo.tone.id, audio: tone, metadata: { name: demo.tone.caption, text: demo.tone.caption, audio: tone } });
+    const tone = toneWavDataUri(440, 0.5, 8000);  // 11 KB as a data URI: small enough to keep for playback
+    items.push({ id: demo.tone.id, audio: tone, metadata: { name: demo.tone.caption, text: demo.tone.caption, audio: keepable(tone) } });
     try {
       await api("POST", "/collections", { name: demo.collection, space: $("space").value });
     } catch (error) {

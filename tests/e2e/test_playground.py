@@ -164,6 +164,8 @@ def test_first_run_demo_notes_custom_presets_and_favicon(space_file, tmp_path):
         assert page.input_value("#collection") == "demo" and page.is_hidden("#first-run")
         photo = httpx.get(f"{base}/collections/demo/items/flower.jpg", timeout=10).json()["metadata"]
         assert photo["thumbnail"].startswith("data:image/jpeg") and "CC BY" in photo["credit"]  # shown with results
+        tone = httpx.get(f"{base}/collections/demo/items/{demo['tone']['id']}", timeout=10).json()["metadata"]
+        assert tone["audio"].startswith("data:audio/wav")  # kept for playback, within the metadata limit
 
         # a stored item's note, and the query's, read as words
         item = {"id": "silence", "text": "a quiet room",
