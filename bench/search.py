@@ -122,8 +122,8 @@ def recall(found: list[set[int]], truth: list[set[int]]) -> float:
     return round(float(np.mean([len(a & b) / K for a, b in zip(found, truth, strict=True)])), 4)
 
 
-def timed(search, queries_qd: np.ndarray, min_seconds: float = 1.0, max_passes: int = 15) -> tuple[float,
-                                                                                                   list[set[int]]]:
+def timed(search, queries_qd: np.ndarray, min_seconds: float = 1.0,
+          max_passes: int = 15) -> tuple[float, list[set[int]]]:
     """Queries/s of one-at-a-time calls (the median over passes of all queries, repeated until `min_seconds`:
     one pass of a fast index is ~30 ms, which one hiccup of the shared machine can halve), and each
     query's result rows (first pass)."""

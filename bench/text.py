@@ -85,8 +85,8 @@ def verdict(ours: list[list[dict]], theirs: list[list[dict]]) -> dict[str, Any]:
     concurrency (and of the p99 ratio), each round's ratio listed; met if the medians meet the target."""
     out = {}
     for size in SIZES:
-        pairs = [(find(a, size, TARGET_CONCURRENCY), find(b, size, TARGET_CONCURRENCY)) for a,
-                 b in zip(ours, theirs, strict=True)]
+        pairs = [(find(a, size, TARGET_CONCURRENCY), find(b, size, TARGET_CONCURRENCY))
+                 for a, b in zip(ours, theirs, strict=True)]
         speedups = [a["items_per_s"] / max(b["items_per_s"], 1e-9) for a, b in pairs]
         p99_ratios = [a["p99_ms"] / max(b["p99_ms"], 1e-9) for a, b in pairs]
         speedup, p99_ratio = float(np.median(speedups)), float(np.median(p99_ratios))

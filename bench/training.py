@@ -34,8 +34,8 @@ SHARD = 8192  # training.embed's default shard size
 
 
 def clustered(n: int, rng: np.random.Generator, centres_kd: np.ndarray, spread: float = 0.6) -> np.ndarray:
-    x = centres_kd[rng.integers(0, len(centres_kd), n)] + spread * rng.standard_normal((n, DIM),
-                                                                                       dtype=np.float32) / np.sqrt(DIM)
+    picked_nd = centres_kd[rng.integers(0, len(centres_kd), n)]  # drawn first, then the noise: the seeded order
+    x = picked_nd + spread * rng.standard_normal((n, DIM), dtype=np.float32) / np.sqrt(DIM)
     return l2_normalize(x)
 
 

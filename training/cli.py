@@ -31,7 +31,8 @@ def _fail(message: str) -> None:
 
 @app.command("embed")
 def embed_command(
-    space: str = typer.Option(..., "--space", envvar="FREEBIND_TRAIN_SPACE", help="name of the space's embedding folder"),
+    space: str = typer.Option(..., "--space", envvar="FREEBIND_TRAIN_SPACE",
+                              help="name of the space's embedding folder"),
     encoder: str = typer.Option(None, "--encoder", envvar="FREEBIND_TRAIN_ENCODER",
                                 help="encoder registry name (e.g. tiny, starter, e5)"),
     encoder_option: list[str] = typer.Option([], "--encoder-option", envvar="FREEBIND_TRAIN_ENCODER_OPTION",
@@ -40,9 +41,12 @@ def embed_command(
                                     help="a space description file (instead of --encoder)"),
     pool: list[str] = typer.Option(..., "--pool", envvar="FREEBIND_TRAIN_POOL",
                                    help="NAME=MODALITY:PATH[?field=&label=&start=&stop=&step=], repeatable"),
-    batch_size: int = typer.Option(64, "--batch-size", envvar="FREEBIND_TRAIN_BATCH_SIZE", help="items per encoder call"),
-    shard_size: int = typer.Option(8192, "--shard-size", envvar="FREEBIND_TRAIN_SHARD_SIZE", help="items per shard file"),
-    dtype: str = typer.Option("float32", "--dtype", envvar="FREEBIND_TRAIN_DTYPE", help="stored vectors: float32 or float16"),
+    batch_size: int = typer.Option(64, "--batch-size", envvar="FREEBIND_TRAIN_BATCH_SIZE",
+                                   help="items per encoder call"),
+    shard_size: int = typer.Option(8192, "--shard-size", envvar="FREEBIND_TRAIN_SHARD_SIZE",
+                                   help="items per shard file"),
+    dtype: str = typer.Option("float32", "--dtype", envvar="FREEBIND_TRAIN_DTYPE",
+                              help="stored vectors: float32 or float16"),
     num_shards: int = typer.Option(1, "--num-shards", envvar="FREEBIND_TRAIN_NUM_SHARDS",
                                    help="split the work N ways (one machine computes every N-th shard)"),
     shard_index: int = typer.Option(0, "--shard-index", envvar="FREEBIND_TRAIN_SHARD_INDEX",
@@ -79,16 +83,19 @@ def embed_command(
 def pairs_command(
     source: str = typer.Option(..., "--source", envvar="FREEBIND_TRAIN_SOURCE", help="space the projector reads"),
     target: str = typer.Option(..., "--target", envvar="FREEBIND_TRAIN_TARGET", help="space the projector writes"),
-    pool: list[str] = typer.Option(..., "--pool", envvar="FREEBIND_TRAIN_PAIR_POOL", help="embedded pool name, repeatable"),
+    pool: list[str] = typer.Option(..., "--pool", envvar="FREEBIND_TRAIN_PAIR_POOL",
+                                   help="embedded pool name, repeatable"),
     bank: list[str] = typer.Option([], "--bank", envvar="FREEBIND_TRAIN_BANK",
                                    help="pool(s) of a modality both spaces have: the retrieval memory bank"),
     k: int = typer.Option(64, "--k", envvar="FREEBIND_TRAIN_K", help="neighbours the retrieval softmax runs over"),
     tau: float = typer.Option(0.01, "--tau", envvar="FREEBIND_TRAIN_TAU", help="retrieval softmax temperature tau_r"),
     block: int = typer.Option(1024, "--block", envvar="FREEBIND_TRAIN_BLOCK", help="queries per retrieval block"),
-    bank_limit: int = typer.Option(None, "--bank-limit", envvar="FREEBIND_TRAIN_BANK_LIMIT", help="use the first N bank rows"),
+    bank_limit: int = typer.Option(None, "--bank-limit", envvar="FREEBIND_TRAIN_BANK_LIMIT",
+                                   help="use the first N bank rows"),
     pseudo: str = typer.Option("own", "--pseudo", envvar="FREEBIND_TRAIN_PSEUDO",
                                help="own: (item, n(w.M)) pairs; both: also (n(w.M_s), n(w.M_t))"),
-    mode: list[str] = typer.Option([], "--mode", envvar="FREEBIND_TRAIN_MODE", help="data modes to keep (default: all present)"),
+    mode: list[str] = typer.Option([], "--mode", envvar="FREEBIND_TRAIN_MODE",
+                                   help="data modes to keep (default: all present)"),
     workdir: Path = WORKDIR, no_progress: bool = NO_PROGRESS,
 ) -> None:
     """Build FreeBind pseudo-pairs (same-item pairs and top-k softmax retrieval through a memory bank)."""
@@ -109,10 +116,12 @@ def fit_command(
                                help="epochs (default 5 displacement, 20 combination)"),
     lr: float = typer.Option(1e-3, "--lr", envvar="FREEBIND_TRAIN_LR", help="Adam learning rate"),
     batch_size: int = typer.Option(4096, "--batch-size", envvar="FREEBIND_TRAIN_FIT_BATCH_SIZE", help="pairs per step"),
-    temperature: float = typer.Option(1 / 50, "--temperature", envvar="FREEBIND_TRAIN_TEMPERATURE", help="InfoNCE temperature"),
+    temperature: float = typer.Option(1 / 50, "--temperature", envvar="FREEBIND_TRAIN_TEMPERATURE",
+                                      help="InfoNCE temperature"),
     hidden: int = typer.Option(2048, "--hidden", envvar="FREEBIND_TRAIN_HIDDEN", help="projector hidden width"),
     seed: int = typer.Option(0, "--seed", envvar="FREEBIND_TRAIN_SEED", help="seed of the init and the shuffles"),
-    mode: list[str] = typer.Option([], "--mode", envvar="FREEBIND_TRAIN_FIT_MODE", help="heads to train (default: every mode)"),
+    mode: list[str] = typer.Option([], "--mode", envvar="FREEBIND_TRAIN_FIT_MODE",
+                                   help="heads to train (default: every mode)"),
     stop_after: int = typer.Option(None, "--stop-after", envvar="FREEBIND_TRAIN_STOP_AFTER",
                                    help="stop this run after N epochs (the next run resumes)"),
     workdir: Path = WORKDIR, device: str = DEVICE, no_progress: bool = NO_PROGRESS,
@@ -133,14 +142,18 @@ def fit_command(
 
 @app.command("eval")
 def eval_command(
-    tasks: Path = typer.Option(..., "--tasks", envvar="FREEBIND_TRAIN_TASKS", help="YAML/JSON file of retrieval/zeroshot tasks"),
+    tasks: Path = typer.Option(..., "--tasks", envvar="FREEBIND_TRAIN_TASKS",
+                               help="YAML/JSON file of retrieval/zeroshot tasks"),
     checkpoint: Path = typer.Option(None, "--checkpoint", envvar="FREEBIND_TRAIN_CHECKPOINT",
                                     help="evaluate an exported bond folder instead of the work folder's fit"),
     factor: list[float] = typer.Option([], "--factor", envvar="FREEBIND_TRAIN_FACTOR",
                                        help="factors to sweep (default 0, 0.1, ..., 1)"),
-    report: Path = typer.Option(None, "--report", envvar="FREEBIND_TRAIN_REPORT", help="JSON report path (default workdir/eval)"),
-    plot: Path = typer.Option(None, "--plot", envvar="FREEBIND_TRAIN_PLOT", help="PNG plot path (default workdir/eval)"),
-    batch_size: int = typer.Option(64, "--batch-size", envvar="FREEBIND_TRAIN_BATCH_SIZE", help="items per encoder call"),
+    report: Path = typer.Option(None, "--report", envvar="FREEBIND_TRAIN_REPORT",
+                                help="JSON report path (default workdir/eval)"),
+    plot: Path = typer.Option(None, "--plot", envvar="FREEBIND_TRAIN_PLOT",
+                              help="PNG plot path (default workdir/eval)"),
+    batch_size: int = typer.Option(64, "--batch-size", envvar="FREEBIND_TRAIN_BATCH_SIZE",
+                                   help="items per encoder call"),
     workdir: Path = WORKDIR, device: str = DEVICE, no_progress: bool = NO_PROGRESS,
 ) -> None:
     """R@1/5/10 both ways and zero-shot top-1 for source, target and bonded space over a factor sweep."""
@@ -198,8 +211,10 @@ def export_command(
     out: Path = typer.Option(..., "--out", envvar="FREEBIND_TRAIN_OUT", help="checkpoint folder to write"),
     dtype: str = typer.Option("float32", "--dtype", envvar="FREEBIND_TRAIN_EXPORT_DTYPE",
                               help="stored weights: float32, float16 or bfloat16"),
-    source_id: str = typer.Option(None, "--source-id", envvar="FREEBIND_TRAIN_SOURCE_ID", help="source space id in the manifest"),
-    target_id: str = typer.Option(None, "--target-id", envvar="FREEBIND_TRAIN_TARGET_ID", help="target space id in the manifest"),
+    source_id: str = typer.Option(None, "--source-id", envvar="FREEBIND_TRAIN_SOURCE_ID",
+                                  help="source space id in the manifest"),
+    target_id: str = typer.Option(None, "--target-id", envvar="FREEBIND_TRAIN_TARGET_ID",
+                                  help="target space id in the manifest"),
     workdir: Path = WORKDIR,
 ) -> None:
     """Write the fitted projector as a bond checkpoint folder (weights + manifest with config and data)."""
@@ -214,8 +229,10 @@ def export_command(
 
 @app.command("prepare-wordnet")
 def prepare_wordnet_command(
-    out: Path = typer.Option(..., "--out", envvar="FREEBIND_TRAIN_WORDNET_OUT", help="text file to write, one gloss a line"),
-    source: Path = typer.Option(Path("/usr/share/wordnet/data.noun"), "--source", envvar="FREEBIND_TRAIN_WORDNET_SOURCE",
+    out: Path = typer.Option(..., "--out", envvar="FREEBIND_TRAIN_WORDNET_OUT",
+                             help="text file to write, one gloss a line"),
+    source: Path = typer.Option(Path("/usr/share/wordnet/data.noun"), "--source",
+                                envvar="FREEBIND_TRAIN_WORDNET_SOURCE",
                                 help="WordNet data.noun (Debian wordnet-base)"),
 ) -> None:
     """Write WordNet noun glosses ("lemma, lemma: gloss") as a text pool."""
@@ -229,10 +246,13 @@ def prepare_wordnet_command(
 
 @app.command("prepare-speech")
 def prepare_speech_command(
-    pool: str = typer.Option(..., "--pool", envvar="FREEBIND_TRAIN_SPEECH_POOL", help="text pool whose items are read aloud"),
-    out: Path = typer.Option(..., "--out", envvar="FREEBIND_TRAIN_SPEECH_OUT", help="folder for the WAV files and manifest.jsonl"),
+    pool: str = typer.Option(..., "--pool", envvar="FREEBIND_TRAIN_SPEECH_POOL",
+                             help="text pool whose items are read aloud"),
+    out: Path = typer.Option(..., "--out", envvar="FREEBIND_TRAIN_SPEECH_OUT",
+                             help="folder for the WAV files and manifest.jsonl"),
     voice: str = typer.Option("en-us", "--voice", envvar="FREEBIND_TRAIN_SPEECH_VOICE", help="espeak-ng voice"),
-    workers: int = typer.Option(2, "--workers", envvar="FREEBIND_TRAIN_SPEECH_WORKERS", help="espeak-ng processes at once"),
+    workers: int = typer.Option(2, "--workers", envvar="FREEBIND_TRAIN_SPEECH_WORKERS",
+                                help="espeak-ng processes at once"),
     no_progress: bool = NO_PROGRESS,
 ) -> None:
     """Synthesise speech for a text pool with espeak-ng (an audio pool: manifest.jsonl with `audio`)."""

@@ -107,7 +107,8 @@ def load_tasks(path: Path, workdir: Path) -> list[Task]:
         templates = _read_json_ref(spec.get("templates", ["{c}"]), path.parent)
         if not isinstance(raw_classes, dict) or not raw_classes:
             raise ValueError(f"{path}: zero-shot task {name!r}: classes must map each label of the items to a class "
-                             f"name, like {{0: airplane, 1: car}}; got {type(raw_classes).__name__} {raw_classes!r}"[:300])
+                             f"name, like {{0: airplane, 1: car}}; got {type(raw_classes).__name__} "
+                             f"{raw_classes!r}"[:300])
         if isinstance(templates, str) or not isinstance(templates, list) or not templates \
                 or not all(isinstance(t, str) for t in templates):
             raise ValueError(f"{path}: zero-shot task {name!r}: templates must be a list of strings with {{c}} "
@@ -132,7 +133,8 @@ def load_tasks(path: Path, workdir: Path) -> list[Task]:
         raise ValueError(f"{path}: no retrieval or zeroshot tasks")
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
-        raise ValueError(f"{path}: task names must be unique; repeated: {sorted({n for n in names if names.count(n) > 1})}")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"{path}: task names must be unique; repeated: {repeated}")
     eval_pools(tasks)
     return tasks
 
@@ -197,7 +199,8 @@ def _read_json_ref(value: Any, root: Path) -> Any:
     except json.JSONDecodeError as exc:
         raise ValueError(f"{target}: not valid JSON ({exc})") from None
     if key and (not isinstance(data, dict) or key not in data):
-        raise ValueError(f"{target} has no key {key!r}" + (f"; it has {sorted(data)}" if isinstance(data, dict) else ""))
+        has = f"; it has {sorted(data)}" if isinstance(data, dict) else ""
+        raise ValueError(f"{target} has no key {key!r}{has}")
     return data[key] if key else data
 
 
@@ -282,7 +285,8 @@ def evaluate(workdir: Path, tasks: list[Task], projector, *, source: str, target
                  "bonded": {str(f): score(task, leaves, "bonded", f) for f in factors}}
         report["tasks"][task.name] = entry
         line = " ".join(f"{f}:{headline(m):.1f}" for f, m in entry["bonded"].items())
-        log.info("%s: source %s, target %s; bonded %s", task.name, headline(entry["source"]), headline(entry["target"]), line)
+        log.info("%s: source %s, target %s; bonded %s", task.name, headline(entry["source"]),
+                 headline(entry["target"]), line)
     return report
 
 

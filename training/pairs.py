@@ -157,7 +157,8 @@ def load_both(workdir: Path, config: PairsConfig, name: str, what: str) -> tuple
 def _banks(workdir: Path, config: PairsConfig) -> dict[str, np.ndarray]:
     """The memory bank in each space (rows checked to be the same items), cut to `bank_limit` rows."""
     chunks = [load_both(workdir, config, name, "bank pool") for name in config.bank]
-    banks = {config.source: np.concatenate([s for s, _ in chunks]), config.target: np.concatenate([t for _, t in chunks])}
+    banks = {config.source: np.concatenate([s for s, _ in chunks]),
+             config.target: np.concatenate([t for _, t in chunks])}
     return {space: bank[: config.bank_limit] if config.bank_limit else bank for space, bank in banks.items()}
 
 
@@ -167,7 +168,8 @@ def pool_modality(workdir: Path, config: PairsConfig, name: str) -> str:
         sidecar = pool_folder(workdir, space, name) / "shard-00000.json"
         if sidecar.is_file():
             return json.loads(sidecar.read_text())["modality"]
-    raise FileNotFoundError(f"pool {name!r} is embedded in neither {config.source} nor {config.target}; run `embed` first")
+    raise FileNotFoundError(
+        f"pool {name!r} is embedded in neither {config.source} nor {config.target}; run `embed` first")
 
 
 def build_pairs(workdir: Path, config: PairsConfig, *, progress: bool = True) -> dict:
@@ -181,7 +183,8 @@ def build_pairs(workdir: Path, config: PairsConfig, *, progress: bool = True) ->
     workdir = Path(workdir)
     out = workdir / "pairs"
     out.mkdir(parents=True, exist_ok=True)
-    spaces = {side: read_space_info(workdir, name) for side, name in (("source", config.source), ("target", config.target))}
+    spaces = {side: read_space_info(workdir, name)
+              for side, name in (("source", config.source), ("target", config.target))}
     stamp = json.dumps(config.to_dict(), sort_keys=True)
     by_centre: dict[str, list[str]] = {}
     for name in config.pools:
@@ -222,18 +225,19 @@ def _pairs_of_pool(workdir, config, name, modality, spaces, banks, progress) -> 
     if has_s and has_t:  # the same item in both spaces; it must be embedded in both
         missing = [space for space in (config.source, config.target) if not has_embeddings(workdir, space, name)]
         if len(missing) == 1:
-            raise ValueError(f"pool {name!r} ({modality}) is not embedded in {missing[0]}, which also embeds {modality}: "
-                             f"its pairs are the same item in both spaces; run `embed --space {missing[0]}` with that "
-                             "pool first")
+            raise ValueError(f"pool {name!r} ({modality}) is not embedded in {missing[0]}, which also embeds "
+                             f"{modality}: its pairs are the same item in both spaces; run `embed --space "
+                             f"{missing[0]}` with that pool first")
         return load_both(workdir, config, name, "pool")
     in_source = has_s and has_embeddings(workdir, config.source, name)
     in_target = has_t and has_embeddings(workdir, config.target, name)
     if not (in_source or in_target):
         raise ValueError(f"pool {name!r} ({modality}) is embedded in neither {config.source} nor {config.target}")
     if not config.bank:
-        raise ValueError(f"pool {name!r} ({modality}) is embedded only in {config.source if in_source else config.target}"
-                         ": its pairs come from retrieval, which needs a memory bank; add --bank POOL (a pool of a "
-                         "modality both spaces embed, embedded in both)")
+        raise ValueError(f"pool {name!r} ({modality}) is embedded only in "
+                         f"{config.source if in_source else config.target}: its pairs come from retrieval, which "
+                         "needs a memory bank; add --bank POOL (a pool of a modality both spaces embed, embedded in "
+                         "both)")
     querying = config.source if in_source else config.target
     _, xq = load_embeddings(workdir, querying, name)
     if not banks:

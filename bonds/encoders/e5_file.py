@@ -92,7 +92,8 @@ def expected_shapes(config: E5Config) -> dict[str, tuple[tuple[int, ...], int]]:
     shapes = {"emb.word": ((config.vocab, h), Q4), "emb.pos": ((config.positions, h), FP32),
               "emb.type": ((config.token_types, h), FP32), "emb.ln.w": ((h,), FP32), "emb.ln.b": ((h,), FP32)}
     for layer in range(config.layers):
-        for name, shape in (("q", (h, h)), ("k", (h, h)), ("v", (h, h)), ("ao", (h, h)), ("fi", (f, h)), ("fo", (h, f))):
+        for name, shape in (("q", (h, h)), ("k", (h, h)), ("v", (h, h)), ("ao", (h, h)),
+                            ("fi", (f, h)), ("fo", (h, f))):
             shapes[f"l{layer}.{name}.w"] = (shape, Q4)
             shapes[f"l{layer}.{name}.b"] = ((shape[0],), FP32)
         for norm in ("aln", "oln"):

@@ -43,8 +43,8 @@ def write_pairs(workdir, centres: dict[str, tuple[np.ndarray, np.ndarray]]):
     for letter, (s, t) in centres.items():
         save_file({"source": s, "target": t}, str(out / f"{letter}.safetensors"))
     modes = {"mix": list(centres), **({c: [c] for c in centres} if len(centres) > 1 else {})}
-    summary = {"config": {"source": "s", "target": "t"}, "centres": {c: {"pairs": len(v[0])} for c, v in centres.items()},
-               "modes": modes}
+    summary = {"config": {"source": "s", "target": "t"},
+               "centres": {c: {"pairs": len(v[0])} for c, v in centres.items()}, "modes": modes}
     (out / "summary.json").write_text(json.dumps(summary))
 
 

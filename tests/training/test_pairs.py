@@ -104,7 +104,8 @@ def test_pairs_follow_the_modalities_of_each_space(tmp_path, shared_data):
     text = parse_pool(f"en=text:{shared_data}/text/multi30k/train.en.gz?stop=400")
     images = parse_pool(f"cifar=image:{shared_data}/cifar10-train-3k/manifest.jsonl?step=30")
     embed_pools(tmp_path, SpaceSpec("s", "tiny", {"dim": 16}), [text, images], progress=False)
-    embed_pools(tmp_path, SpaceSpec("t", "tiny", {"dim": 12, "seed": 1, "modalities": ["text"]}), [text], progress=False)
+    embed_pools(tmp_path, SpaceSpec("t", "tiny", {"dim": 12, "seed": 1, "modalities": ["text"]}), [text],
+                progress=False)
     for pseudo, n_images in (("own", 100), ("both", 200)):
         summary = build_pairs(tmp_path, PairsConfig("s", "t", ["en", "cifar"], ["en"], k=32,
                                                     pseudo=pseudo), progress=False)
@@ -159,9 +160,11 @@ def test_retrieval_needs_a_bank_and_sane_options(two_spaces):
     with pytest.raises(ValueError, match="add --bank POOL"):
         build_pairs(work, PairsConfig("s", "t", ["en", "v"], []), progress=False)
     for option, says in [({"k": 0}, "k .* must be >= 1"), ({"tau": 0.0}, "tau .* positive"), ({"tau": -1.0}, "tau"),
-                         ({"tau": float("nan")}, "tau"), ({"block": 0}, "block .* >= 1"), ({"bank_limit": 0}, "bank limit")]:
+                         ({"tau": float("nan")}, "tau"), ({"block": 0}, "block .* >= 1"),
+                         ({"bank_limit": 0}, "bank limit")]:
         with pytest.raises(ValueError, match=says):
             build_pairs(work, PairsConfig("s", "t", ["en", "v"], ["en"], **option), progress=False)
     summary = build_pairs(work, PairsConfig("s", "t", ["en", "v"], ["en"], k=8), progress=False)
     _, centres = load_pairs(work)
-    assert summary["centres"]["V"]["pairs"] == 12 and all(np.isfinite(a).all() for pair in centres.values() for a in pair)
+    assert summary["centres"]["V"]["pairs"] == 12
+    assert all(np.isfinite(a).all() for pair in centres.values() for a in pair)

@@ -35,11 +35,13 @@ def quantize(w: np.ndarray) -> tuple[bytes, np.ndarray]:
 
 def _tensors(rng: np.random.Generator) -> dict[str, tuple[int, np.ndarray]]:
     h, f = SHAPE["hidden"], SHAPE["ffn"]
-    out = {"emb.word": (1, rng.normal(0, 0.5, (SHAPE["vocab"], h))), "emb.pos": (0, rng.normal(0, 0.1, (SHAPE["positions"], h))),
+    out = {"emb.word": (1, rng.normal(0, 0.5, (SHAPE["vocab"], h))),
+           "emb.pos": (0, rng.normal(0, 0.1, (SHAPE["positions"], h))),
            "emb.type": (0, rng.normal(0, 0.1, (SHAPE["types"], h))), "emb.ln.w": (0, 1 + rng.normal(0, 0.1, h)),
            "emb.ln.b": (0, rng.normal(0, 0.1, h))}
     for layer in range(SHAPE["layers"]):
-        for name, shape in (("q", (h, h)), ("k", (h, h)), ("v", (h, h)), ("ao", (h, h)), ("fi", (f, h)), ("fo", (h, f))):
+        for name, shape in (("q", (h, h)), ("k", (h, h)), ("v", (h, h)), ("ao", (h, h)),
+                            ("fi", (f, h)), ("fo", (h, f))):
             out[f"l{layer}.{name}.w"] = (1, rng.normal(0, 0.3, shape))
             out[f"l{layer}.{name}.b"] = (0, rng.normal(0, 0.05, shape[0]))
         for norm in ("aln", "oln"):
