@@ -2,8 +2,9 @@
 
 Every unit vector FreeBind hands out comes from here: encoder outputs (bonds.encoders.base), a plan's
 weighted sums (bonds.plan), the cache enhancement (bonds.enhance), the reference formulas
-(bonds.reference) and the service's client-given vectors. The norm is taken in float64 whatever the
-input: finite float32 numbers near their limits (3e38, 1e-30) overflow or vanish when squared in float32.
+(bonds.reference), the service's client-given vectors and training's pseudo-pairs (training.pairs). The
+norm is taken in float64 whatever the input: finite float32 numbers near their limits (3e38, 1e-30)
+overflow or vanish when squared in float32.
 """
 
 from __future__ import annotations

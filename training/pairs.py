@@ -30,6 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from bonds.projector import FREEBIND_MODES
+from bonds.vectors import l2_normalize
 from training.embed import has_embeddings, load_embeddings, pool_folder, read_space_info
 
 log = logging.getLogger(__name__)
@@ -69,10 +70,6 @@ class PairsConfig:
             raise ValueError(f"bank limit must be >= 1 (or left out for the whole bank), got {self.bank_limit}")
         if not self.pools:
             raise ValueError("give at least one pool")
-
-
-def normalize_rows(x_nd: np.ndarray) -> np.ndarray:
-    return (x_nd / np.maximum(np.linalg.norm(x_nd, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def topk_softmax(xq_nd: np.ndarray, index, k: int, tau: float) -> tuple[np.ndarray, np.ndarray]:
@@ -243,7 +240,7 @@ def _pairs_of_pool(workdir, config, name, modality, spaces, banks, progress) -> 
     if not banks:
         banks.update(_banks(workdir, config))
     own_bank = banks[querying]
-    agg_s, agg_t = (normalize_rows(a) for a in retrieve(
+    agg_s, agg_t = (l2_normalize(a) for a in retrieve(
         xq, own_bank, [banks[config.source], banks[config.target]], k=config.k, tau=config.tau, block=config.block,
         progress=progress))
     src, tgt = (xq, agg_t) if in_source else (agg_s, xq)

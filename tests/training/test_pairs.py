@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from bonds.encoders import create_encoder
+from bonds.vectors import l2_normalize
 from training.embed import SpaceSpec, embed_pools, load_embeddings
-from training.pairs import PairsConfig, build_pairs, load_pairs, modes_for, normalize_rows, retrieve, topk_softmax
+from training.pairs import PairsConfig, build_pairs, load_pairs, modes_for, retrieve, topk_softmax
 from training.pools import parse_pool
 
 
@@ -23,7 +24,7 @@ def dense_reference(xq, xb, banks, tau):
 
 
 def unit(rng, n, d):
-    return normalize_rows(rng.standard_normal((n, d)).astype(np.float32))
+    return l2_normalize(rng.standard_normal((n, d)).astype(np.float32))
 
 
 def test_weights_with_k_equal_to_the_bank_are_the_dense_softmax():
@@ -67,7 +68,7 @@ def test_topk_truncation_error_on_a_real_bank(shared_data):
         # the error of w.M is bounded by twice the softmax mass outside the top k
         assert errors[k] <= 2 * missing.max() + 1e-5
     assert errors[16] > errors[64] > errors[256]
-    cosine = (normalize_rows(approx) * normalize_rows(exact.astype(np.float32))).sum(axis=1)
+    cosine = (l2_normalize(approx) * l2_normalize(exact.astype(np.float32))).sum(axis=1)
     assert errors[64] < 5e-3 and errors[256] < 5e-4 and cosine.min() > 1 - 1e-5
 
 
@@ -87,7 +88,7 @@ def test_topk_truncation_error_on_minilm_captions(shared_data):
     missing = 1 - np.sort(w_ref, axis=1)[:, ::-1][:, :64].sum(axis=1)
     assert np.abs(approx - exact).max() <= 2 * missing.max() + 1e-5
     assert np.abs(approx - exact).max() < 2e-2
-    cosine = (normalize_rows(approx) * normalize_rows(exact.astype(np.float32))).sum(axis=1)
+    cosine = (l2_normalize(approx) * l2_normalize(exact.astype(np.float32))).sum(axis=1)
     assert cosine.min() > 0.999
 
 
@@ -115,7 +116,7 @@ def test_pairs_follow_the_modalities_of_each_space(tmp_path, shared_data):
     np.testing.assert_array_equal(centres["T"][0], s_text)
     np.testing.assert_array_equal(centres["T"][1], t_text)
     s_img = load_embeddings(tmp_path, "s", "cifar")[1]
-    (ref_t,) = [normalize_rows(a.astype(np.float32)) for a in dense_reference(s_img, s_text, [t_text], 0.01)[1]]
+    (ref_t,) = [l2_normalize(a.astype(np.float32)) for a in dense_reference(s_img, s_text, [t_text], 0.01)[1]]
     np.testing.assert_array_equal(centres["V"][0][:100], s_img)  # the image itself on the side that has images
     np.testing.assert_allclose(centres["V"][1][:100], ref_t, atol=2e-2)  # k = 32 of 400: truncated, close
 
