@@ -9,6 +9,9 @@ from it on open, and is told of each write once it is committed. Two implement t
 - `MilvusBackend` (service.index.milvus_backend): the components in Milvus, pushed from the log, and
   a Milvus flush as the snapshot.
 
+The collection picks one by its settings' `backend` (service.index.collection.open_backend); this module
+knows neither, so the implementations depend on the protocol and not the other way round.
+
 Every method is called under the collection's lock. Those that read (`components`, `vectors`,
 `searcher`) take what they need under it and return the rest of the work as a function the collection
 calls after letting go of the lock, so a slow scan or a network call never holds up a writer.
@@ -18,13 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from bonds.plan import Node
-from service.index.index_settings import IndexSettings
 from service.index.log import LogReader, Record
 from service.index.search import Scored
 
@@ -75,16 +76,3 @@ class VectorBackend(Protocol):
 
     def drop(self) -> None:
         """Remove what lives outside the collection's folder; the collection is being deleted."""
-
-
-def open_backend(folder: Path, settings: IndexSettings, dim: int, meta: Mapping[str, Any],
-                 **options: Any) -> VectorBackend:
-    """The backend a collection's settings name; `options`: how to reach it (Milvus: `milvus_uri`,
-    `milvus_token`)."""
-    if settings.backend == "milvus":
-        from service.index.milvus_backend import MilvusBackend
-
-        return MilvusBackend(settings, dim, meta, **options)
-    from service.index.faiss_backend import FaissBackend
-
-    return FaissBackend(folder, settings, dim)

@@ -29,7 +29,7 @@ from bonds.mixing import ResolvedMixing
 from bonds.plan import Node
 from bonds.space import Space
 from service.index import items, log
-from service.index.backend import Search, VectorBackend, open_backend
+from service.index.backend import Search, VectorBackend
 from service.index.errors import CollectionNotFoundError, InvalidCollectionError, SpaceMismatchError
 from service.index.index_settings import IndexSettings
 from service.index.log import LogReader, Record
@@ -45,6 +45,19 @@ class Hit(NamedTuple):  # a tuple, not a frozen dataclass: built per hit per sea
     score: float
     modality: str
     metadata: dict[str, Any]
+
+
+def open_backend(folder: Path, settings: IndexSettings, dim: int, meta: Mapping[str, Any],
+                 **options: Any) -> VectorBackend:
+    """The backend a collection's settings name; `options`: how to reach it (Milvus: `milvus_uri`,
+    `milvus_token`)."""
+    if settings.backend == "milvus":
+        from service.index.milvus_backend import MilvusBackend
+
+        return MilvusBackend(settings, dim, meta, **options)
+    from service.index.faiss_backend import FaissBackend
+
+    return FaissBackend(folder, settings, dim)
 
 
 class Collection:
