@@ -2,19 +2,22 @@
 
 Dependencies point one way: routers import no other router, bench (and the harness it shares with the
 tests) imports nothing from tests, the library imports neither the service nor training. Files stay
-under 400 lines and functions under 60 in the product packages. Each rule is a function over a folder,
-so the last test can show that each one fails on a tree that breaks it.
+under 400 lines and functions under 60 in the product packages. The docs name only modules, definitions
+and files that exist. Each rule is a function over a folder, so the last test can show that each one
+fails on a tree that breaks it.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PRODUCT = ("bonds", "training", "service", "bench")
+PACKAGES = (*PRODUCT, "harness", "tests")
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60
 
@@ -119,6 +122,62 @@ def test_no_function_over_60_lines():
     assert long_functions(REPO, PRODUCT) == []
 
 
+def defined_names(tree: ast.AST) -> set[str]:
+    """Names a module (or a class body) defines at its own level: functions, classes, assignments."""
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+def unresolved_names(root: Path, doc: Path) -> list[str]:
+    """The dotted names (`service.index.search.rerank`) and paths (`bonds/bond.py`) in `doc`'s code spans
+    that name no module, definition or file of the tree."""
+    bad = []
+    text = re.sub(r"^```.*?^```", "", doc.read_text(), flags=re.S | re.M)  # code blocks are not names
+    for span in sorted(set(re.findall(r"`([^`]+)`", text))):
+        span = span.split("(")[0]
+        if "<" in span or "*" in span or " " in span:
+            continue
+        if "/" in span:
+            if span.split("/")[0] in PACKAGES and not (root / span).exists():
+                bad.append(span)
+            continue
+        parts = span.split(".")
+        if parts[0] not in PACKAGES or len(parts) < 2:
+            continue
+        at = next((i for i in range(len(parts), 0, -1) if (root / Path(*parts[:i])).with_suffix(".py").is_file()
+                   or (root / Path(*parts[:i]) / "__init__.py").is_file()), 0)
+        module = root / Path(*parts[:at])
+        path = module.with_suffix(".py") if module.with_suffix(".py").is_file() else module / "__init__.py"
+        scope: ast.AST = ast.parse(path.read_text())
+        for name in parts[at:]:
+            found = [n for n in scope.body if isinstance(n, ast.ClassDef) and n.name == name]
+            if name not in defined_names(scope):
+                bad.append(span)
+                break
+            if not found:
+                if name != parts[-1]:
+                    bad.append(span)
+                break
+            scope = found[0]
+    return bad
+
+
+PAGES = ["README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").rglob("*.md"))]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_the_docs_name_only_what_exists(page):
+    """A module, definition or file that moves or is renamed takes its mentions in the docs with it."""
+    assert unresolved_names(REPO, REPO / page) == []
+
+
 @pytest.fixture
 def broken_tree(tmp_path: Path) -> Path:
     """A tree that breaks every rule once."""
@@ -145,3 +204,7 @@ def test_each_rule_fails_on_a_tree_that_breaks_it(broken_tree):
         "bonds/y.py imports service.app", "bonds/y.py imports service.app.create_app"]
     assert long_files(broken_tree, ("bonds",)) == [f"bonds/y.py: {MAX_FILE_LINES + 1} lines"]
     assert long_functions(broken_tree, ("training",)) == [f"training/z.py:1 long: {MAX_FUNCTION_LINES + 1} lines"]
+    doc = broken_tree / "page.md"
+    doc.write_text("```\nA --> B\n```\n`bonds.y` `bonds.y.gone` `bonds/y.py` `bonds/gone.py`\n"
+                   "`service.routers.a.Missing.method`")
+    assert unresolved_names(broken_tree, doc) == ["bonds.y.gone", "bonds/gone.py", "service.routers.a.Missing.method"]
