@@ -13,7 +13,7 @@ import threading
 
 from service.batcher import Batcher
 
-LABELS = [f"label number {i}" for i in range(1000)]  # 4 engine calls of 256 descriptions (classify.EMBED_CHUNK)
+LABELS = [f"label number {i}" for i in range(1000)]  # 4 engine calls of 256 descriptions (classification.EMBED_CHUNK)
 
 
 def hold_model_calls(batchers: list[Batcher]) -> tuple[list[int], threading.Event, threading.Event]:
