@@ -129,7 +129,10 @@ def bind(host: str, port: int) -> socket.socket:
     """The listening socket, or `CannotServe` naming the port: bound before the collections are opened,
     so a second server on a busy port says so instead of failing on the first one's data folder lock."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not left 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and the
+    # connections accepted here inherit it. With proto 0 every answer on a kept-alive connection waited for
+    # the client's delayed ACK (Nagle): 44-48 ms for a 6 ms request, single-text throughput 19 texts/s
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -109,3 +109,28 @@ def test_a_busy_port_is_named_as_such(tmp_path):
     assert done.returncode == 1
     assert f"port {port} on 127.0.0.1 is in use" in done.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "collections").exists()  # refused before the collections were opened
+
+
+def test_connections_to_the_bound_socket_send_without_waiting_for_acks():
+    """asyncio turns Nagle off (TCP_NODELAY) only on sockets whose proto says TCP; an answer written in two
+    parts (headers, body) on a kept-alive connection otherwise waits for the client's delayed ACK."""
+    import asyncio
+    import socket
+
+    async def accepted_nodelay() -> int:
+        listening = cli.bind("127.0.0.1", 0)
+        seen: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        async def on_connect(reader, writer):
+            sock = writer.get_extra_info("socket")
+            seen.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(on_connect, sock=listening)
+        async with server:
+            _, writer = await asyncio.open_connection(*listening.getsockname()[:2])
+            value = await asyncio.wait_for(seen, 10)
+            writer.close()
+        return value
+
+    assert asyncio.run(accepted_nodelay()) != 0
