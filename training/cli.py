@@ -89,12 +89,17 @@ def pairs_command(
     pseudo: str = typer.Option("own", "--pseudo", envvar="FREEBIND_TRAIN_PSEUDO",
                                help="own: (item, n(w.M)) pairs; both: also (n(w.M_s), n(w.M_t))"),
     mode: list[str] = typer.Option([], "--mode", envvar="FREEBIND_TRAIN_MODE", help="data modes to keep (default: all present)"),
+    conse: list[str] = typer.Option([], "--conse", envvar="FREEBIND_TRAIN_CONSE",
+                                    help="classified image pool (`posteriors`): ConSE pairs over --classes, repeatable"),
+    classes: str = typer.Option(None, "--classes", envvar="FREEBIND_TRAIN_CLASSES",
+                                help="the class-name text pool the posteriors index (line i = class i)"),
     workdir: Path = WORKDIR, no_progress: bool = NO_PROGRESS,
 ) -> None:
-    """Build FreeBind pseudo-pairs (same-item pairs and top-k softmax retrieval through a memory bank)."""
+    """Build FreeBind pseudo-pairs (same-item pairs, top-k softmax retrieval through a memory bank, ConSE)."""
     from training.pairs import PairsConfig, build_pairs
 
-    config = PairsConfig(source, target, list(pool), list(bank), k, tau, block, bank_limit, pseudo, list(mode))
+    config = PairsConfig(source, target, list(pool), list(bank), k, tau, block, bank_limit, pseudo, list(mode),
+                         list(conse), classes)
     try:
         summary = build_pairs(workdir, config, progress=not no_progress)
     except (ValueError, FileNotFoundError) as exc:
@@ -164,6 +169,15 @@ def eval_command(
     typer.echo(json.dumps({"report": str(report), "suggested_presets": result.get("suggested_presets")}))
 
 
+def _space_presets(path: Path) -> dict[str, float]:
+    """{preset name: the text factor it gives the space's one bond}; the default preset is marked."""
+    import yaml
+
+    description = yaml.safe_load(Path(path).read_text())
+    return {name + (" (default)" if name == description.get("default_preset") else ""): float(
+        next(iter(factors.values()))["text"]) for name, factors in description.get("presets", {}).items()}
+
+
 def _bond_to_evaluate(workdir: Path, checkpoint: Path | None):
     summary_path = workdir / "pairs" / "summary.json"
     if not summary_path.is_file():
@@ -191,6 +205,64 @@ def _bond_to_evaluate(workdir: Path, checkpoint: Path | None):
     dims = [read_space_info(workdir, space)["dim"] for space in (pairs["source"], pairs["target"])]
     projector, manifest = load_bond_checkpoint(checkpoint, kind=kind, d_in=dims[0], d_out=dims[1])
     return pairs["source"], pairs["target"], manifest.kind, projector
+
+
+@app.command("posteriors")
+def posteriors_command(
+    pool: list[str] = typer.Option(..., "--pool", envvar="FREEBIND_TRAIN_POOL", help="image pool to classify, repeatable"),
+    views: int = typer.Option(1, "--views", envvar="FREEBIND_TRAIN_VIEWS",
+                              help="views per photo: the photo itself, then random crops/flips/lighting"),
+    topk: int = typer.Option(10, "--topk", envvar="FREEBIND_TRAIN_TOPK", help="classes kept per view (the starter's 10)"),
+    seed: int = typer.Option(0, "--seed", envvar="FREEBIND_TRAIN_SEED", help="seed of the perturbations"),
+    workdir: Path = WORKDIR, device: str = DEVICE, no_progress: bool = NO_PROGRESS,
+) -> None:
+    """Classify image pools with the starter's ImageNet classifier (top-k weights per view) for ConSE pairs."""
+    from training.conse import ViewConfig, classify_pool
+    from training.pools import parse_pool
+
+    rows = {}
+    try:
+        for text in pool:
+            spec = parse_pool(text)
+            rows[spec.name] = classify_pool(workdir, spec, ViewConfig(views, topk, seed), device=device or "cpu",
+                                            progress=not no_progress)["rows"]
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps({"rows": rows}))
+
+
+@app.command("eval-1k")
+def eval_1k_command(
+    tasks: Path = typer.Option(Path("training/recipes/imagenet1k_eval.yaml"), "--tasks", envvar="FREEBIND_TRAIN_1K_TASKS",
+                               help="the 1,000-class recipe: languages' name files and held-out photo sets"),
+    checkpoint: Path = typer.Option(None, "--checkpoint", envvar="FREEBIND_TRAIN_CHECKPOINT",
+                                    help="evaluate an exported bond folder instead of the work folder's fit"),
+    factor: list[float] = typer.Option([], "--factor", envvar="FREEBIND_TRAIN_FACTOR", help="factors (default 0..1)"),
+    preset: list[str] = typer.Option([], "--preset", envvar="FREEBIND_TRAIN_PRESET",
+                                     help="NAME=FACTOR rows of the printed table (default: every factor)"),
+    space: Path = typer.Option(None, "--space", envvar="FREEBIND_TRAIN_1K_SPACE",
+                               help="a space description whose presets (text factor of its bond) are table rows"),
+    report: Path = typer.Option(None, "--report", envvar="FREEBIND_TRAIN_REPORT", help="JSON report path"),
+    plot: Path = typer.Option(None, "--plot", envvar="FREEBIND_TRAIN_PLOT", help="PNG plot path"),
+    workdir: Path = WORKDIR, device: str = DEVICE, no_progress: bool = NO_PROGRESS,
+) -> None:
+    """ImageNet-1k zero-shot in five languages for the base, the bonded space and ConSE built in the expert."""
+    from training import eval1k
+    from training.evaluate import DEFAULT_FACTORS
+
+    try:
+        presets = {name: float(value) for name, _, value in (p.partition("=") for p in preset)}
+        presets.update(_space_presets(space) if space else {})
+        source, target, kind, projector = _bond_to_evaluate(workdir, checkpoint)
+        suite = eval1k.load_suite(tasks, workdir)
+        factors = tuple(sorted(set(factor) | set(presets.values()))) or DEFAULT_FACTORS
+        result = eval1k.evaluate_1k(workdir, suite, projector, source=source, target=target, kind=kind,
+                                    factors=factors, device=device, progress=not no_progress)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        _fail(str(exc))
+    eval1k.write(result, report or workdir / "eval" / "report-1k.json")
+    eval1k.plot(result, plot or workdir / "eval" / "plot-1k.png")
+    typer.echo(eval1k.table(result, presets or None))
 
 
 @app.command("export")
@@ -225,6 +297,25 @@ def prepare_wordnet_command(
         typer.echo(json.dumps({"out": str(out), "lines": wordnet_glosses(out, source)}))
     except FileNotFoundError as exc:
         _fail(str(exc))
+
+
+@app.command("prepare-classes")
+def prepare_classes_command(
+    out: Path = typer.Option(..., "--out", envvar="FREEBIND_TRAIN_CLASSES_OUT", help="folder for the text files"),
+    source: Path = typer.Option(Path("/usr/share/wordnet/data.noun"), "--source", envvar="FREEBIND_TRAIN_WORDNET_SOURCE",
+                                help="WordNet data.noun (Debian wordnet-base)"),
+) -> None:
+    """Write the 1,000 classes' vocabulary: imagenet_names.txt (line i = class i), imagenet_descriptions.txt,
+    wordnet_lemmas.txt (synonyms of every picturable WordNet noun synset)."""
+    from training.corpora import imagenet_descriptions, imagenet_names, wordnet_lemmas
+
+    try:
+        lines = {"imagenet_names": imagenet_names(out / "imagenet_names.txt"),
+                 "imagenet_descriptions": imagenet_descriptions(out / "imagenet_descriptions.txt"),
+                 "wordnet_lemmas": wordnet_lemmas(out / "wordnet_lemmas.txt", source)}
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps({"out": str(out), "lines": lines}))
 
 
 @app.command("prepare-speech")

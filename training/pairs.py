@@ -50,6 +50,8 @@ class PairsConfig:
     bank_limit: int | None = None
     pseudo: str = "own"
     modes: list[str] = field(default_factory=list)  # empty: every mode the data has
+    conse: list[str] = field(default_factory=list)  # classified image pools (training.conse): image-centred pairs
+    classes: str | None = None  # the class-name pool their posteriors index, embedded in both spaces
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,8 +69,13 @@ class PairsConfig:
             raise ValueError(f"block (queries per retrieval block) must be >= 1, got {self.block}")
         if self.bank_limit is not None and self.bank_limit < 1:
             raise ValueError(f"bank limit must be >= 1 (or left out for the whole bank), got {self.bank_limit}")
-        if not self.pools:
+        if not self.pools and not self.conse:
             raise ValueError("give at least one pool")
+        if set(self.conse) & set(self.pools):
+            raise ValueError(f"pools {sorted(set(self.conse) & set(self.pools))} are given both as embedded and as "
+                             "classified pools; give the classified ones other names")
+        if self.conse and not self.classes:
+            raise ValueError("ConSE pairs need the class-name pool their posteriors index (--classes)")
 
 
 def normalize_rows(x_nd: np.ndarray) -> np.ndarray:
@@ -186,6 +193,8 @@ def build_pairs(workdir: Path, config: PairsConfig, *, progress: bool = True) ->
     by_centre: dict[str, list[str]] = {}
     for name in config.pools:
         by_centre.setdefault(pool_modality(workdir, config, name), []).append(name)
+    if config.conse:
+        by_centre.setdefault("image", []).extend(config.conse)
     banks: dict[str, np.ndarray] = {}
     summary = {"config": config.to_dict(), "centres": {}, "source_dim": spaces["source"]["dim"],
                "target_dim": spaces["target"]["dim"]}
@@ -218,6 +227,10 @@ def build_pairs(workdir: Path, config: PairsConfig, *, progress: bool = True) ->
 
 
 def _pairs_of_pool(workdir, config, name, modality, spaces, banks, progress) -> tuple[np.ndarray, np.ndarray]:
+    if name in config.conse:  # a classified pool: its ConSE over the class names in both spaces
+        from training.conse import conse_pairs
+
+        return conse_pairs(workdir, name, *load_both(workdir, config, config.classes, "class-name pool"))
     has_s, has_t = (modality in spaces[side]["modalities"] for side in ("source", "target"))
     if has_s and has_t:  # the same item in both spaces; it must be embedded in both
         missing = [space for space in (config.source, config.target) if not has_embeddings(workdir, space, name)]
