@@ -93,13 +93,16 @@ def pairs_command(
                                     help="classified image pool (`posteriors`): ConSE pairs over --classes, repeatable"),
     classes: str = typer.Option(None, "--classes", envvar="FREEBIND_TRAIN_CLASSES",
                                 help="the class-name text pool the posteriors index (line i = class i)"),
+    retrieve: list[str] = typer.Option([], "--retrieve", envvar="FREEBIND_TRAIN_RETRIEVE",
+                                       help="a --pool paired through the class names (--classes): its softmax over "
+                                            "them in the source gives its target, a mixture of them; repeatable"),
     workdir: Path = WORKDIR, no_progress: bool = NO_PROGRESS,
 ) -> None:
     """Build FreeBind pseudo-pairs (same-item pairs, top-k softmax retrieval through a memory bank, ConSE)."""
     from training.pairs import PairsConfig, build_pairs
 
     config = PairsConfig(source, target, list(pool), list(bank), k, tau, block, bank_limit, pseudo, list(mode),
-                         list(conse), classes)
+                         conse=list(conse), classes=classes, retrieve=list(retrieve))
     try:
         summary = build_pairs(workdir, config, progress=not no_progress)
     except (ValueError, FileNotFoundError) as exc:
