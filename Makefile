@@ -1,9 +1,9 @@
 # The README's two commands: `make serve` and `make test`. Everything else is a step of those.
 VENV ?= .venv
 BIN := $(VENV)/bin
-HOST ?= 127.0.0.1
-PORT ?= 8000
-SPACE ?= starter_e5
+# `make serve HOST=0.0.0.0 PORT=9000 SPACE=starter_in_e5`: each becomes a flag only when given, so without
+# them FREEBIND_HOST / FREEBIND_PORT / FREEBIND_SPACES (or the defaults, `freebind settings`) apply
+SERVE_FLAGS = $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(foreach s,$(SPACE),--space $(s))
 
 .PHONY: install install-test test lint serve lock bonds bench soak clean
 
@@ -16,13 +16,13 @@ $(VENV)/.installed-%: locks/%.txt pyproject.toml scripts/install.sh
 	VENV=$(VENV) FREEBIND_PROFILE=$* bash scripts/install.sh
 
 lint: install-test
-	$(BIN)/ruff check bonds training service tests bench
+	$(BIN)/ruff check bonds training service tests bench harness
 
 test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 serve: install
-	$(BIN)/freebind serve --host $(HOST) --port $(PORT) --space $(SPACE)
+	$(BIN)/freebind serve $(SERVE_FLAGS)
 
 # After a change to pyproject.toml's dependencies, or to move to newer releases on purpose: regenerates
 # every lock in locks/ (uv, from PyPI; EXCLUDE_NEWER=YYYY-MM-DD locks what was out on that day)

@@ -1,10 +1,10 @@
 """Part 3: dynamic batching off and on, under the same load.
 
-The same server and the same requests twice: once with `max_batch_size=1` (every item is its own
-model call: batching off) and once with the encoder's default (batching on: MiniLM on ONNX 128 texts,
-EfficientNet 4 images on CPU; `max_wait_ms` stays 0, so batches form only from items that arrive while
-the model is busy). Two loads where batching should matter: single-text requests to MiniLM and
-single-image requests to the starter encoder, both at concurrency 32. Reported: items/s, p50 and p99 of each, and the on/off ratios.
+The same server and the same requests twice: once with `max_batch_size=1` (every item is its own model call: batching
+off) and once with the encoder's default (batching on: MiniLM on ONNX 128 texts, EfficientNet 4 images on CPU;
+`max_wait_ms` stays 0, so batches form only from items that arrive while the model is busy). Two loads where batching
+should matter: single-text requests to MiniLM and single-image requests to the starter encoder, both at concurrency 32.
+Reported: items/s, p50 and p99 of each, and the on/off ratios.
 """
 
 from __future__ import annotations

@@ -63,8 +63,10 @@ def _memory_gib() -> float:
 def machine() -> dict[str, Any]:
     import torch
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "memory_gib": _memory_gib(), "gpu": "none lent to this run",
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                            text=True).stdout.strip()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none lent to this run"
+    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "memory_gib": _memory_gib(), "gpu": gpu,
             "os": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "commit": commit or "unknown"}
 
@@ -72,12 +74,14 @@ def machine() -> dict[str, Any]:
 def load() -> dict[str, Any]:
     """Load average and the busiest other processes: figures taken under load are not trustworthy."""
     mine = {os.getpid(), os.getppid()}
-    out = subprocess.run(["ps", "-eo", "pid,pcpu,rss,args", "--sort=-pcpu", "--no-headers"], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-eo", "pid,pcpu,rss,args", "--sort=-pcpu", "--no-headers"], capture_output=True,
+                         text=True).stdout
     busy = []
     for line in out.splitlines():
         pid, cpu, rss, args = line.split(None, 3)
         if int(pid) not in mine and float(cpu) >= 5.0:
-            busy.append({"pid": int(pid), "cpu_percent": float(cpu), "rss_mib": int(rss) // 1024, "command": args[:100]})
+            busy.append(
+                {"pid": int(pid), "cpu_percent": float(cpu), "rss_mib": int(rss) // 1024, "command": args[:100]})
     return {"loadavg": [round(x, 2) for x in os.getloadavg()], "busy": busy[:5]}
 
 
@@ -167,6 +171,7 @@ class PeakRSS:
 
 
 def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s",
+                        datefmt="%H:%M:%S")
     for noisy in ("httpx", "faster_whisper"):  # a line per readiness poll, per transcribed clip
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,10 +1,10 @@
 """Part 2: image and speech embedding: `freebind serve` against the bare encoder called in-process.
 
-The bare figure is the ceiling a service could reach on this machine: the starter encoder
-(EfficientNet-Lite0 + ConSE for images, Whisper tiny.en + MiniLM for speech) called directly in
-batches of its own size and of 32, whichever is faster, decoding included (the service decodes too). The service gets the same files as
-base64 JSON, one item per request, from the shared load generator at concurrency 1, 8 and 32, and
-batches them itself. Inputs are real: the 80 COCO-mini photos and FSDD spoken digits.
+The bare figure is the ceiling a service could reach on this machine: the starter encoder (EfficientNet-Lite0 + ConSE
+for images, Whisper tiny.en + MiniLM for speech) called directly in batches of its own size and of 32, whichever is
+faster, decoding included (the service decodes too). The service gets the same files as base64 JSON, one item per
+request, from the shared load generator at concurrency 1, 8 and 32, and batches them itself. Inputs are real: the 80
+COCO-mini photos and FSDD spoken digits.
 """
 
 from __future__ import annotations
@@ -122,7 +122,8 @@ def run() -> dict[str, Any]:
                 results[modality]["service"] = served(f"{base}/embed", modality, bodies(modality, files))
         rounds.append(results)
     merged = {modality: merge([r[modality] for r in rounds]) for modality in inputs}
-    return {"results": merged, "rounds": len(rounds), "target": {"share": TARGET_SHARE, "concurrency": TARGET_CONCURRENCY},
+    return {"results": merged, "rounds": len(rounds),
+            "target": {"share": TARGET_SHARE, "concurrency": TARGET_CONCURRENCY},
             "plot": plot(merged)}
 
 

@@ -1,9 +1,9 @@
 """Part 6: quality of the shipped bonds, from their eval reports (docs/eval/*.json); nothing is retrained.
 
-Each report holds, per task, the base space alone, the expert alone and the bonded space at every
-factor of the sweep. Retrieval tasks are summarised by mean R@1 (query->gallery and back), zero-shot
-tasks by top-1 accuracy. The bonded figure is taken at the default preset of the shipped space that
-serves the bond (bonds/spaces/*.yaml), and the best factor of the sweep is shown beside it, so a reader sees both what ships and what the sweep found.
+Each report holds, per task, the base space alone, the expert alone and the bonded space at every factor of the sweep.
+Retrieval tasks are summarised by mean R@1 (query->gallery and back), zero-shot tasks by top-1 accuracy. The bonded
+figure is taken at the default preset of the shipped space that serves the bond (bonds/spaces/*.yaml), and the best
+factor of the sweep is shown beside it, so a reader sees both what ships and what the sweep found.
 """
 
 from __future__ import annotations

@@ -36,9 +36,10 @@ import numpy as np
 from bench.common import CACHE, PeakRSS, captions, log, pyplot, quick, rss_bytes, save_plot
 from bonds.plan import Encode, Project, Sum, gram
 from bonds.remix import remix_vectors
+from bonds.vectors import l2_normalize
 from service.index import CollectionStore, Record
 from service.index.ann import Ann
-from service.index.settings import IndexSettings
+from service.index.index_settings import IndexSettings
 
 DIM, K = 384, 10
 DEFAULT_F, MIXED_F = 0.3, 0.6
@@ -58,16 +59,12 @@ def plan(f: float) -> Sum:
     return Sum(((1.0 - f, BASE), (f, LEAVES[1])))
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
-
-
 def real_embeddings(count: int, start: int = 0) -> np.ndarray:
     """MiniLM embeddings of Multi30k captions start..start+count, cached under .bench-cache/."""
     path = CACHE / f"search-minilm-{start}-{count}.npy"
     if path.is_file():
         return np.load(path)
-    from bonds.encoders.starter import MiniLMEncoder
+    from bonds.encoders.minilm import MiniLMEncoder
 
     texts = captions("en", start, start + count)
     order = np.argsort([len(t) for t in texts])  # similar lengths pad less
@@ -88,8 +85,9 @@ def leaves_block(real_nd: np.ndarray, start: int, stop: int, rng: np.random.Gene
     base[:real] = real_nd[start : start + real]
     if real < m:
         centres = real_nd[rng.integers(0, len(real_nd), m - real)]
-        base[real:] = unit(centres + 0.7 * rng.standard_normal((m - real, DIM), dtype=np.float32) / np.sqrt(DIM))
-    expert = unit(base + 0.7 * rng.standard_normal((m, DIM), dtype=np.float32) / np.sqrt(DIM))
+        base[real:] = l2_normalize(
+            centres + 0.7 * rng.standard_normal((m - real, DIM), dtype=np.float32) / np.sqrt(DIM))
+    expert = l2_normalize(base + 0.7 * rng.standard_normal((m, DIM), dtype=np.float32) / np.sqrt(DIM))
     return np.stack([base, expert], axis=1)
 
 
@@ -124,7 +122,8 @@ def recall(found: list[set[int]], truth: list[set[int]]) -> float:
     return round(float(np.mean([len(a & b) / K for a, b in zip(found, truth, strict=True)])), 4)
 
 
-def timed(search, queries_qd: np.ndarray, min_seconds: float = 1.0, max_passes: int = 15) -> tuple[float, list[set[int]]]:
+def timed(search, queries_qd: np.ndarray, min_seconds: float = 1.0,
+          max_passes: int = 15) -> tuple[float, list[set[int]]]:
     """Queries/s of one-at-a-time calls (the median over passes of all queries, repeated until `min_seconds`:
     one pass of a fast index is ~30 ms, which one hiccup of the shared machine can halve), and each
     query's result rows (first pass)."""
@@ -153,8 +152,9 @@ def measure_index(collection, view, kind: str, queries_qd, truth_fixed, truth_mi
     ann.rebuild(view.ids, view.vectors)
     build_s = time.perf_counter() - started
     index_bytes = int(len(ann.to_bytes()))
-    collection.ann = ann
-    out = {"build_s": round(build_s, 1), "build_params": built_with or "defaults", "index_mib": round(index_bytes / 2**20, 1),
+    collection.backend.ann = ann
+    out = {"build_s": round(build_s, 1), "build_params": built_with or "defaults",
+           "index_mib": round(index_bytes / 2**20, 1),
            "index_bytes_per_vector": round(index_bytes / len(view.ids), 1), "sweep": []}
     mixed, default = {"text": plan(MIXED_F)}, {"text": plan(DEFAULT_F)}
     for params in SWEEPS[kind]:
@@ -196,7 +196,8 @@ def verdict(sweep: list[dict]) -> dict[str, Any]:
     bare, service, mixed = at_recall(sweep, "fixed"), at_recall(sweep, "service_fixed"), at_recall(sweep, "mixed")
     slowdown = round(service["service_fixed_qps"] / mixed["mixed_qps"], 2) if service and mixed else None
     vs_bare = round(bare["fixed_qps"] / mixed["mixed_qps"], 2) if bare and mixed else None
-    return {"fixed": bare, "service_fixed": service, "mixed": mixed, "slowdown": slowdown, "slowdown_vs_bare_index": vs_bare,
+    return {"fixed": bare, "service_fixed": service, "mixed": mixed, "slowdown": slowdown,
+            "slowdown_vs_bare_index": vs_bare,
             "met": bool(slowdown is not None and slowdown <= TARGET_RATIO)}
 
 
@@ -210,20 +211,22 @@ def one_size(n: int, real_nd: np.ndarray, queries_qd: np.ndarray) -> dict[str, A
         with PeakRSS() as peak:
             rate = ingest(collection, n, real_nd)
         held = rss_bytes() - before  # components, default vectors and the flat index, all in memory
-        view = collection.groups["text"].view()
+        view = collection.backend.groups["text"].view()
         truth_fixed = exact_top(view.vectors, queries_qd)
         started = time.perf_counter()
         truth_mixed = exact_top(remix_vectors(plan(MIXED_F), KEYS, view.leaves, view.gram), queries_qd)
         exact_qps, _ = timed(lambda q: collection.search({"text": plan(MIXED_F)}, q, K, mode="exact"), queries_qd[:20])
         row = {"n": n, "ingest_items_per_s": round(rate), "rss_held_mib": round(held / 2**20),
                "rss_per_million_mib": round(held / n * 1e6 / 2**20), "ingest_peak_rss_mib": round(peak.peak / 2**20),
-               "exact_mixed_qps": round(exact_qps, 2), "truth_s": round(time.perf_counter() - started, 1), "indexes": {}}
-        log.info("  ingest %d items/s, %d MiB held (%d MiB per million)", rate, row["rss_held_mib"], row["rss_per_million_mib"])
+               "exact_mixed_qps": round(exact_qps, 2), "truth_s": round(time.perf_counter() - started, 1),
+               "indexes": {}}
+        log.info("  ingest %d items/s, %d MiB held (%d MiB per million)", rate, row["rss_held_mib"],
+                 row["rss_per_million_mib"])
         for kind in ("flat", "hnsw", "ivf"):
             result = measure_index(collection, view, kind, queries_qd, truth_fixed, truth_mixed)
             result["at_target"] = verdict(result["sweep"])
             row["indexes"][kind] = result
-            collection.ann = None
+            collection.backend.ann = None
         store.drop("bench")
         store.close()
     return row
@@ -232,7 +235,8 @@ def one_size(n: int, real_nd: np.ndarray, queries_qd: np.ndarray) -> dict[str, A
 def plot(sizes: list[dict]) -> str:
     plt = pyplot()
     fig, axes = plt.subplots(1, len(sizes), figsize=(5.2 * len(sizes), 3.8), squeeze=False)
-    colours = {"flat": "tab:blue", "hnsw": "tab:orange", "ivf": "tab:green"}  # one colour per index, one style per search
+    # one colour per index, one style per search
+    colours = {"flat": "tab:blue", "hnsw": "tab:orange", "ivf": "tab:green"}
     for ax, size in zip(axes[0], sizes, strict=True):
         for kind, result in size["indexes"].items():
             colour = colours.get(kind)

@@ -15,11 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.common import CACHE, REPO, log
-from tests.e2e.server import free_port, running_process  # the same start/ready/stop steps as the tests
+from harness.processes import free_port, running_process  # the same start/ready/stop steps as the tests
 
 BENCH_VENV = REPO / ".bench-venv"
 INFINITY_REQUIREMENTS = ["torch==2.13.0", "infinity-emb[server,torch]==0.0.78"]
-FREEBIND = Path(sys.executable).parent / "freebind"
 
 
 def minilm_path() -> str:
@@ -53,11 +52,12 @@ def running(command: list[str], ready_path: str, port: int, name: str, env: dict
 
 
 @contextmanager
-def freebind(space: Path, name: str = "freebind", **settings: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`freebind serve` of one space description; `settings` become FREEBIND_* variables."""
+def freebind(space: Path | str, name: str = "freebind", **settings: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`freebind serve` of one space (a description file or a shipped name); `settings` become FREEBIND_*
+    variables. Started as `python -m service`, which needs no installed distribution (bench part 7)."""
     port = free_port()
     data_dir = CACHE / f"data-{name}"
-    command = [str(FREEBIND), "serve", "--host", "127.0.0.1", "--port", str(port), "--space", str(space),
+    command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--space", str(space),
                "--data-dir", str(data_dir), "--log-level", "warning"]
     env = {f"FREEBIND_{k.upper()}": str(v) for k, v in settings.items()}
     with running(command, "/health/ready", port, name, env) as served:

@@ -7,7 +7,7 @@
    from what writes store).
 2. back-pressure: the same clients against FREEBIND_MAX_QUEUE=8: 429s appear, each with Retry-After and
    only when the items in flight plus the request's would pass the limit; still no 5xx.
-3. crash: 20 trials of SIGKILL during concurrent ingestion (tests/reliability/crash.py).
+3. crash: 20 trials of SIGKILL during concurrent ingestion (harness/crash.py).
 
 Stops by itself; loopback only. Writes `docs/reliability_soak.json` (figures) and
 `docs/reliability_rss.png` (the memory curve). Usage: python bench/soak.py [--duration 120] [--clients 64]
@@ -39,9 +39,10 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.reliability import media  # noqa: E402
-from tests.reliability.crash import run_trials  # noqa: E402
-from tests.reliability.servers import Server, write_space  # noqa: E402
+from harness import bad_media as media  # noqa: E402
+from harness.crash import run_trials  # noqa: E402
+from harness.servers import Server  # noqa: E402
+from harness.tiny_space import write_space  # noqa: E402
 
 log = logging.getLogger("soak")
 POOL = 40  # ids per client: upserts replace, so the collection stays bounded (clients x POOL items)
@@ -54,7 +55,8 @@ def _b64(data: bytes) -> str:
 
 IMAGES = [_b64(media.image("PNG", (32, 24), seed=s)) for s in range(8)]
 SOUNDS = [_b64(media.wav(0.5, rate=16_000)), _b64(media.wav(0.25, rate=8_000)), _b64(media.wav(0.3, rate=44_100))]
-MIXINGS = [None, {"preset": "strong"}, {"factors": {"aux": {"text": 0.0}}}, {"factors": {"aux": {"text": 1.0, "audio": 0.2}}},
+MIXINGS = [None, {"preset": "strong"}, {"factors": {"aux": {"text": 0.0}}},
+           {"factors": {"aux": {"text": 1.0, "audio": 0.2}}},
            {"off": ["aux"]}]
 
 
@@ -97,7 +99,8 @@ async def client_loop(n: int, base: str, deadline: float, tally: Tally, rng: ran
             if ops == "reads":
                 op = "embed" if pick < 0.6 else "search"
             else:
-                op = "embed" if ops == "embed" or pick < 0.4 else "ingest" if pick < 0.65 else "search" if pick < 0.9 else "delete"
+                op = ("embed" if ops == "embed" or pick < 0.4 else "ingest" if pick < 0.65
+                      else "search" if pick < 0.9 else "delete")
             started = time.perf_counter()
             n_items = 1
             try:
@@ -161,7 +164,8 @@ def percentiles(values: list[float]) -> dict[str, float]:
     def at(q: float) -> float:
         return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
-    return {"n": len(values), "p50_ms": at(0.5), "p95_ms": at(0.95), "p99_ms": at(0.99), "max_ms": round(1000 * ordered[-1], 1),
+    return {"n": len(values), "p50_ms": at(0.5), "p95_ms": at(0.95), "p99_ms": at(0.99),
+            "max_ms": round(1000 * ordered[-1], 1),
             "mean_ms": round(1000 * statistics.fmean(values), 1)}
 
 
@@ -169,8 +173,8 @@ async def drive(base: str, clients: int, seconds: float, ops: str, max_queue: in
                 mixings: list[dict | None]) -> Tally:
     tally = Tally()
     deadline = time.monotonic() + seconds
-    await asyncio.gather(*(client_loop(n, base, deadline, tally, random.Random(seed * 1000 + n), ops, max_queue, mixings)
-                           for n in range(clients)))
+    await asyncio.gather(*(client_loop(n, base, deadline, tally, random.Random(seed * 1000 + n), ops, max_queue,
+                                       mixings) for n in range(clients)))
     return tally
 
 
@@ -182,9 +186,11 @@ def run_load(space: Path, folder: Path, clients: int, seconds: float, max_queue:
         if ops == "reads":  # searches need something to find: the collection the mixed run would end with
             fill = random.Random(seed)
             for start in range(0, clients * POOL, 64):
-                items = [{"id": f"c{i % clients}-{i // clients}", **an_input(fill), "metadata": {"n": fill.randint(0, 100)}}
-                         for i in range(start, min(start + 64, clients * POOL))]
-                httpx.post(f"{server.base}/collections/load/items", json={"items": items}, timeout=60).raise_for_status()
+                ids = range(start, min(start + 64, clients * POOL))
+                items = [{"id": f"c{i % clients}-{i // clients}", **an_input(fill),
+                          "metadata": {"n": fill.randint(0, 100)}} for i in ids]
+                httpx.post(f"{server.base}/collections/load/items", json={"items": items},
+                           timeout=60).raise_for_status()
         samples: list[tuple[float, float]] = []
         stop = threading.Event()
         started = time.monotonic()
@@ -266,7 +272,7 @@ def machine() -> dict[str, Any]:
             "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "python": sys.version.split()[0]}
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=120.0, help="seconds of the main load run")
     parser.add_argument("--queue-duration", type=float, default=30.0, help="seconds of the small-queue run")
@@ -274,7 +280,75 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20, help="kill -9 trials")
     parser.add_argument("--skip", default="", help="comma list of phases to skip: load, reads, queue, crash")
     parser.add_argument("--out", type=Path, default=REPO / "docs")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def server_errors(statuses: dict[str, int]) -> bool:
+    """Whether any answer was a 5xx or no answer at all (-1)."""
+    return any(int(s) >= 500 or s == "-1" for s in statuses)
+
+
+def load_phase(args, space: Path, folder: Path, report: dict, runs: dict, failures: list[str]) -> None:
+    """Mixed traffic on the tiny space with the default queue (then on starter_e5 where it is installed):
+    no 5xx, no 429, no unexpected answer."""
+    log.info("load: %d clients for %.0f s, default queue", args.clients, args.duration)
+    run = runs["tiny space, default queue"] = run_load(space, folder / "load", args.clients, args.duration, 2048,
+                                                       "mixed", seed=1)
+    report["load"] = run
+    log.info("load: %s",
+             {k: run[k] for k in ("requests", "requests_per_s", "statuses", "rss_mb") if k != "samples"})
+    if server_errors(run["statuses"]) or run["statuses"].get("429"):
+        failures.append(f"load: statuses {run['statuses']}")
+    if run["problems"]:
+        failures.append(f"load: unexpected answers, e.g. {run['problems'][:3]}")
+    starter = REPO / "bonds" / "spaces" / "starter_e5.yaml"
+    if starter.is_file():
+        log.info("load: the starter space")
+        # mixings=[None]: the tiny space's mixings name its bond
+        run = runs["starter_e5"] = run_load(starter, folder / "starter", args.clients, args.duration / 2, 2048,
+                                           "mixed", seed=2, mixings=[None])
+        report["load_starter"] = run
+        if server_errors(run["statuses"]):
+            failures.append(f"starter load: statuses {run['statuses']}, e.g. {run['problems'][:3]}")
+
+
+def reads_phase(args, space: Path, folder: Path, report: dict, runs: dict, failures: list[str]) -> None:
+    """Embed and search only, on a filled collection."""
+    log.info("reads: %d clients for %.0f s, embed and search only, on a filled collection", args.clients,
+             args.duration)
+    run = runs["embed + search only"] = run_load(space, folder / "reads", args.clients, args.duration, 2048,
+                                                 "reads", seed=4)
+    report["reads"] = run
+    if server_errors(run["statuses"]) or run["statuses"].get("429") or run["problems"]:
+        failures.append(f"reads: statuses {run['statuses']}, e.g. {run['problems'][:3]}")
+
+
+def queue_phase(args, space: Path, folder: Path, report: dict, failures: list[str]) -> None:
+    """A queue of 8: every 429 comes with a full queue and Retry-After: 1, and nothing else fails."""
+    log.info("back-pressure: %d clients, FREEBIND_MAX_QUEUE=8, %.0f s", args.clients, args.queue_duration)
+    run = run_load(space, folder / "queue", args.clients, args.queue_duration, 8, "embed", seed=3, warmup_s=5)
+    report["small_queue"] = run
+    ok = run["statuses"].get("429", 0) > 0 and run["overloaded_with_full_queue"] == run["statuses"].get("429", 0)
+    if not ok or set(run["retry_after"]) != {"1"} or server_errors(run["statuses"]):
+        failures.append(f"small queue: statuses {run['statuses']}, retry-after {run['retry_after']}, "
+                        f"problems {run['problems'][:3]}")
+
+
+def crash_phase(args, space: Path, folder: Path, report: dict, failures: list[str]) -> None:
+    """kill -9 trials against `freebind serve` while writers ingest (harness.crash)."""
+    log.info("crash: %d kill -9 trials against freebind serve", args.trials)
+    started = time.monotonic()
+    try:
+        trials = run_trials(space, folder / "crash" / "data", trials=args.trials, launcher="cli", writers=8,
+                            kill_after_acks=(5, 120), seed=20, log=lambda r: log.info("crash: %s", r))
+        report["crash"] = {"trials": [t.__dict__ for t in trials], "seconds": round(time.monotonic() - started, 1)}
+    except AssertionError as exc:
+        failures.append(f"crash: {exc}")
+        report["crash"] = {"failed": str(exc)[:2000]}
+
+
+def main() -> None:
+    args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     skip = set(filter(None, args.skip.split(",")))
@@ -284,48 +358,13 @@ def main() -> None:
     failures: list[str] = []
     runs: dict[str, dict[str, Any]] = {}
     if "load" not in skip:
-        log.info("load: %d clients for %.0f s, default queue", args.clients, args.duration)
-        run = runs["tiny space, default queue"] = run_load(space, folder / "load", args.clients, args.duration, 2048,
-                                                           "mixed", seed=1)
-        report["load"] = run
-        log.info("load: %s", {k: run[k] for k in ("requests", "requests_per_s", "statuses", "rss_mb") if k != "samples"})
-        if any(int(s) >= 500 or s == "-1" for s in run["statuses"]) or run["statuses"].get("429"):
-            failures.append(f"load: statuses {run['statuses']}")
-        if run["problems"]:
-            failures.append(f"load: unexpected answers, e.g. {run['problems'][:3]}")
-        starter = REPO / "bonds" / "spaces" / "starter_e5.yaml"
-        if starter.is_file():
-            log.info("load: the starter space")
-            run = runs["starter_e5"] = run_load(starter, folder / "starter", args.clients, args.duration / 2, 2048,
-                                               "mixed", seed=2, mixings=[None])  # the tiny space's mixings name its bond
-            report["load_starter"] = run
-            if any(int(s) >= 500 or s == "-1" for s in run["statuses"]):
-                failures.append(f"starter load: statuses {run['statuses']}, e.g. {run['problems'][:3]}")
+        load_phase(args, space, folder, report, runs, failures)
     if "reads" not in skip:
-        log.info("reads: %d clients for %.0f s, embed and search only, on a filled collection", args.clients, args.duration)
-        run = runs["embed + search only"] = run_load(space, folder / "reads", args.clients, args.duration, 2048, "reads",
-                                                     seed=4)
-        report["reads"] = run
-        if any(int(s) >= 500 or s == "-1" for s in run["statuses"]) or run["statuses"].get("429") or run["problems"]:
-            failures.append(f"reads: statuses {run['statuses']}, e.g. {run['problems'][:3]}")
+        reads_phase(args, space, folder, report, runs, failures)
     if "queue" not in skip:
-        log.info("back-pressure: %d clients, FREEBIND_MAX_QUEUE=8, %.0f s", args.clients, args.queue_duration)
-        run = run_load(space, folder / "queue", args.clients, args.queue_duration, 8, "embed", seed=3, warmup_s=5)
-        report["small_queue"] = run
-        ok = run["statuses"].get("429", 0) > 0 and run["overloaded_with_full_queue"] == run["statuses"].get("429", 0)
-        if not ok or set(run["retry_after"]) != {"1"} or any(int(s) >= 500 or s == "-1" for s in run["statuses"]):
-            failures.append(f"small queue: statuses {run['statuses']}, retry-after {run['retry_after']}, "
-                            f"problems {run['problems'][:3]}")
+        queue_phase(args, space, folder, report, failures)
     if "crash" not in skip:
-        log.info("crash: %d kill -9 trials against freebind serve", args.trials)
-        started = time.monotonic()
-        try:
-            trials = run_trials(space, folder / "crash" / "data", trials=args.trials, launcher="cli", writers=8,
-                                kill_after_acks=(5, 120), seed=20, log=lambda r: log.info("crash: %s", r))
-            report["crash"] = {"trials": [t.__dict__ for t in trials], "seconds": round(time.monotonic() - started, 1)}
-        except AssertionError as exc:
-            failures.append(f"crash: {exc}")
-            report["crash"] = {"failed": str(exc)[:2000]}
+        crash_phase(args, space, folder, report, failures)
     report["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     report["failures"] = failures
     args.out.mkdir(parents=True, exist_ok=True)

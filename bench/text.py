@@ -85,7 +85,8 @@ def verdict(ours: list[list[dict]], theirs: list[list[dict]]) -> dict[str, Any]:
     concurrency (and of the p99 ratio), each round's ratio listed; met if the medians meet the target."""
     out = {}
     for size in SIZES:
-        pairs = [(find(a, size, TARGET_CONCURRENCY), find(b, size, TARGET_CONCURRENCY)) for a, b in zip(ours, theirs, strict=True)]
+        pairs = [(find(a, size, TARGET_CONCURRENCY), find(b, size, TARGET_CONCURRENCY))
+                 for a, b in zip(ours, theirs, strict=True)]
         speedups = [a["items_per_s"] / max(b["items_per_s"], 1e-9) for a, b in pairs]
         p99_ratios = [a["p99_ms"] / max(b["p99_ms"], 1e-9) for a, b in pairs]
         speedup, p99_ratio = float(np.median(speedups)), float(np.median(p99_ratios))
@@ -130,7 +131,8 @@ def run() -> dict[str, Any]:
             theirs = vectors(f"{base}/embeddings", probe)
             log.info("round %d, infinity (torch engine, CPU):", number)
             rounds["infinity"].append(matrix(f"{base}/embeddings", texts))
-    cosine = float(np.min(np.sum(ours * theirs, axis=1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)))
+    cosine = float(
+        np.min(np.sum(ours * theirs, axis=1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)))
     results = {server: median_cells(server_rounds) for server, server_rounds in rounds.items()}
     return {"same_model_min_cosine": round(cosine, 6), "rounds": len(rounds["freebind"]), "results": results,
             "target": {"speedup": TARGET_SPEEDUP, "concurrency": TARGET_CONCURRENCY,

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import PeakRSS, log, quick
+from bonds.vectors import l2_normalize
 from training.embed import pool_folder, shard_path
 from training.fit import FitConfig, fit
 from training.pairs import PairsConfig, build_pairs
@@ -33,8 +34,9 @@ SHARD = 8192  # training.embed's default shard size
 
 
 def clustered(n: int, rng: np.random.Generator, centres_kd: np.ndarray, spread: float = 0.6) -> np.ndarray:
-    x = centres_kd[rng.integers(0, len(centres_kd), n)] + spread * rng.standard_normal((n, DIM), dtype=np.float32) / np.sqrt(DIM)
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    picked_nd = centres_kd[rng.integers(0, len(centres_kd), n)]  # drawn first, then the noise: the seeded order
+    x = picked_nd + spread * rng.standard_normal((n, DIM), dtype=np.float32) / np.sqrt(DIM)
+    return l2_normalize(x)
 
 
 def write_pool(workdir: Path, space: str, pool: str, modality: str, vectors_nd: np.ndarray) -> None:
@@ -68,7 +70,7 @@ def prepare(workdir: Path, queries: int, bank: int) -> None:
     write_pool(workdir, "src", "queries", "image", clustered(queries, rng, centres_src))
     for space, centres in (("src", centres_src), ("tgt", centres_tgt)):
         x = centres[labels] + 0.6 * rng.standard_normal((bank, DIM), dtype=np.float32) / np.sqrt(DIM)
-        write_pool(workdir, space, "bank", "text", (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32))
+        write_pool(workdir, space, "bank", "text", l2_normalize(x))
 
 
 def run() -> dict[str, Any]:

@@ -156,19 +156,26 @@ class CombinationBond(_Bond):
         return [b.bond_name for expert in self.experts.values() for b in expert.bonds()]
 
     def bond_controls(self) -> BondControls:
-        return BondControls(self.bond_name, self.kind, self.shared, tuple(self.experts), self.defaults, self.default_weights)
+        return BondControls(self.bond_name, self.kind, self.shared, tuple(self.experts), self.defaults,
+                            self.default_weights)
 
     def pooled(self, modality: str, mixing: ResolvedMixing) -> Node | None:
         """n(sum_j w_j * H_j * mean-of-heads_j) over the experts that are on and have the modality: with
-        H_j expert j's head count, one mean over all heads of all experts (method.md), weighted per expert."""
-        terms = []
+        H_j expert j's head count, one mean over all heads of all experts (method.md), weighted per expert.
+
+        The weights are divided by the largest one first: n() makes the result the same, and a weight of
+        1e39 (finite in float64) would otherwise overflow the float32 vectors it scales into inf and NaN,
+        a weight of 5e-324 underflow them to zero. With the default weights (all 1) nothing changes."""
+        chosen = []
         for expert_name, expert in self.experts.items():
             if modality not in expert.modalities or mixing.is_off(self.bond_name, expert_name):
                 continue
             w = mixing.weights.get(self.bond_name, {}).get(expert_name, self.default_weights[expert_name])
             if w > 0:
-                heads = len(self.projectors_by_expert[expert_name].heads)
-                terms.append((w * heads, Project(f"{self.bond_name}/{expert_name}", expert.plan(modality, mixing))))
+                chosen.append((w, expert_name, expert))
+        largest = max((w for w, _, _ in chosen), default=1.0)
+        terms = [(w / largest * len(self.projectors_by_expert[name].heads),
+                  Project(f"{self.bond_name}/{name}", expert.plan(modality, mixing))) for w, name, expert in chosen]
         return weighted(terms) if terms else None
 
     def plan(self, modality: str, mixing: ResolvedMixing) -> Node:

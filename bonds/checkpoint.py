@@ -19,20 +19,12 @@ import torch
 
 from bonds.errors import CheckpointError, DimensionError
 from bonds.projector import ProjectorConfig, ProjectorMixture
+from bonds.version import library_version
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
 MANIFEST_FILE = "manifest.json"
 BOND_KINDS = ("displacement", "combination")
-
-
-def library_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("freebind")
-    except Exception:  # running from a source tree that is not installed
-        return "0+source"
 
 
 @dataclass
@@ -155,7 +147,8 @@ def read_manifest(folder: str | Path) -> Manifest:
         raise CheckpointError(f"{path}: manifest is not valid JSON ({exc})") from None
     if raw.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: format_version {raw.get('format_version')!r} is not supported (this library reads {FORMAT_VERSION})"
+            f"{path}: format_version {raw.get('format_version')!r} is not supported "
+            f"(this library reads {FORMAT_VERSION})"
         )
     try:
         return Manifest(**raw)
@@ -182,7 +175,8 @@ def load_bond_checkpoint(
         raise CheckpointError(f"checkpoint folder {str(folder)!r} has no {WEIGHTS_FILE}")
     actual = sha256_file(weights)
     if actual != manifest.weights_sha256:
-        raise CheckpointError(f"{weights}: sha256 {actual[:12]}... does not match the manifest's {manifest.weights_sha256[:12]}...")
+        raise CheckpointError(
+            f"{weights}: sha256 {actual[:12]}... does not match the manifest's {manifest.weights_sha256[:12]}...")
     if kind is not None and manifest.kind != kind:
         raise CheckpointError(f"{folder}: holds a {manifest.kind} bond, but a {kind} bond is needed here")
     config = ProjectorConfig.from_dict(manifest.projector)

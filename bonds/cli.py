@@ -11,7 +11,18 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="FreeBind: bonded multimodal embedding spaces.", no_args_is_help=True, add_completion=False)
+# rich_markup_mode None: help texts are plain text, so defaults like [starter_e5] are shown, not eaten as markup
+app = typer.Typer(help="FreeBind: bonded multimodal embedding spaces.", no_args_is_help=True, add_completion=False,
+                  rich_markup_mode=None)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # every command's, the server's and uvicorn's lines
+# libraries that log at INFO what is routine: faiss names each CPU extension it tries ("Loading faiss with
+# AVX2 support.", ten lines that read like failures when one is missing)
+_CHATTY = ("faiss.loader",)
+
+
+def quiet_loaders() -> None:
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @app.command("import-checkpoint")
@@ -50,6 +61,7 @@ def _plug_in_commands() -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    quiet_loaders()
     _plug_in_commands()
     app()

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
+import time
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -37,6 +39,7 @@ from bonds.errors import DescriptionError, FreeBindError, UnknownNameError
 from bonds.space import EncoderSpace, Space
 
 FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
 SHIPPED_DIR = Path(__file__).parent / "spaces"
 MODELS_ROOT_TOKEN = "${models_root}"
 
@@ -95,7 +98,9 @@ class DescriptionSpec(_Strict):
         if (self.presets or self.default_preset) and not self.bonds:
             raise ValueError("presets set bond factors, and this space has no bonds")
         if self.default_preset is not None and self.default_preset not in self.presets:
-            raise ValueError(f"default_preset {self.default_preset!r} is not one of the presets ({', '.join(self.presets) or 'none'})")
+            raise ValueError(
+                f"default_preset {self.default_preset!r} is not one of the presets "
+                f"({', '.join(self.presets) or 'none'})")
         return self
 
 
@@ -167,7 +172,8 @@ def _load_yaml(text: str) -> Any:
 def _substitute(value: Any, models_root: str | None, where: str) -> Any:
     if isinstance(value, str) and MODELS_ROOT_TOKEN in value:
         if models_root is None:
-            raise DescriptionError(f"{where} uses {MODELS_ROOT_TOKEN} but no models root was given (FREEBIND_MODELS_ROOT)")
+            raise DescriptionError(
+                f"{where} uses {MODELS_ROOT_TOKEN} but no models root was given (FREEBIND_MODELS_ROOT)")
         return value.replace(MODELS_ROOT_TOKEN, str(models_root))
     if isinstance(value, dict):
         return {k: _substitute(v, models_root, where) for k, v in value.items()}
@@ -181,10 +187,15 @@ def load_space(
     *,
     models_root: str | Path | None = None,
     device: str | None = None,
+    dtype: str | None = None,
     encoder_cache: MutableMapping[str, Any] | None = None,
     extra_dirs: list[Path] | None = None,
 ) -> Space:
-    """Build the space a description file describes. `encoder_cache` shares encoders between spaces."""
+    """Build the space a description file describes. `encoder_cache` shares encoders between spaces.
+
+    `device` and `dtype` are defaults for every encoder that takes them (an encoder's own options win);
+    neither is part of a space's identity, so vectors compare across devices and precisions (within the
+    tested parity)."""
     path = resolve_space_path(name_or_path, extra_dirs)
     raw = read_description(path)
     validate_description(raw, path)
@@ -193,28 +204,38 @@ def load_space(
     data = _substitute(raw, root, str(path))
     cache = encoder_cache if encoder_cache is not None else {}
     try:
-        return _build(data, path, device, cache)
+        return _build(data, path, {"device": device, "dtype": dtype}, cache)
     except FreeBindError as exc:
         if isinstance(exc, DescriptionError) and str(path) in exc.message:
             raise
         raise type(exc)(f"{path}: {exc}") from None
 
 
-def _encoder_space(name: str, spec: Mapping[str, Any], device: str | None, cache) -> EncoderSpace:
+# where and how precisely an encoder runs: not what its vectors mean (parity to float32 is tested)
+_PLACEMENT = ("device", "dtype")
+
+
+def _encoder_space(name: str, spec: Mapping[str, Any], defaults: Mapping[str, str | None], cache) -> EncoderSpace:
     kind = spec["kind"]
     options = dict(spec.get("options") or {})
-    key = json.dumps([kind, options, device], sort_keys=True, default=str)
+    key = json.dumps([kind, options, defaults], sort_keys=True, default=str)
     if key not in cache:
         list_encoders()  # registers the optional kinds, so their signature (device?) is known on first use too
         factory = ENCODERS.get(kind) if kind in ENCODERS else None
         build_options = dict(options)
-        if device is not None and factory is not None and "device" in inspect.signature(factory).parameters:
-            build_options.setdefault("device", device)
+        accepted = inspect.signature(factory).parameters if factory is not None else {}
+        for option, value in defaults.items():
+            if value is not None and option in accepted:
+                build_options.setdefault(option, value)
+        started = time.perf_counter()
+        log.info("loading encoder %s (%s)", name, kind)  # a line per model: loading takes seconds to minutes
         try:
             cache[key] = create_encoder(kind, **build_options)
         except TypeError as exc:  # an option the encoder does not take
             raise DescriptionError(f"encoder {name!r} (kind {kind!r}): {exc}") from None
-    return EncoderSpace(cache[key], name=name, identity={"kind": kind, "options": options})
+        log.info("loaded encoder %s in %.1fs", name, time.perf_counter() - started)
+    identity = {"kind": kind, "options": {k: v for k, v in options.items() if k not in _PLACEMENT}}
+    return EncoderSpace(cache[key], name=name, identity=identity)
 
 
 def _checkpoint(folder: str, root: Path) -> Path:
@@ -222,7 +243,7 @@ def _checkpoint(folder: str, root: Path) -> Path:
     return path if path.is_absolute() else (root / path)
 
 
-def _build(data: Mapping[str, Any], path: Path, device: str | None, cache) -> Space:
+def _build(data: Mapping[str, Any], path: Path, defaults: Mapping[str, str | None], cache) -> Space:
     """The space of a description that passed `validate_description` (keys and bond kinds are not re-checked)."""
     root = path.parent
     encoders_spec = data["encoders"]
@@ -233,7 +254,7 @@ def _build(data: Mapping[str, Any], path: Path, device: str | None, cache) -> Sp
         if name not in encoders_spec:
             raise DescriptionError(f"{where} names unknown encoder {name!r}; valid: {', '.join(encoders_spec)}")
         if name not in built:
-            built[name] = _encoder_space(name, encoders_spec[name], device, cache)
+            built[name] = _encoder_space(name, encoders_spec[name], defaults, cache)
         return built[name]
 
     space = named(data["base"], "base")
@@ -248,7 +269,7 @@ def _build(data: Mapping[str, Any], path: Path, device: str | None, cache) -> Sp
             expert = named(bond["expert"], f"{where}.expert")
             projector, _ = load_bond_checkpoint(
                 _checkpoint(bond["checkpoint"], root), kind="displacement",
-                d_in=space.dim, d_out=expert.dim, device=device or "cpu",
+                d_in=space.dim, d_out=expert.dim, device=defaults["device"] or "cpu",
             )
             space = DisplacementBond(name, space, expert, projector, bond.get("factors"), presets, default_preset,
                                      expert_name=bond["expert"])
@@ -260,7 +281,7 @@ def _build(data: Mapping[str, Any], path: Path, device: str | None, cache) -> Sp
                 experts[expert_name] = expert
                 projectors[expert_name], _ = load_bond_checkpoint(
                     _checkpoint(spec["checkpoint"], root),
-                    kind="combination", d_in=expert.dim, d_out=space.dim, device=device or "cpu",
+                    kind="combination", d_in=expert.dim, d_out=space.dim, device=defaults["device"] or "cpu",
                 )
                 weights[expert_name] = float(spec.get("weight", 1.0))
             space = CombinationBond(name, space, experts, projectors, bond.get("factors"), weights, presets,

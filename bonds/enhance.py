@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from bonds.vectors import l2_normalize
+
 DEFAULT_K = 10
 DEFAULT_T = 20.0
 DEFAULT_ALPHA = 0.5
-
-
-def _normalize(x_nd: np.ndarray) -> np.ndarray:
-    return x_nd / np.maximum(np.linalg.norm(x_nd, axis=-1, keepdims=True), 1e-12)
 
 
 def check_params(k: int, t: float, alpha: float) -> None:
@@ -60,8 +58,8 @@ def blend(query_nd: np.ndarray, scores_nk: np.ndarray, values_nkd: np.ndarray, t
     logits_nk = t * s_nk
     w_nk = np.exp(logits_nk - logits_nk.max(axis=1, keepdims=True))
     w_nk /= w_nk.sum(axis=1, keepdims=True)
-    p_nd = _normalize(np.einsum("nk,nkd->nd", w_nk, v_nkd))
-    return _normalize((1.0 - alpha) * f_nd + alpha * p_nd).astype(np.float32)
+    p_nd = l2_normalize(np.einsum("nk,nkd->nd", w_nk, v_nkd), dtype=np.float64)
+    return l2_normalize((1.0 - alpha) * f_nd + alpha * p_nd)
 
 
 def cache_enhance(query_nd: np.ndarray, bank_md: np.ndarray, k: int = DEFAULT_K, t: float = DEFAULT_T,

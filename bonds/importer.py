@@ -54,7 +54,8 @@ def convert_bond(folder: Path) -> ProjectorMixture:
         try:
             mixture.heads[mode].mlps.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise CheckpointError(f"{folder / mode / 'best.pt'}: does not fit a {d_in}->{hidden}->{d_out} head: {exc}") from None
+            raise CheckpointError(
+                f"{folder / mode / 'best.pt'}: does not fit a {d_in}->{hidden}->{d_out} head: {exc}") from None
     return mixture.eval()
 
 

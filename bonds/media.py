@@ -9,10 +9,8 @@ Each failure is a typed `MediaError` that the service turns into a 4xx.
 from __future__ import annotations
 
 import io
-import math
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
@@ -29,6 +27,35 @@ class MediaLimits:
 
 DEFAULT_LIMITS = MediaLimits()
 _IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+# Sample rates decoded: telephone speech (8 kHz) to studio (384 kHz) with room on both sides; outside it a
+# file is more likely a fabrication than a recording, and the resampling ratio to 16/48 kHz stays in 1:48.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """`(width, height)` an image's header declares, no pixel decoded; None when it cannot be read (then
+    `decode_image` says why)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data), formats=_IMAGE_FORMATS) as image:
+                return image.size
+    except Exception:  # noqa: BLE001 - any unreadable header: decoding reports it properly
+        return None
+
+
+def audio_shape(data: bytes) -> tuple[int, int, int] | None:
+    """`(frames, channels, sample rate)` an audio file's header declares, nothing decoded; None when it
+    cannot be read (then `decode_audio` says why)."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(io.BytesIO(data))
+    except Exception:  # noqa: BLE001 - as above
+        return None
+    return int(info.frames), int(info.channels), int(info.samplerate)
 
 
 def decode_image(data: bytes, limits: MediaLimits = DEFAULT_LIMITS):
@@ -90,8 +117,9 @@ def decode_audio(data: bytes, limits: MediaLimits = DEFAULT_LIMITS) -> Audio:
     try:
         with sf.SoundFile(io.BytesIO(data)) as handle:
             rate, frames = handle.samplerate, handle.frames
-            if rate <= 0:
-                raise MediaError("audio has no valid sample rate")
+            if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+                raise UnsupportedMediaError(f"audio sample rate {rate} Hz is outside the {MIN_SAMPLE_RATE}-"
+                                            f"{MAX_SAMPLE_RATE} Hz this service decodes")
             if frames > 0 and frames / rate > limits.max_audio_seconds:
                 raise MediaTooLargeError(
                     f"audio lasts {frames / rate:.1f} s; the limit is {limits.max_audio_seconds:g} s"
@@ -107,7 +135,8 @@ def decode_audio(data: bytes, limits: MediaLimits = DEFAULT_LIMITS) -> Audio:
     if samples.shape[0] == 0:
         raise MediaError("audio has no samples")
     if samples.shape[0] / rate > limits.max_audio_seconds:
-        raise MediaTooLargeError(f"audio lasts {samples.shape[0] / rate:.1f} s; the limit is {limits.max_audio_seconds:g} s")
+        raise MediaTooLargeError(
+            f"audio lasts {samples.shape[0] / rate:.1f} s; the limit is {limits.max_audio_seconds:g} s")
     mono = samples.mean(axis=1)
     if not np.isfinite(mono).all():
         raise MediaError("audio contains NaN or infinite samples")
@@ -122,7 +151,8 @@ def decode_text(text: str, limits: MediaLimits = DEFAULT_LIMITS) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:  # JSON's "\ud800" escapes make these; tokenizers fail on them
-        raise MediaError(f"text is not valid Unicode: lone surrogate {text[exc.start]!r} at character {exc.start}") from None
+        raise MediaError(
+            f"text is not valid Unicode: lone surrogate {text[exc.start]!r} at character {exc.start}") from None
     return text
 
 
@@ -136,41 +166,3 @@ def load(modality: str, source: str | bytes, limits: MediaLimits = DEFAULT_LIMIT
     if modality == "audio":
         return decode_audio(data, limits)
     raise MediaError(f"unknown modality {modality!r}; valid: text, image, audio")
-
-
-@lru_cache(maxsize=32)
-def _sinc_kernels(orig: int, new: int, width_zeros: int = 6, rolloff: float = 0.99):
-    """Hann-windowed sinc low-pass kernels for rational resampling orig -> new (both reduced)."""
-    import torch
-
-    base_freq = min(orig, new) * rolloff
-    width = math.ceil(width_zeros * orig / base_freq)
-    idx = torch.arange(-width, width + orig, dtype=torch.float64)[None, None] / orig
-    t = torch.arange(0, -new, -1, dtype=torch.float64)[:, None, None] / new + idx
-    t = (t * base_freq).clamp(-width_zeros, width_zeros)
-    window = torch.cos(t * math.pi / width_zeros / 2) ** 2
-    t = t * math.pi
-    sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / torch.where(t == 0, torch.ones_like(t), t))
-    return (sinc * window * (base_freq / orig)).to(torch.float32), width
-
-
-def resample(samples: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
-    """Band-limited resampling (windowed sinc, anti-aliased when downsampling) of a mono waveform."""
-    import torch
-
-    if orig_rate == new_rate:
-        return np.asarray(samples, dtype=np.float32)
-    gcd = math.gcd(int(orig_rate), int(new_rate))
-    orig, new = orig_rate // gcd, new_rate // gcd
-    kernels, width = _sinc_kernels(orig, new)
-    wave = torch.as_tensor(np.asarray(samples, dtype=np.float32))[None, None]
-    length = wave.shape[-1]
-    wave = torch.nn.functional.pad(wave, (width, width + orig))
-    out = torch.nn.functional.conv1d(wave, kernels, stride=orig)  # (1, new, frames)
-    out = out.transpose(1, 2).reshape(-1)
-    target = math.ceil(new * length / orig)
-    return out[:target].numpy().astype(np.float32, copy=False)
-
-
-def resample_audio(audio: Audio, rate: int) -> Audio:
-    return Audio(resample(audio.samples, audio.sample_rate, rate), rate)

@@ -1,5 +1,5 @@
-"""Per-request mixing: the validated request object, its resolution against a space, and the pure
-FreeBind formulas (used by the tests as the reference the plans must agree with).
+"""Per-request mixing: the validated request object and its resolution against a space. The formulas a
+mixing's factors enter are written out on plain arrays in bonds.reference.
 
 A `Mixing` says which preset to start from, per-bond per-modality factors f in [0, 1] (f always
 weights the *projected* term), which bonds or experts are off, and per-expert pooling weights of a
@@ -31,7 +31,9 @@ class Mixing(BaseModel):
     )
     off: list[str] = Field(default_factory=list, description="bonds ('bond') or experts ('bond/expert') to skip")
     weights: dict[str, dict[str, float]] = Field(
-        default_factory=dict, description="parallel bond -> expert -> pooling weight >= 0 (default 1 each: one mean over every head of every expert)"
+        default_factory=dict,
+        description="parallel bond -> expert -> pooling weight >= 0 (default 1 each: one mean over every head of "
+                    "every expert)"
     )
 
 
@@ -69,7 +71,7 @@ class ResolvedMixing:
         return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
 
-def _check_factor(where: str, value: float) -> float:
+def check_factor(where: str, value: float) -> float:
     if not isinstance(value, int | float) or not np.isfinite(value) or not 0.0 <= float(value) <= 1.0:
         raise MixingError(f"{where} must be a number in [0, 1], got {value!r}")
     return float(value)
@@ -117,10 +119,12 @@ def resolve_mixing(
     for bond, per_expert in mixing.weights.items():
         c = _check_bond(bond, controls, "weights")
         if not c.default_weights:
-            raise MixingError(f"weights name bond {bond!r}, a {c.kind} bond: only combination bonds pool experts by weight")
+            raise MixingError(
+                f"weights name bond {bond!r}, a {c.kind} bond: only combination bonds pool experts by weight")
         for expert, w in per_expert.items():
             if expert not in c.experts:
-                raise MixingError(f"weights name unknown expert {expert!r} of bond {bond!r}; valid: {', '.join(c.experts)}")
+                raise MixingError(
+                    f"weights name unknown expert {expert!r} of bond {bond!r}; valid: {', '.join(c.experts)}")
             if not isinstance(w, int | float) or not np.isfinite(w) or w < 0:
                 raise MixingError(f"weight of {bond}/{expert} must be a finite number >= 0, got {w!r}")
             weights.setdefault(bond, {})[expert] = float(w)
@@ -136,37 +140,4 @@ def _apply_factors(factors: dict, given: Mapping[str, Mapping[str, float]], cont
             if modality not in c.modalities:
                 valid = ", ".join(c.modalities) or "(none: this bond has no mixable modality)"
                 raise MixingError(f"{where}[{bond!r}] names modality {modality!r}; valid: {valid}")
-            factors[bond][modality] = _check_factor(f"{where}[{bond!r}][{modality!r}]", value)
-
-
-# --- The FreeBind formulas on plain arrays (n = L2-normalise). Shapes: (n, d). ---------------------
-
-
-def normalize(x_nd: np.ndarray) -> np.ndarray:
-    x_nd = np.asarray(x_nd, dtype=np.float64)
-    return x_nd / np.maximum(np.linalg.norm(x_nd, axis=-1, keepdims=True), 1e-12)
-
-
-def displace(projected_nd: np.ndarray, expert_nd: np.ndarray, f: float) -> np.ndarray:
-    """Displacement, modality in both spaces: n(f * n(P(base)) + (1 - f) * expert)."""
-    _check_factor("f", f)
-    return normalize(f * normalize(projected_nd) + (1.0 - f) * np.asarray(expert_nd, dtype=np.float64))
-
-
-def combine(base_nd: np.ndarray, projected_nd: np.ndarray, f: float) -> np.ndarray:
-    """Combination, modality in both spaces: n((1 - f) * base + f * n(P(expert)))."""
-    _check_factor("f", f)
-    return normalize((1.0 - f) * np.asarray(base_nd, dtype=np.float64) + f * normalize(projected_nd))
-
-
-def pool(head_outputs_per_expert: list[np.ndarray], weights_k: list[float] | None = None) -> np.ndarray:
-    """Parallel experts: one mean over every head of every expert (2 CLAP experts of 7 heads -> 14
-    outputs), each expert's heads weighted by its weight: n(sum_k w_k * sum_h head_kh), uniform by default.
-    `head_outputs_per_expert[k]` is `(heads_k, n, d)`, the unit outputs of expert k's heads."""
-    if not head_outputs_per_expert:
-        raise ValueError("pool needs at least one expert's projection")
-    k = len(head_outputs_per_expert)
-    w = np.ones(k) if weights_k is None else np.asarray(weights_k, dtype=np.float64)
-    if w.shape != (k,) or (w < 0).any() or w.sum() == 0:
-        raise ValueError(f"pool weights must be {k} non-negative numbers, not all 0")
-    return normalize(sum(wk * np.asarray(h, dtype=np.float64).sum(0) for wk, h in zip(w, head_outputs_per_expert, strict=True)))
+            factors[bond][modality] = check_factor(f"{where}[{bond!r}][{modality!r}]", value)

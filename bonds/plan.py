@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bonds.vectors import l2_normalize
+
 
 @dataclass(frozen=True)
 class Encode:
@@ -59,6 +61,11 @@ def _exact(c: float) -> str:
 Node = Encode | Project | Sum
 Leaf = Encode | Project
 
+# A vector of the space given as it is (a service's client sends one, a collection stores it): no encoder
+# made it, so no space plans it; it is its own single leaf, scored as it is.
+VECTOR = "vector"
+RAW_PLAN = Encode("raw", VECTOR)
+
 
 def is_unit(node: Node) -> bool:
     return isinstance(node, Encode | Sum)
@@ -89,13 +96,29 @@ def leaves(node: Node) -> list[Leaf]:
     return list(found.values())
 
 
+def encoder_leaves(node: Node) -> list[Encode]:
+    """Every encoder output a plan is a function of, projections' sources included, in first-seen order:
+    what a caller must encode before `Space.evaluate` can run the plan."""
+    found: dict[str, Encode] = {}
+
+    def walk(n: Node) -> None:
+        if isinstance(n, Encode):
+            found.setdefault(n.key, n)
+        elif isinstance(n, Project):
+            walk(n.source)
+        else:
+            for _, child in n.terms:
+                walk(child)
+
+    walk(node)
+    return list(found.values())
+
+
 def materialize(node: Node, values: dict[str, np.ndarray]) -> np.ndarray:
     """The plan's vectors `(n, d)` from the leaf values `key -> (n, d)`."""
     if not isinstance(node, Sum):
         return values[node.key]
-    total_nd = sum(c * materialize(child, values) for c, child in node.terms)
-    norms_n1 = np.linalg.norm(total_nd, axis=-1, keepdims=True)
-    return (total_nd / np.maximum(norms_n1, 1e-12)).astype(np.float32)
+    return l2_normalize(sum(c * materialize(child, values) for c, child in node.terms))
 
 
 def gram(leaf_values_nld: np.ndarray) -> np.ndarray:

@@ -58,7 +58,8 @@ class ProjectorMixture(nn.Module):
         if not config.heads:
             raise ValueError("a projector mixture needs at least one head")
         self.config = config
-        self.heads = nn.ModuleDict({name: ProjectorHead(config.d_in, config.d_out, config.hidden) for name in config.heads})
+        self.heads = nn.ModuleDict(
+            {name: ProjectorHead(config.d_in, config.d_out, config.hidden) for name in config.heads})
         self.eval()
 
     @property

@@ -2,7 +2,8 @@
 
 An item's vector under mixing M is `x = sum_l a_l(M, G) * leaf_l`, where the coefficients depend on
 the mixing and on the item's own Gram matrix G of leaves (bonds.plan.coefficients). So with the leaves
-and G stored at index time, `q . x = sum_l a_l * (q . leaf_l)`: exact, for any mixing.
+and G stored at index time, `q . x = sum_l a_l * (q . leaf_l)`: exact, for any mixing. This is the one
+re-scorer: the service's collections score every stored item through `remix_scores`, a block at a time.
 """
 
 from __future__ import annotations
@@ -27,10 +28,15 @@ def item_coefficients(plan: Node, keys: list[str], gram_nll: np.ndarray) -> np.n
         ) from None
 
 
-def remix_scores(query_d: np.ndarray, plan: Node, keys: list[str], leaves_nld: np.ndarray, gram_nll: np.ndarray) -> np.ndarray:
-    """Inner products `(n,)` of a query vector with each item's vector under `plan`."""
+def remix_scores(query_d: np.ndarray, plan: Node, keys: list[str], leaves_nld: np.ndarray,
+                 gram_nll: np.ndarray) -> np.ndarray:
+    """Inner products `(n,)` (float64) of a query vector with each item's vector under `plan`.
+
+    The leaf products are taken in the leaves' own float32 (one BLAS matrix-vector product, no float64
+    copy of the leaves: a search re-scores thousands of items per query), the coefficients in float64.
+    """
     a_nl = item_coefficients(plan, keys, gram_nll)
-    dots_nl = leaves_nld.astype(np.float64) @ np.asarray(query_d, dtype=np.float64)
+    dots_nl = leaves_nld @ np.asarray(query_d, dtype=leaves_nld.dtype)
     return np.einsum("nl,nl->n", a_nl, dots_nl)
 
 

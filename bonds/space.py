@@ -3,7 +3,8 @@
 `Space.embed(modality, items, mixing)` returns `(n, dim)` float32 rows of unit norm. Encoder spaces
 and bonded spaces (bonds.bond) both implement it, so a bonded space can be the base or the expert of
 another bond with no special case. Subclasses only say how to *plan* an embedding (bonds.plan);
-evaluation is shared here: each encoder runs at most once per call, however many bonds use it.
+evaluation is shared here, in two steps a server can take apart: `run_encoders` (each encoder the plan
+needs runs once, however many bonds use it) and `evaluate` (the bond math over those outputs).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from bonds.encoders.base import Encoder
+from bonds.encoders.base import Encoded, Encoder
 from bonds.errors import ModalityError
+from bonds.items import as_items
 from bonds.mixing import BondControls, Mixing, ResolvedMixing, resolve_mixing
-from bonds.plan import Encode, Leaf, Node, Project, gram, leaves, materialize
+from bonds.plan import Encode, Leaf, Node, Project, encoder_leaves, gram, leaves, materialize
 from bonds.projector import ProjectorMixture
 
 
@@ -101,15 +103,32 @@ class Space(ABC):
         return f"{self.name}@{hashlib.sha256(blob).hexdigest()[:16]}"
 
     def encode(self, modality: str, items: Sequence[Any], mixing=None) -> Embedding:
+        """`items` (see `embed`) under `mixing`: vectors, per-item notes, the resolved mixing, the fingerprint."""
         self.check_modality(modality)
+        items = as_items(modality, items)
         resolved = self.resolve(mixing)
-        node = self.plan(modality, resolved)
-        run = Evaluation(self.encoder_spaces(), self.projectors(), items)
-        vectors = run.value(node)
-        return Embedding(vectors.astype(np.float32), run.notes(), resolved, self.fingerprint(resolved))
+        plan = self.plan(modality, resolved)
+        return self.evaluate(plan, self.run_encoders(plan, items), resolved)
 
     def embed(self, modality: str, items: Sequence[Any], mixing=None) -> np.ndarray:
+        """`(n, dim)` float32 unit rows of `items` under `mixing` (a preset name, factors, off, weights).
+
+        Items: text `str`; images as `PIL.Image.Image`, file paths or the files' bytes; audio as
+        `Audio(samples, sample_rate)`, file paths or bytes (WAV, FLAC, OGG, MP3).
+        `space.embed("image", ["dog.jpg"], {"preset": "multilingual"})`.
+        """
         return self.encode(modality, items, mixing).vectors
+
+    def run_encoders(self, plan: Node, items: Sequence[Any]) -> dict[str, Encoded]:
+        """Every encoder output `plan` needs, by leaf key. A caller that runs encoders its own way (a server
+        batching them across requests) computes this map itself and hands it to `evaluate`."""
+        spaces = self.encoder_spaces()
+        return {leaf.key: spaces[leaf.space].encoder.encode(leaf.modality, items) for leaf in encoder_leaves(plan)}
+
+    def evaluate(self, plan: Node, outputs: Mapping[str, Encoded], mixing: ResolvedMixing) -> Embedding:
+        """The plan's vectors from its encoder outputs (`run_encoders`' map): the bond math, nothing else."""
+        run = Evaluation(self.projectors(), outputs)
+        return Embedding(run.value(plan).astype(np.float32), run.notes(), mixing, self.fingerprint(mixing))
 
     def full_mixing(self, mixing: Mixing | Mapping[str, Any] | ResolvedMixing | None = None) -> ResolvedMixing:
         """A mixing under which every leaf that `mixing` or any re-mix of it could use appears in the plan.
@@ -132,9 +151,14 @@ class Space(ABC):
         """Leaf vectors of `items` under `full_mixing(mixing)`: enough to score them under `mixing` and any
         mixing that differs from it outside projected bonds (all mixings, for the usual shapes)."""
         self.check_modality(modality)
-        node = self.plan(modality, self.full_mixing(mixing))
-        run = Evaluation(self.encoder_spaces(), self.projectors(), items)
-        found = leaves(node)
+        items = as_items(modality, items)
+        plan = self.plan(modality, self.full_mixing(mixing))
+        return self.evaluate_components(modality, plan, self.run_encoders(plan, items))
+
+    def evaluate_components(self, modality: str, plan: Node, outputs: Mapping[str, Encoded]) -> Components:
+        """`components` from the encoder outputs of `plan`, a plan under `full_mixing(...)`."""
+        run = Evaluation(self.projectors(), outputs)
+        found = leaves(plan)
         stacked = np.stack([run.value(leaf) for leaf in found], axis=1).astype(np.float32)
         return Components(modality, [leaf.key for leaf in found], stacked, gram(stacked), run.notes())
 
@@ -174,22 +198,23 @@ class EncoderSpace(Space):
 
 
 class Evaluation:
-    """One call's evaluation of plans: caches every leaf, so each encoder runs at most once."""
+    """One call's evaluation of plans over given encoder outputs: caches every projected leaf, so each
+    projector runs at most once per source."""
 
-    def __init__(self, encoders: Mapping[str, EncoderSpace], projectors: Mapping[str, ProjectorMixture], items):
-        self.encoders, self.projectors, self.items = encoders, projectors, items
-        self.cache: dict[str, np.ndarray] = {}
-        self._notes: dict[str, list[str | None]] = {}
+    def __init__(self, projectors: Mapping[str, ProjectorMixture], outputs: Mapping[str, Encoded]):
+        sizes = {key: len(encoded.vectors) for key, encoded in outputs.items()}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"encoder outputs disagree on the number of items: {sizes}")
+        self.projectors, self.outputs = projectors, outputs
+        self.size = next(iter(sizes.values()), 0)
+        self.cache: dict[str, np.ndarray] = {key: encoded.vectors for key, encoded in outputs.items()}
 
     def leaf(self, node: Leaf) -> np.ndarray:
         if node.key not in self.cache:
             if isinstance(node, Encode):
-                encoded = self.encoders[node.space].encoder.encode(node.modality, self.items)
-                self.cache[node.key] = encoded.vectors
-                self._notes[node.key] = encoded.notes
-            else:
-                source = self.value(node.source)
-                self.cache[node.key] = self.projectors[node.projector].project(source, normalize=False)
+                raise KeyError(f"no output of encoder leaf {node.key!r} was given (given: {', '.join(self.outputs)})")
+            source = self.value(node.source)
+            self.cache[node.key] = self.projectors[node.projector].project(source, normalize=False)
         return self.cache[node.key]
 
     def value(self, node: Node) -> np.ndarray:
@@ -200,10 +225,10 @@ class Evaluation:
         return materialize(node, self.cache)
 
     def notes(self) -> list[str | None]:
-        """Per-item notes of every encoder that ran, joined."""
-        merged: list[str | None] = [None] * len(self.items)
-        for notes in self._notes.values():
-            for i, note in enumerate(notes):
+        """Per-item notes of every encoder output, joined."""
+        merged: list[str | None] = [None] * self.size
+        for encoded in self.outputs.values():
+            for i, note in enumerate(encoded.notes):
                 if note:
                     merged[i] = note if merged[i] is None or note in merged[i] else f"{merged[i]}; {note}"
         return merged

@@ -1,4 +1,5 @@
-"""Dependencies the routers declare: the app's settings, engine, store and metrics, and the API key check.
+"""Dependencies the routers declare: the app's settings, engine, store and metrics; and the API key check
+(run by service.middleware.KeyFirst, before the body is read).
 
 Everything hangs off `request.app.state` (set in `create_app` and its lifespan), never off module
 globals, so each app built by `create_app(settings)` is independent.
@@ -7,10 +8,12 @@ globals, so each app built by `create_app(settings)` is independent.
 from __future__ import annotations
 
 import hmac
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from service.admission import Ticket
 from service.engine import Engine
 from service.errors import Unauthorized
 from service.metrics import Metrics
@@ -35,10 +38,21 @@ async def _metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+async def _ticket(request: Request) -> AsyncIterator[Ticket]:
+    """The request's claim on the server's budgets (service.admission), given back when it ends: answered,
+    failed, or cancelled because its client left."""
+    ticket = request.app.state.admission.ticket()
+    try:
+        yield ticket
+    finally:
+        ticket.release()
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 EngineDep = Annotated[Engine, Depends(_engine)]
 StoreDep = Annotated[Any, Depends(_store)]  # service.index.store.CollectionStore
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
+TicketDep = Annotated[Ticket, Depends(_ticket)]
 
 
 async def require_api_key(request: Request) -> None:

@@ -1,22 +1,25 @@
 """The engine: the served spaces, one batcher per encoder, and the async calls the routers make.
 
 Spaces load in the background after start-up (so /health/live answers while weights load); each
-distinct encoder object gets one `Batcher`, and every space that uses it sees a `BatchedEncoder` in
-its place. A request first awaits, in the batchers, every encoder output its plan needs (riding in
-batches with other requests' items, no thread held while it waits), then runs the library's own
-`Space.encode` / `Space.components`, which find those outputs and only do the bond math.
-Admission is by items in flight (`max_queue`): a request that does not fit is a 429.
+distinct encoder object gets one `Batcher`; the spaces stay the library's own, unmodified objects.
+One forward path: a request's space resolves the mixing and plans once; the engine awaits, in the
+batchers, every encoder output the plan needs (riding in batches with other requests' items, no thread
+held while it waits) and hands them to the library's `Space.evaluate` / `Space.evaluate_components`,
+which only do the bond math. Items are prepared (resized, featurised) by one pool of worker threads
+shared by every batcher, while the models compute.
+Admission is by items in flight (`max_queue`), the one bound on the batchers' queues: a request is
+admitted whole before any of its items is queued, and one that does not fit is a 429.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
-from contextvars import ContextVar
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,15 +30,15 @@ from bonds.description import load_space
 from bonds.encoders.base import Audio, Encoded, Encoder
 from bonds.errors import DescriptionError, DimensionError, FreeBindError, UnknownNameError
 from bonds.mixing import ResolvedMixing
-from bonds.plan import Encode, Node, Project
+from bonds.plan import VECTOR, Node, encoder_leaves
 from bonds.space import Components, Embedding, Space
-from service.batcher import PREFETCHED, BatchedEncoder, Batcher
+from bonds.vectors import l2_normalize
+from service.batcher import Batcher
 from service.errors import InvalidInput, NotReady, Overloaded, TooManyItems
 from service.metrics import Metrics
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-VECTOR = "vector"  # an input that is already a vector of the space: passed through, not encoded
 
 
 @dataclass
@@ -50,18 +53,12 @@ class Embedded:
     fingerprint: str
 
 
-# set while a request admitted as a whole runs its per-modality embeds (they must not be admitted again)
-_ADMITTED: ContextVar[bool] = ContextVar("freebind_admitted", default=False)
-
-
 def unit_vector(vector: np.ndarray, what: str = "a vector input", index: int | None = None) -> np.ndarray:
-    """A client's vector scaled to unit length, as float32. The norm is taken in float64: finite float32
-    numbers near their limits (3e38, 1e-30) overflow or vanish when squared in float32."""
-    wide = np.asarray(vector, dtype=np.float64)
-    norm = float(np.linalg.norm(wide))
-    if norm == 0.0:
+    """A client's vector scaled to unit length, as float32 (bonds.vectors.l2_normalize); a zero vector has
+    no direction to scale."""
+    if not np.any(vector):
         raise InvalidInput(f"{what}: a zero vector has no direction", index=index)
-    return (wide / norm).astype(np.float32)
+    return l2_normalize(vector, eps=0.0)
 
 
 class Engine:
@@ -69,6 +66,8 @@ class Engine:
         self.settings, self.metrics = settings, metrics
         self.spaces: dict[str, Space] = {}
         self.batchers: dict[int, Batcher] = {}  # by id() of the encoder object spaces share
+        self.encoders: dict[int, Encoder] = {}  # the same keys: each batcher's encoder
+        self.prepare_pool = ThreadPoolExecutor(preprocess_workers(settings), thread_name_prefix="prepare")
         self.state = "starting"  # -> loading -> warming -> ready | failed; stopped
         self.error: str | None = None
         self._in_flight = 0
@@ -86,6 +85,7 @@ class Engine:
             self._task.cancel()
         for batcher in self.batchers.values():
             await batcher.stop()
+        self.prepare_pool.shutdown(wait=False, cancel_futures=True)
         self.state = "stopped"
 
     async def wait_ready(self, timeout: float | None = None) -> bool:
@@ -109,7 +109,10 @@ class Engine:
             # only by type: the traceback is in the log
             self.state = "failed"
             self.error = str(exc) if isinstance(exc, FreeBindError) else f"{type(exc).__name__} (see the server log)"
-            log.exception("the engine failed to start; /health/live now fails")
+            if isinstance(exc, FreeBindError):  # our own message says it all: a traceback would bury it
+                log.error("the engine failed to start: %s; /health/live now fails", exc)
+            else:
+                log.exception("the engine failed to start; /health/live now fails")
         finally:
             self._loaded.set()
 
@@ -117,26 +120,28 @@ class Engine:
         cache: dict[str, Any] = {}  # one encoder object per (kind, options, device), however many spaces
         for entry in self.settings.spaces:
             space = load_space(entry, models_root=self.settings.models_root, device=self.settings.device,
-                               encoder_cache=cache)
+                               dtype=self.settings.dtype, encoder_cache=cache)
             if space.name in self.spaces:
                 raise DescriptionError(f"two served spaces are named {space.name!r} ({entry})")
             for encoder_space in space.encoder_spaces().values():
-                encoder_space.encoder = self._batched(encoder_space.encoder)
+                self._add_batcher(encoder_space.encoder)
             self.spaces[space.name] = space
         default = self.settings.default_space
         if default is not None and default not in self.spaces:
             raise DescriptionError(f"default space {default!r} is not served; served: {', '.join(self.spaces)}")
 
-    def _batched(self, encoder: Encoder) -> BatchedEncoder:
-        inner = encoder.inner if isinstance(encoder, BatchedEncoder) else encoder
-        if id(inner) not in self.batchers:
-            label = inner.name if all(b.name != inner.name for b in self.batchers.values()) else f"{inner.name}#{len(self.batchers)}"
-            batcher = Batcher(label, functools.partial(_one_call, inner),
-                              max_batch_size=self.settings.max_batch_size or inner.batch_size,
-                              max_wait_s=self.settings.max_wait_ms / 1000.0, max_queue=self.settings.max_queue,
-                              retry_after_s=self.settings.retry_after_s, metrics=self.metrics)
-            self.batchers[id(inner)] = batcher
-        return BatchedEncoder(inner, self.batchers[id(inner)])
+    def _add_batcher(self, encoder: Encoder) -> None:
+        if id(encoder) in self.batchers:
+            return
+        taken = any(b.name == encoder.name for b in self.batchers.values())
+        label = f"{encoder.name}#{len(self.batchers)}" if taken else encoder.name
+        # only encoders with per-item work of their own send items through the pool
+        prepare = encoder.prepare if type(encoder).prepare is not Encoder.prepare else None
+        self.batchers[id(encoder)] = Batcher(
+            label, encoder.encode_prepared, prepare=prepare, prepare_pool=self.prepare_pool,
+            max_batch_size=self.settings.max_batch_size or encoder.batch_size,
+            max_wait_s=self.settings.max_wait_ms / 1000.0, metrics=self.metrics)  # queues bounded by _admit
+        self.encoders[id(encoder)] = encoder
 
     async def warm_up(self) -> None:
         """One tiny input per space and modality: first calls (allocations, lazy init) are the slow ones."""
@@ -168,7 +173,9 @@ class Engine:
 
     def health(self) -> dict[str, Any]:
         encoders = {b.name: {"alive": b.alive, "healthy": b.healthy, "queued": b.depth,
-                             "consecutive_failures": b.consecutive_failures} for b in self.batchers.values()}
+                             "consecutive_failures": b.consecutive_failures,
+                             **{k: self.encoders[key].info()[k] for k in ("device", "precision")}}
+                    for key, b in self.batchers.items()}
         return {"state": self.state, "error": self.error, "spaces": list(self.spaces), "encoders": encoders,
                 "items_in_flight": self._in_flight}
 
@@ -189,45 +196,38 @@ class Engine:
         return self.spaces[name]
 
     async def embed(self, space: str | Space, modality: str, items: Sequence[Any], mixing: Any = None) -> Embedding:
-        """`Space.encode` with every encoder call batched across requests."""
+        """`Space.encode`, with every encoder call batched across requests."""
         target = space if isinstance(space, Space) else self.space(space)
-        target.check_modality(modality)
-        resolved = target.resolve(mixing)  # a bad mixing fails here, before anything is queued
-        plan = target.plan(modality, resolved)
-        embedding = await self._run(target, plan, items, target.encode, modality, items, resolved)
-        self.metrics.items.labels(modality).inc(len(items))
-        return embedding
+        with self._admit(len(items)):
+            return await self._embed(target, modality, items, target.resolve(mixing))
 
-    async def components(self, space: str | Space, modality: str, items: Sequence[Any], mixing: Any = None) -> Components:
+    async def components(self, space: str | Space, modality: str, items: Sequence[Any],
+                         mixing: Any = None) -> Components:
         """`Space.components` (leaf vectors for re-mixing at search time, around the collection's `mixing`),
         batched the same way."""
         target = space if isinstance(space, Space) else self.space(space)
         target.check_modality(modality)
-        full = target.full_mixing(mixing)
-        plan = target.plan(modality, full)
-        components = await self._run(target, plan, items, target.components, modality, items, full)
-        self.metrics.items.labels(modality).inc(len(items))
+        plan = target.plan(modality, target.full_mixing(mixing))  # a bad mixing fails here, before anything is queued
+        with self._admit(len(items)):
+            outputs = await self._encoder_outputs(target, plan, items)
+            components = await self._evaluate(target, target.evaluate_components, modality, plan, outputs)
+        self.metrics.items.labels(space.name, modality).inc(len(items))
         return components
 
     async def embed_inputs(self, space: str | Space, inputs: Sequence[tuple[str, Any]], mixing: Any = None) -> Embedded:
-        """Inputs of mixed modalities: one `embed` per modality (run together), answers in input order.
+        """Inputs of mixed modalities: one plan per modality (run together), answers in input order.
 
-        An error of one item carries that item's position in `inputs`.
+        The request is admitted whole: admitted one modality at a time, a request larger than the free
+        permits had its first groups encoded and then a 429. An error of one item carries that item's
+        position in `inputs`.
         """
         target = space if isinstance(space, Space) else self.space(space)
         resolved = target.resolve(mixing)
         positions: dict[str, list[int]] = {}
         for i, (modality, _) in enumerate(inputs):
             positions.setdefault(modality, []).append(i)
-        # the request is admitted whole (its modalities' runs below do not ask again): admitted one modality
-        # at a time, a request larger than the free permits had its first groups encoded and then a 429
-        encoded = sum(len(w) for m, w in positions.items() if m != VECTOR)
-        with self._admit(encoded):
-            token = _ADMITTED.set(True)
-            try:
-                return await self._embed_groups(target, inputs, positions, resolved)
-            finally:
-                _ADMITTED.reset(token)
+        with self._admit(sum(len(w) for m, w in positions.items() if m != VECTOR)):
+            return await self._embed_groups(target, inputs, positions, resolved)
 
     async def _embed_groups(self, target: Space, inputs: Sequence[tuple[str, Any]], positions: dict[str, list[int]],
                             resolved: ResolvedMixing) -> Embedded:
@@ -240,7 +240,7 @@ class Engine:
                 if modality == VECTOR:
                     vectors[where] = self._given_vectors(target, items)
                     return
-                embedding = await self.embed(target, modality, items, resolved)
+                embedding = await self._embed(target, modality, items, resolved)
             except FreeBindError as exc:
                 if exc.index is not None:
                     exc.index = where[exc.index]
@@ -259,10 +259,11 @@ class Engine:
     def _given_vectors(space: Space, items: list[np.ndarray]) -> np.ndarray:
         for i, vector in enumerate(items):
             if vector.shape != (space.dim,):
-                raise DimensionError(f"vector has {vector.size} numbers; space {space.name!r} is {space.dim}-d", index=i)
+                raise DimensionError(f"vector has {vector.size} numbers; space {space.name!r} is {space.dim}-d",
+                                     index=i)
         return np.stack([unit_vector(vector, index=i) for i, vector in enumerate(items)])
 
-    # --- running library calls --------------------------------------------------------------------
+    # --- the forward path ------------------------------------------------------------------------
     @contextmanager
     def _admit(self, n: int) -> Iterator[None]:
         """Permits by item: a request is admitted whole or refused with 429, never queued unboundedly."""
@@ -279,42 +280,45 @@ class Engine:
             self._in_flight -= n
             self.metrics.in_flight.set(self._in_flight)
 
-    async def _run(self, space: Space, plan: Node, items: Sequence[Any], call, *args) -> Any:
-        """Await every encoder run `plan` needs in its batcher (no thread is held while batches fill),
-        then let the library evaluate the plan, which finds those results instead of encoding again."""
+    async def _embed(self, space: Space, modality: str, items: Sequence[Any], resolved: ResolvedMixing) -> Embedding:
+        """Plan once, encode the plan's leaves in the batchers, evaluate: an admitted request's one path."""
+        space.check_modality(modality)
+        plan = space.plan(modality, resolved)
+        outputs = await self._encoder_outputs(space, plan, items)
+        embedding = await self._evaluate(space, space.evaluate, plan, outputs, resolved)
+        self.metrics.items.labels(space.name, modality).inc(len(items))
+        return embedding
+
+    async def _encoder_outputs(self, space: Space, plan: Node, items: Sequence[Any]) -> dict[str, Encoded]:
+        """Every encoder output `plan` needs, by leaf key, from the batchers. Two leaves of one encoder object
+        and modality (spaces sharing an encoder) are one run."""
         if self.state not in ("ready", "warming"):
             raise NotReady(f"the engine is {self.state}; see /health/ready")
-        with nullcontext() if _ADMITTED.get() else self._admit(len(items)):
-            encoders = space.encoder_spaces()
-            runs = {(id(encoders[leaf.space].encoder.inner), leaf.modality): encoders[leaf.space].encoder
-                    for leaf in _encoder_leaves(plan)}
-            outputs = await asyncio.gather(*(e.batcher.encode_async(m, items) for (_, m), e in runs.items() if items))
-            token = PREFETCHED.set(dict(zip(runs, outputs, strict=False)))  # no items: nothing to prefetch
-            try:
-                started = time.perf_counter()
-                if space.bonds():  # projector MLPs are real CPU work: off the event loop
-                    out = await anyio.to_thread.run_sync(call, *args, limiter=self._limiter)
-                else:  # a lone encoder's plan is its output as is
-                    out = call(*args)
-                self.metrics.observe("bond", time.perf_counter() - started)
-            finally:
-                PREFETCHED.reset(token)
+        encoders = space.encoder_spaces()
+        runs: dict[tuple[int, str], list[str]] = {}
+        for leaf in encoder_leaves(plan):
+            runs.setdefault((id(encoders[leaf.space].encoder), leaf.modality), []).append(leaf.key)
+        outputs = await asyncio.gather(*(self.batchers[key].encode_async(modality, items) for key, modality in runs))
+        return {leaf_key: encoded for keys, encoded in zip(runs.values(), outputs, strict=True) for leaf_key in keys}
+
+    async def _evaluate(self, space: Space, evaluate, *args) -> Any:
+        """The library's bond math on the encoder outputs: projector MLPs are real CPU work, off the event loop."""
+        started = time.perf_counter()
+        if space.bonds():
+            out = await anyio.to_thread.run_sync(evaluate, *args, limiter=self._limiter)
+        else:  # a lone encoder's plan is its output as is
+            out = evaluate(*args)
+        self.metrics.observe("bond", time.perf_counter() - started)
         return out
 
 
-def _one_call(encoder: Encoder, modality: str, items: Sequence[Any]) -> Encoded:
-    """A batch the batcher formed, run as one model call: its size already follows the limit chosen (an
-    operator's FREEBIND_MAX_BATCH_SIZE may exceed the encoder's own default, which must not split it)."""
-    return encoder.encode(modality, items, batch_size=len(items))
-
-
-def _encoder_leaves(node: Node) -> set[Encode]:
-    """Every encoder output a plan is a function of, inside projections too."""
-    if isinstance(node, Encode):
-        return {node}
-    if isinstance(node, Project):
-        return _encoder_leaves(node.source)
-    return set().union(*(_encoder_leaves(child) for _, child in node.terms))
+def preprocess_workers(settings: Settings) -> int:
+    """Threads that prepare items (resize, audio features) for every batcher: the setting, else one per
+    core the process may use, at most 16 (image preparation stops scaling there on a 16-core host)."""
+    if settings.preprocess_workers is not None:
+        return settings.preprocess_workers
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(16, cores))
 
 
 def _sample_image():

@@ -35,10 +35,13 @@ STATUS: dict[str, tuple[int, str]] = {
     "media_too_large": (413, "Media too large"),
     "payload_too_large": (413, "Payload too large"),
     "too_many_items": (413, "Too many inputs"),
+    "too_costly": (413, "Request too costly"),  # over a per-request cost limit (service.admission)
     "conflict": (409, "Conflict"),  # a collection that exists; stored vectors of another space
     "auth": (401, "Unauthorized"),
     "overloaded": (429, "Overloaded"),
     "not_ready": (503, "Not ready"),
+    "insufficient_storage": (507, "Insufficient storage"),  # the disk is full; the write was rolled back
+    "collections_off": (501, "Not implemented"),  # a server that keeps no collections (service.collections_off)
     # configuration problems: the operator's to fix, reported to the client as a plain 500
     "invalid_checkpoint": (500, "Internal server error"),
     "invalid_description": (500, "Internal server error"),
@@ -58,6 +61,12 @@ class InvalidInput(ServiceError, ValueError):
 
 class TooManyItems(ServiceError, ValueError):
     kind = "too_many_items"
+
+
+class TooLarge(ServiceError, ValueError):
+    """Part of a request over a documented size limit (an item's metadata)."""
+
+    kind = "payload_too_large"
 
 
 class Unauthorized(ServiceError):
@@ -165,15 +174,6 @@ def _body_error(cause: BaseException) -> str:
     if isinstance(cause, RecursionError):
         return "its JSON is nested too deeply"
     return "it is not readable as JSON"
-
-
-def problem_responses() -> dict[int | str, dict[str, Any]]:
-    """What any operation may answer besides its success, for the OpenAPI document (`FastAPI(responses=)`)."""
-    schema = {"type": "object", "required": ["type", "title", "status", "detail"],
-              "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-                             "detail": {"type": "string"}, "request_id": {"type": "string"}}}
-    statuses = sorted({status for status, _ in STATUS.values()} | {400, 405})
-    return {status: {"description": _reason(status), "content": {PROBLEM_JSON: {"schema": schema}}} for status in statuses}
 
 
 def _reason(status: int) -> str:

@@ -8,12 +8,23 @@ shortest decimal that reads back as the same float32, several times faster.
 
 from __future__ import annotations
 
-from typing import Any
+import base64
+from typing import Any, Literal
 
+import numpy as np
 import orjson
 from fastapi.responses import JSONResponse
+
+EncodingFormat = Literal["float", "base64"]
 
 
 class VectorResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def encode_vector(vector: np.ndarray, encoding_format: str) -> np.ndarray | str:
+    """base64 of little-endian float32 bytes, or the float32 array itself (VectorResponse writes it)."""
+    if encoding_format == "base64":
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    return np.ascontiguousarray(vector, dtype=np.float32)

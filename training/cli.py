@@ -2,7 +2,8 @@
 
 All stages share a work folder (`--workdir`); each stage reads what the one before wrote and skips
 what is already done, so any command can be re-run after an interruption. Every option also reads
-an environment variable `FREEBIND_TRAIN_<OPTION>`.
+an environment variable `FREEBIND_TRAIN_<OPTION>`. The commands about the starter classifier's 1,000
+ImageNet classes (prepare-classes, posteriors, eval-1k) live in training.cli_imagenet.
 """
 
 from __future__ import annotations
@@ -13,25 +14,19 @@ from pathlib import Path
 
 import typer
 
+from training import cli_imagenet
+from training.cli_options import DEVICE, NO_PROGRESS, WORKDIR, fail
+
 app = typer.Typer(help="Train a bond: embed -> pairs -> fit -> eval -> export.", no_args_is_help=True,
                   add_completion=False)
+app.add_typer(cli_imagenet.app)  # prepare-classes, posteriors, eval-1k: commands at this level, no group
 log = logging.getLogger(__name__)
-
-WORKDIR = typer.Option(Path("artifacts/train"), "--workdir", envvar="FREEBIND_TRAIN_WORKDIR",
-                       help="work folder shared by all stages (embeddings/, pairs/, fit/, eval/)")
-NO_PROGRESS = typer.Option(False, "--no-progress", envvar="FREEBIND_TRAIN_NO_PROGRESS",
-                           help="turn the progress bars off (logs still say what happened)")
-DEVICE = typer.Option(None, "--device", envvar="FREEBIND_TRAIN_DEVICE", help="torch device for models (cpu, cuda)")
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 @app.command("embed")
 def embed_command(
-    space: str = typer.Option(..., "--space", envvar="FREEBIND_TRAIN_SPACE", help="name of the space's embedding folder"),
+    space: str = typer.Option(..., "--space", envvar="FREEBIND_TRAIN_SPACE",
+                              help="name of the space's embedding folder"),
     encoder: str = typer.Option(None, "--encoder", envvar="FREEBIND_TRAIN_ENCODER",
                                 help="encoder registry name (e.g. tiny, starter, e5)"),
     encoder_option: list[str] = typer.Option([], "--encoder-option", envvar="FREEBIND_TRAIN_ENCODER_OPTION",
@@ -40,9 +35,12 @@ def embed_command(
                                     help="a space description file (instead of --encoder)"),
     pool: list[str] = typer.Option(..., "--pool", envvar="FREEBIND_TRAIN_POOL",
                                    help="NAME=MODALITY:PATH[?field=&label=&start=&stop=&step=], repeatable"),
-    batch_size: int = typer.Option(64, "--batch-size", envvar="FREEBIND_TRAIN_BATCH_SIZE", help="items per encoder call"),
-    shard_size: int = typer.Option(8192, "--shard-size", envvar="FREEBIND_TRAIN_SHARD_SIZE", help="items per shard file"),
-    dtype: str = typer.Option("float32", "--dtype", envvar="FREEBIND_TRAIN_DTYPE", help="stored vectors: float32 or float16"),
+    batch_size: int = typer.Option(64, "--batch-size", envvar="FREEBIND_TRAIN_BATCH_SIZE",
+                                   help="items per encoder call"),
+    shard_size: int = typer.Option(8192, "--shard-size", envvar="FREEBIND_TRAIN_SHARD_SIZE",
+                                   help="items per shard file"),
+    dtype: str = typer.Option("float32", "--dtype", envvar="FREEBIND_TRAIN_DTYPE",
+                              help="stored vectors: float32 or float16"),
     num_shards: int = typer.Option(1, "--num-shards", envvar="FREEBIND_TRAIN_NUM_SHARDS",
                                    help="split the work N ways (one machine computes every N-th shard)"),
     shard_index: int = typer.Option(0, "--shard-index", envvar="FREEBIND_TRAIN_SHARD_INDEX",
@@ -57,9 +55,9 @@ def embed_command(
     from training.pools import parse_pool
 
     if dtype not in ("float32", "float16"):
-        _fail(f"--dtype must be float32 or float16, got {dtype!r}")
+        fail(f"--dtype must be float32 or float16, got {dtype!r}")
     if bool(encoder) == bool(description):
-        _fail("give exactly one of --encoder or --description")
+        fail("give exactly one of --encoder or --description")
     try:
         spec = SpaceSpec(space, encoder, parse_options(encoder_option), description)
         pools = [parse_pool(p) for p in pool]
@@ -71,7 +69,7 @@ def embed_command(
                                   num_shards=num_shards, shard_index=shard_index, dtype=dtype, device=device,
                                   progress=not no_progress)
     except (ValueError, FileNotFoundError, KeyError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(json.dumps({"space": space, "written": written}))
 
 
@@ -79,18 +77,22 @@ def embed_command(
 def pairs_command(
     source: str = typer.Option(..., "--source", envvar="FREEBIND_TRAIN_SOURCE", help="space the projector reads"),
     target: str = typer.Option(..., "--target", envvar="FREEBIND_TRAIN_TARGET", help="space the projector writes"),
-    pool: list[str] = typer.Option(..., "--pool", envvar="FREEBIND_TRAIN_PAIR_POOL", help="embedded pool name, repeatable"),
+    pool: list[str] = typer.Option(..., "--pool", envvar="FREEBIND_TRAIN_PAIR_POOL",
+                                   help="embedded pool name, repeatable"),
     bank: list[str] = typer.Option([], "--bank", envvar="FREEBIND_TRAIN_BANK",
                                    help="pool(s) of a modality both spaces have: the retrieval memory bank"),
     k: int = typer.Option(64, "--k", envvar="FREEBIND_TRAIN_K", help="neighbours the retrieval softmax runs over"),
     tau: float = typer.Option(0.01, "--tau", envvar="FREEBIND_TRAIN_TAU", help="retrieval softmax temperature tau_r"),
     block: int = typer.Option(1024, "--block", envvar="FREEBIND_TRAIN_BLOCK", help="queries per retrieval block"),
-    bank_limit: int = typer.Option(None, "--bank-limit", envvar="FREEBIND_TRAIN_BANK_LIMIT", help="use the first N bank rows"),
+    bank_limit: int = typer.Option(None, "--bank-limit", envvar="FREEBIND_TRAIN_BANK_LIMIT",
+                                   help="use the first N bank rows"),
     pseudo: str = typer.Option("own", "--pseudo", envvar="FREEBIND_TRAIN_PSEUDO",
                                help="own: (item, n(w.M)) pairs; both: also (n(w.M_s), n(w.M_t))"),
-    mode: list[str] = typer.Option([], "--mode", envvar="FREEBIND_TRAIN_MODE", help="data modes to keep (default: all present)"),
+    mode: list[str] = typer.Option([], "--mode", envvar="FREEBIND_TRAIN_MODE",
+                                   help="data modes to keep (default: all present)"),
     conse: list[str] = typer.Option([], "--conse", envvar="FREEBIND_TRAIN_CONSE",
-                                    help="classified image pool (`posteriors`): ConSE pairs over --classes, repeatable"),
+                                    help="classified image pool (`posteriors`): ConSE pairs over --classes, "
+                                         "repeatable"),
     classes: str = typer.Option(None, "--classes", envvar="FREEBIND_TRAIN_CLASSES",
                                 help="the class-name text pool the posteriors index (line i = class i)"),
     retrieve: list[str] = typer.Option([], "--retrieve", envvar="FREEBIND_TRAIN_RETRIEVE",
@@ -106,7 +108,7 @@ def pairs_command(
     try:
         summary = build_pairs(workdir, config, progress=not no_progress)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(json.dumps({"centres": summary["centres"], "modes": summary["modes"]}))
 
 
@@ -117,10 +119,12 @@ def fit_command(
                                help="epochs (default 5 displacement, 20 combination)"),
     lr: float = typer.Option(1e-3, "--lr", envvar="FREEBIND_TRAIN_LR", help="Adam learning rate"),
     batch_size: int = typer.Option(4096, "--batch-size", envvar="FREEBIND_TRAIN_FIT_BATCH_SIZE", help="pairs per step"),
-    temperature: float = typer.Option(1 / 50, "--temperature", envvar="FREEBIND_TRAIN_TEMPERATURE", help="InfoNCE temperature"),
+    temperature: float = typer.Option(1 / 50, "--temperature", envvar="FREEBIND_TRAIN_TEMPERATURE",
+                                      help="InfoNCE temperature"),
     hidden: int = typer.Option(2048, "--hidden", envvar="FREEBIND_TRAIN_HIDDEN", help="projector hidden width"),
     seed: int = typer.Option(0, "--seed", envvar="FREEBIND_TRAIN_SEED", help="seed of the init and the shuffles"),
-    mode: list[str] = typer.Option([], "--mode", envvar="FREEBIND_TRAIN_FIT_MODE", help="heads to train (default: every mode)"),
+    mode: list[str] = typer.Option([], "--mode", envvar="FREEBIND_TRAIN_FIT_MODE",
+                                   help="heads to train (default: every mode)"),
     stop_after: int = typer.Option(None, "--stop-after", envvar="FREEBIND_TRAIN_STOP_AFTER",
                                    help="stop this run after N epochs (the next run resumes)"),
     workdir: Path = WORKDIR, device: str = DEVICE, no_progress: bool = NO_PROGRESS,
@@ -129,39 +133,44 @@ def fit_command(
     from training.fit import FitConfig, fit
 
     if kind not in ("displacement", "combination"):
-        _fail(f"--kind must be displacement or combination, got {kind!r}")
+        fail(f"--kind must be displacement or combination, got {kind!r}")
     config = FitConfig(kind, epochs, lr, batch_size, temperature, hidden, seed, list(mode))
     try:
         fit(workdir, config, progress=not no_progress, stop_after=stop_after, device=device or "cpu")
     except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     report = json.loads((workdir / "fit" / "fit.json").read_text())
     typer.echo(json.dumps({k: report[k] for k in ("epochs_done", "finished", "samples_per_second_this_run")}))
 
 
 @app.command("eval")
 def eval_command(
-    tasks: Path = typer.Option(..., "--tasks", envvar="FREEBIND_TRAIN_TASKS", help="YAML/JSON file of retrieval/zeroshot tasks"),
+    tasks: Path = typer.Option(..., "--tasks", envvar="FREEBIND_TRAIN_TASKS",
+                               help="YAML/JSON file of retrieval/zeroshot tasks"),
     checkpoint: Path = typer.Option(None, "--checkpoint", envvar="FREEBIND_TRAIN_CHECKPOINT",
                                     help="evaluate an exported bond folder instead of the work folder's fit"),
     factor: list[float] = typer.Option([], "--factor", envvar="FREEBIND_TRAIN_FACTOR",
                                        help="factors to sweep (default 0, 0.1, ..., 1)"),
-    report: Path = typer.Option(None, "--report", envvar="FREEBIND_TRAIN_REPORT", help="JSON report path (default workdir/eval)"),
-    plot: Path = typer.Option(None, "--plot", envvar="FREEBIND_TRAIN_PLOT", help="PNG plot path (default workdir/eval)"),
-    batch_size: int = typer.Option(64, "--batch-size", envvar="FREEBIND_TRAIN_BATCH_SIZE", help="items per encoder call"),
+    report: Path = typer.Option(None, "--report", envvar="FREEBIND_TRAIN_REPORT",
+                                help="JSON report path (default workdir/eval)"),
+    plot: Path = typer.Option(None, "--plot", envvar="FREEBIND_TRAIN_PLOT",
+                              help="PNG plot path (default workdir/eval)"),
+    batch_size: int = typer.Option(64, "--batch-size", envvar="FREEBIND_TRAIN_BATCH_SIZE",
+                                   help="items per encoder call"),
     workdir: Path = WORKDIR, device: str = DEVICE, no_progress: bool = NO_PROGRESS,
 ) -> None:
     """R@1/5/10 both ways and zero-shot top-1 for source, target and bonded space over a factor sweep."""
     from training import evaluate as ev
+    from training.export import load_bond
 
     try:
-        source, target, kind, projector = _bond_to_evaluate(workdir, checkpoint)
+        source, target, kind, projector = load_bond(workdir, checkpoint)
         task_list = ev.load_tasks(tasks, workdir)
         result = ev.evaluate(workdir, task_list, projector, source=source, target=target, kind=kind,
                              factors=tuple(factor) or ev.DEFAULT_FACTORS, batch_size=batch_size, device=device,
                              progress=not no_progress)
     except (ValueError, FileNotFoundError, KeyError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     groups = {t["group"] for t in result["tasks"].values()}
     if {"english", "multilingual"} <= groups:
         result["suggested_presets"] = ev.suggest_presets(result)
@@ -172,109 +181,15 @@ def eval_command(
     typer.echo(json.dumps({"report": str(report), "suggested_presets": result.get("suggested_presets")}))
 
 
-def _space_presets(path: Path) -> dict[str, float]:
-    """{preset name: the text factor it gives the space's one bond}; the default preset is marked."""
-    import yaml
-
-    description = yaml.safe_load(Path(path).read_text())
-    return {name + (" (default)" if name == description.get("default_preset") else ""): float(
-        next(iter(factors.values()))["text"]) for name, factors in description.get("presets", {}).items()}
-
-
-def _bond_to_evaluate(workdir: Path, checkpoint: Path | None):
-    summary_path = workdir / "pairs" / "summary.json"
-    if not summary_path.is_file():
-        raise FileNotFoundError(f"no pairs in {summary_path.parent} (eval reads the bond's spaces from them); "
-                                "run `pairs` first or pass the right --workdir")
-    pairs = json.loads(summary_path.read_text())["config"]
-    if checkpoint is None:
-        from training.fit import load_fitted
-
-        projector, report = load_fitted(workdir)
-        return pairs["source"], pairs["target"], report["config"]["kind"], projector
-    from bonds.checkpoint import load_bond_checkpoint, read_manifest
-    from training.embed import read_space_info
-
-    manifest = read_manifest(checkpoint)
-    # The spaces it was trained between (export records the pairs config; `--source-id` may rename the ids).
-    trained = manifest.data.get("pairs") or {}
-    ends = (trained.get("source", manifest.source.get("id")), trained.get("target", manifest.target.get("id")))
-    fit_report = workdir / "fit" / "fit.json"
-    kind = json.loads(fit_report.read_text())["config"]["kind"] if fit_report.is_file() else manifest.kind
-    if ends != (pairs["source"], pairs["target"]) or manifest.kind != kind:
-        raise ValueError(f"{checkpoint} holds a {manifest.kind} bond {ends[0]} -> {ends[1]}, but the bond of "
-                         f"{workdir} is a {kind} bond {pairs['source']} -> {pairs['target']}; pass that bond's "
-                         "checkpoint, or the work folder it was trained in")
-    dims = [read_space_info(workdir, space)["dim"] for space in (pairs["source"], pairs["target"])]
-    projector, manifest = load_bond_checkpoint(checkpoint, kind=kind, d_in=dims[0], d_out=dims[1])
-    return pairs["source"], pairs["target"], manifest.kind, projector
-
-
-@app.command("posteriors")
-def posteriors_command(
-    pool: list[str] = typer.Option(..., "--pool", envvar="FREEBIND_TRAIN_POOL", help="image pool to classify, repeatable"),
-    views: int = typer.Option(1, "--views", envvar="FREEBIND_TRAIN_VIEWS",
-                              help="views per photo: the photo itself, then random crops/flips/lighting"),
-    topk: int = typer.Option(10, "--topk", envvar="FREEBIND_TRAIN_TOPK", help="classes kept per view (the starter's 10)"),
-    seed: int = typer.Option(0, "--seed", envvar="FREEBIND_TRAIN_SEED", help="seed of the perturbations"),
-    workdir: Path = WORKDIR, device: str = DEVICE, no_progress: bool = NO_PROGRESS,
-) -> None:
-    """Classify image pools with the starter's ImageNet classifier (top-k weights per view) for ConSE pairs."""
-    from training.conse import ViewConfig, classify_pool
-    from training.pools import parse_pool
-
-    rows = {}
-    try:
-        for text in pool:
-            spec = parse_pool(text)
-            rows[spec.name] = classify_pool(workdir, spec, ViewConfig(views, topk, seed), device=device or "cpu",
-                                            progress=not no_progress)["rows"]
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
-    typer.echo(json.dumps({"rows": rows}))
-
-
-@app.command("eval-1k")
-def eval_1k_command(
-    tasks: Path = typer.Option(Path("training/recipes/imagenet1k_eval.yaml"), "--tasks", envvar="FREEBIND_TRAIN_1K_TASKS",
-                               help="the 1,000-class recipe: languages' name files and held-out photo sets"),
-    checkpoint: Path = typer.Option(None, "--checkpoint", envvar="FREEBIND_TRAIN_CHECKPOINT",
-                                    help="evaluate an exported bond folder instead of the work folder's fit"),
-    factor: list[float] = typer.Option([], "--factor", envvar="FREEBIND_TRAIN_FACTOR", help="factors (default 0..1)"),
-    preset: list[str] = typer.Option([], "--preset", envvar="FREEBIND_TRAIN_PRESET",
-                                     help="NAME=FACTOR rows of the printed table (default: every factor)"),
-    space: Path = typer.Option(None, "--space", envvar="FREEBIND_TRAIN_1K_SPACE",
-                               help="a space description whose presets (text factor of its bond) are table rows"),
-    report: Path = typer.Option(None, "--report", envvar="FREEBIND_TRAIN_REPORT", help="JSON report path"),
-    plot: Path = typer.Option(None, "--plot", envvar="FREEBIND_TRAIN_PLOT", help="PNG plot path"),
-    workdir: Path = WORKDIR, device: str = DEVICE, no_progress: bool = NO_PROGRESS,
-) -> None:
-    """ImageNet-1k zero-shot in five languages for the base, the bonded space and ConSE built in the expert."""
-    from training import eval1k
-    from training.evaluate import DEFAULT_FACTORS
-
-    try:
-        presets = {name: float(value) for name, _, value in (p.partition("=") for p in preset)}
-        presets.update(_space_presets(space) if space else {})
-        source, target, kind, projector = _bond_to_evaluate(workdir, checkpoint)
-        suite = eval1k.load_suite(tasks, workdir)
-        factors = tuple(sorted(set(factor) | set(presets.values()))) or DEFAULT_FACTORS
-        result = eval1k.evaluate_1k(workdir, suite, projector, source=source, target=target, kind=kind,
-                                    factors=factors, device=device, progress=not no_progress)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        _fail(str(exc))
-    eval1k.write(result, report or workdir / "eval" / "report-1k.json")
-    eval1k.plot(result, plot or workdir / "eval" / "plot-1k.png")
-    typer.echo(eval1k.table(result, presets or None))
-
-
 @app.command("export")
 def export_command(
     out: Path = typer.Option(..., "--out", envvar="FREEBIND_TRAIN_OUT", help="checkpoint folder to write"),
     dtype: str = typer.Option("float32", "--dtype", envvar="FREEBIND_TRAIN_EXPORT_DTYPE",
                               help="stored weights: float32, float16 or bfloat16"),
-    source_id: str = typer.Option(None, "--source-id", envvar="FREEBIND_TRAIN_SOURCE_ID", help="source space id in the manifest"),
-    target_id: str = typer.Option(None, "--target-id", envvar="FREEBIND_TRAIN_TARGET_ID", help="target space id in the manifest"),
+    source_id: str = typer.Option(None, "--source-id", envvar="FREEBIND_TRAIN_SOURCE_ID",
+                                  help="source space id in the manifest"),
+    target_id: str = typer.Option(None, "--target-id", envvar="FREEBIND_TRAIN_TARGET_ID",
+                                  help="target space id in the manifest"),
     workdir: Path = WORKDIR,
 ) -> None:
     """Write the fitted projector as a bond checkpoint folder (weights + manifest with config and data)."""
@@ -283,14 +198,16 @@ def export_command(
     try:
         manifest = export(workdir, out, dtype=dtype, source_id=source_id, target_id=target_id)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(json.dumps({"out": str(out), "kind": manifest.kind, "sha256": manifest.weights_sha256}))
 
 
 @app.command("prepare-wordnet")
 def prepare_wordnet_command(
-    out: Path = typer.Option(..., "--out", envvar="FREEBIND_TRAIN_WORDNET_OUT", help="text file to write, one gloss a line"),
-    source: Path = typer.Option(Path("/usr/share/wordnet/data.noun"), "--source", envvar="FREEBIND_TRAIN_WORDNET_SOURCE",
+    out: Path = typer.Option(..., "--out", envvar="FREEBIND_TRAIN_WORDNET_OUT",
+                             help="text file to write, one gloss a line"),
+    source: Path = typer.Option(Path("/usr/share/wordnet/data.noun"), "--source",
+                                envvar="FREEBIND_TRAIN_WORDNET_SOURCE",
                                 help="WordNet data.noun (Debian wordnet-base)"),
 ) -> None:
     """Write WordNet noun glosses ("lemma, lemma: gloss") as a text pool."""
@@ -299,34 +216,18 @@ def prepare_wordnet_command(
     try:
         typer.echo(json.dumps({"out": str(out), "lines": wordnet_glosses(out, source)}))
     except FileNotFoundError as exc:
-        _fail(str(exc))
-
-
-@app.command("prepare-classes")
-def prepare_classes_command(
-    out: Path = typer.Option(..., "--out", envvar="FREEBIND_TRAIN_CLASSES_OUT", help="folder for the text files"),
-    source: Path = typer.Option(Path("/usr/share/wordnet/data.noun"), "--source", envvar="FREEBIND_TRAIN_WORDNET_SOURCE",
-                                help="WordNet data.noun (Debian wordnet-base)"),
-) -> None:
-    """Write the 1,000 classes' vocabulary: imagenet_names.txt (line i = class i), imagenet_descriptions.txt,
-    wordnet_lemmas.txt (synonyms of every picturable WordNet noun synset)."""
-    from training.corpora import imagenet_descriptions, imagenet_names, wordnet_lemmas
-
-    try:
-        lines = {"imagenet_names": imagenet_names(out / "imagenet_names.txt"),
-                 "imagenet_descriptions": imagenet_descriptions(out / "imagenet_descriptions.txt"),
-                 "wordnet_lemmas": wordnet_lemmas(out / "wordnet_lemmas.txt", source)}
-    except FileNotFoundError as exc:
-        _fail(str(exc))
-    typer.echo(json.dumps({"out": str(out), "lines": lines}))
+        fail(str(exc))
 
 
 @app.command("prepare-speech")
 def prepare_speech_command(
-    pool: str = typer.Option(..., "--pool", envvar="FREEBIND_TRAIN_SPEECH_POOL", help="text pool whose items are read aloud"),
-    out: Path = typer.Option(..., "--out", envvar="FREEBIND_TRAIN_SPEECH_OUT", help="folder for the WAV files and manifest.jsonl"),
+    pool: str = typer.Option(..., "--pool", envvar="FREEBIND_TRAIN_SPEECH_POOL",
+                             help="text pool whose items are read aloud"),
+    out: Path = typer.Option(..., "--out", envvar="FREEBIND_TRAIN_SPEECH_OUT",
+                             help="folder for the WAV files and manifest.jsonl"),
     voice: str = typer.Option("en-us", "--voice", envvar="FREEBIND_TRAIN_SPEECH_VOICE", help="espeak-ng voice"),
-    workers: int = typer.Option(2, "--workers", envvar="FREEBIND_TRAIN_SPEECH_WORKERS", help="espeak-ng processes at once"),
+    workers: int = typer.Option(2, "--workers", envvar="FREEBIND_TRAIN_SPEECH_WORKERS",
+                                help="espeak-ng processes at once"),
     no_progress: bool = NO_PROGRESS,
 ) -> None:
     """Synthesise speech for a text pool with espeak-ng (an audio pool: manifest.jsonl with `audio`)."""
@@ -337,5 +238,5 @@ def prepare_speech_command(
         texts = list_pool(parse_pool(pool)).sources
         manifest = synthesize_speech(texts, out, voice=voice, workers=workers, progress=not no_progress)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(json.dumps({"manifest": str(manifest), "clips": len(texts)}))

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from bonds.vectors import l2_normalize
 from training.pools import PoolSpec, list_pool
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,7 @@ def top_weights(probs_nc: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def conse(idx_nk: np.ndarray, w_nk: np.ndarray, bank_cd: np.ndarray) -> np.ndarray:
     """`n(sum_k w_k bank[idx_k])` per row, float32 unit rows."""
-    mixed = np.einsum("nk,nkd->nd", w_nk.astype(np.float64), bank_cd[idx_nk].astype(np.float64))
-    return (mixed / np.maximum(np.linalg.norm(mixed, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    return l2_normalize(np.einsum("nk,nkd->nd", w_nk.astype(np.float64), bank_cd[idx_nk].astype(np.float64)))
 
 
 def one_hot(n_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +116,7 @@ def classify_pool(workdir: Path, spec: PoolSpec, config: ViewConfig, *, batch_si
                          "or name the pool differently")
     from safetensors.numpy import save_file
 
-    from bonds.encoders.starter import EfficientNetLite0Encoder
+    from bonds.encoders.efficientnet import EfficientNetLite0Encoder
 
     pool = list_pool(spec)
     classifier = EfficientNetLite0Encoder(device=device, output="logits")
@@ -151,7 +151,8 @@ def load_posteriors(workdir: Path, name: str) -> tuple[dict, np.ndarray, np.ndar
     return json.loads((folder / f"{name}.json").read_text()), tensors["indices"], tensors["weights"]
 
 
-def conse_pairs(workdir: Path, name: str, classes_s: np.ndarray, classes_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def conse_pairs(workdir: Path, name: str, classes_s: np.ndarray,
+                classes_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The pseudo-pairs of a classified pool: its ConSE over the class names in the source and the target."""
     _, idx, w = load_posteriors(workdir, name)
     if len(classes_s) <= int(idx.max()):

@@ -74,7 +74,7 @@ def wordnet_lemmas(out: Path, source: Path = WORDNET_NOUNS) -> int:
 
 def imagenet_names(out: Path) -> int:
     """Write the 1,000 ImageNet class names the starter's prototypes embed, line i = class i."""
-    from bonds.encoders.starter import imagenet_classnames
+    from bonds.encoders.conse import imagenet_classnames
 
     return _write_lines(out, imagenet_classnames(), "ImageNet class names")
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from bonds.mixing import normalize
+from bonds.vectors import l2_normalize
 from training.conse import ViewConfig, classify_pool, conse, load_posteriors, one_hot
 from training.embed import SpaceSpec, embed_pools, load_embeddings, read_space_info
 from training.evaluate import DEFAULT_FACTORS, Leaves, write_prompt_pool
@@ -74,7 +74,7 @@ def load_suite(path: Path, workdir: Path) -> Suite:
     """The recipe file: `languages: {en: names.json#key}`, `photos: [{pool, classes: file.json#key}]`."""
     import yaml
 
-    from bonds.encoders.starter import imagenet_classnames
+    from bonds.encoders.conse import imagenet_classnames
     from training.evaluate import _read_json_ref
 
     path = Path(path)
@@ -124,13 +124,23 @@ class Sides:
         base = conse(idx, w, self.banks["base"])
         if self.leaves.kind == "combination":
             return base  # the base space keeps its photos
-        return normalize(self.leaves.projector.project(base, normalize=False)).astype(np.float32)
+        return l2_normalize(self.leaves.projector.project(base, normalize=False))
 
     def names(self, which: str, lang: str, f: float | None = None) -> np.ndarray:
         pool = self.suite.languages[lang]
         if which in SPACES:
             return load_embeddings(self.workdir, self.spaces[which], pool.name)[1]
         return self.leaves.side("bonded", pool, f)
+
+
+def space_presets(path: Path) -> dict[str, float]:
+    """{preset name: the text factor it gives the space's one bond} of a space description; the default
+    preset is marked, so the printed table shows the factors the space ships."""
+    import yaml
+
+    description = yaml.safe_load(Path(path).read_text())
+    return {name + (" (default)" if name == description.get("default_preset") else ""): float(
+        next(iter(factors.values()))["text"]) for name, factors in description.get("presets", {}).items()}
 
 
 def evaluate_1k(workdir: Path, suite: Suite, projector, *, source: str, target: str, kind: str,

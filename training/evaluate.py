@@ -11,7 +11,7 @@ Tasks come from a YAML/JSON file:
 
 Every pool (class prompts too, written to a text file) goes through the embed stage, so eval embeds
 each item once per space and re-runs are cheap. The bonded space is then pure array math
-(bonds.mixing.combine / displace) on the cached leaves, one projection per item for the whole sweep.
+(bonds.reference.combine / displace) on the cached leaves, one projection per item for the whole sweep.
 Which space is "base" follows the bond: a combination's base is the target, a displacement's the source.
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from bonds.mixing import combine, displace, normalize
+from bonds.reference import combine, displace, normalize
 from training.embed import SpaceSpec, embed_pools, load_embeddings, read_space_info
 from training.pools import PoolSpec, list_pool, parse_pool
 
@@ -107,7 +107,8 @@ def load_tasks(path: Path, workdir: Path) -> list[Task]:
         templates = _read_json_ref(spec.get("templates", ["{c}"]), path.parent)
         if not isinstance(raw_classes, dict) or not raw_classes:
             raise ValueError(f"{path}: zero-shot task {name!r}: classes must map each label of the items to a class "
-                             f"name, like {{0: airplane, 1: car}}; got {type(raw_classes).__name__} {raw_classes!r}"[:300])
+                             f"name, like {{0: airplane, 1: car}}; got {type(raw_classes).__name__} "
+                             f"{raw_classes!r}"[:300])
         if isinstance(templates, str) or not isinstance(templates, list) or not templates \
                 or not all(isinstance(t, str) for t in templates):
             raise ValueError(f"{path}: zero-shot task {name!r}: templates must be a list of strings with {{c}} "
@@ -125,7 +126,8 @@ def load_tasks(path: Path, workdir: Path) -> list[Task]:
         raise ValueError(f"{path}: no retrieval or zeroshot tasks")
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
-        raise ValueError(f"{path}: task names must be unique; repeated: {sorted({n for n in names if names.count(n) > 1})}")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"{path}: task names must be unique; repeated: {repeated}")
     eval_pools(tasks)
     return tasks
 
@@ -202,7 +204,8 @@ def _read_json_ref(value: Any, root: Path) -> Any:
     except json.JSONDecodeError as exc:
         raise ValueError(f"{target}: not valid JSON ({exc})") from None
     if key and (not isinstance(data, dict) or key not in data):
-        raise ValueError(f"{target} has no key {key!r}" + (f"; it has {sorted(data)}" if isinstance(data, dict) else ""))
+        has = f"; it has {sorted(data)}" if isinstance(data, dict) else ""
+        raise ValueError(f"{target} has no key {key!r}{has}")
     return data[key] if key else data
 
 
@@ -287,7 +290,8 @@ def evaluate(workdir: Path, tasks: list[Task], projector, *, source: str, target
                  "bonded": {str(f): score(task, leaves, "bonded", f) for f in factors}}
         report["tasks"][task.name] = entry
         line = " ".join(f"{f}:{headline(m):.1f}" for f, m in entry["bonded"].items())
-        log.info("%s: source %s, target %s; bonded %s", task.name, headline(entry["source"]), headline(entry["target"]), line)
+        log.info("%s: source %s, target %s; bonded %s", task.name, headline(entry["source"]),
+                 headline(entry["target"]), line)
     return report
 
 

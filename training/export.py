@@ -1,4 +1,5 @@
-"""Stage 5, export: the fitted projector as a bond checkpoint folder (bonds.checkpoint format).
+"""Stage 5, export: the fitted projector as a bond checkpoint folder (bonds.checkpoint format), and
+`load_bond`, the way back: the work folder's bond from its fit or from such a folder (what eval scores).
 
 The manifest carries what is needed to reproduce and to trust the bond: the training config (fit
 stage), the pair-building config and data summary (pairs stage), the space specs and the loss
@@ -11,7 +12,8 @@ import json
 import logging
 from pathlib import Path
 
-from bonds.checkpoint import Manifest, save_bond_checkpoint
+from bonds.checkpoint import Manifest, load_bond_checkpoint, read_manifest, save_bond_checkpoint
+from bonds.projector import ProjectorMixture
 from training.embed import read_space_info
 from training.fit import load_fitted
 
@@ -39,3 +41,30 @@ def export(workdir: Path, folder: Path, *, dtype: str = "float32", source_id: st
     log.info("exported %s bond %s -> %s to %s (%s)", manifest.kind, manifest.source["id"], manifest.target["id"],
              folder, dtype)
     return manifest
+
+
+def load_bond(workdir: Path, checkpoint: Path | None = None) -> tuple[str, str, str, ProjectorMixture]:
+    """(source, target, kind, projector) of the work folder's bond: its fit, or `checkpoint`, an exported
+    folder of a bond between the same spaces (what `eval` and `eval-1k` score)."""
+    workdir = Path(workdir)
+    summary_path = workdir / "pairs" / "summary.json"
+    if not summary_path.is_file():
+        raise FileNotFoundError(f"no pairs in {summary_path.parent} (eval reads the bond's spaces from them); "
+                                "run `pairs` first or pass the right --workdir")
+    pairs = json.loads(summary_path.read_text())["config"]
+    if checkpoint is None:
+        projector, report = load_fitted(workdir)
+        return pairs["source"], pairs["target"], report["config"]["kind"], projector
+    manifest = read_manifest(checkpoint)
+    # The spaces it was trained between (export records the pairs config; `--source-id` may rename the ids).
+    trained = manifest.data.get("pairs") or {}
+    ends = (trained.get("source", manifest.source.get("id")), trained.get("target", manifest.target.get("id")))
+    fit_report = workdir / "fit" / "fit.json"
+    kind = json.loads(fit_report.read_text())["config"]["kind"] if fit_report.is_file() else manifest.kind
+    if ends != (pairs["source"], pairs["target"]) or manifest.kind != kind:
+        raise ValueError(f"{checkpoint} holds a {manifest.kind} bond {ends[0]} -> {ends[1]}, but the bond of "
+                         f"{workdir} is a {kind} bond {pairs['source']} -> {pairs['target']}; pass that bond's "
+                         "checkpoint, or the work folder it was trained in")
+    dims = [read_space_info(workdir, space)["dim"] for space in (pairs["source"], pairs["target"])]
+    projector, manifest = load_bond_checkpoint(checkpoint, kind=kind, d_in=dims[0], d_out=dims[1])
+    return pairs["source"], pairs["target"], manifest.kind, projector

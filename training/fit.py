@@ -61,7 +61,8 @@ class FitConfig:
         if self.resolved_epochs() < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 2:
-            raise ValueError(f"batch size must be >= 2 (InfoNCE needs negatives, BatchNorm two rows), got {self.batch_size}")
+            raise ValueError(
+                f"batch size must be >= 2 (InfoNCE needs negatives, BatchNorm two rows), got {self.batch_size}")
         for name, value in (("learning rate", self.lr), ("temperature", self.temperature)):
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value}")
@@ -75,7 +76,8 @@ def info_nce(projected_nd: torch.Tensor, target_nd: torch.Tensor, temperature: f
     b = torch.nn.functional.normalize(target_nd, dim=-1)
     logits_nn = a @ b.T / temperature
     labels = torch.arange(len(a), device=a.device)
-    return (torch.nn.functional.cross_entropy(logits_nn, labels) + torch.nn.functional.cross_entropy(logits_nn.T, labels)) / 2
+    cross_entropy = torch.nn.functional.cross_entropy
+    return (cross_entropy(logits_nn, labels) + cross_entropy(logits_nn.T, labels)) / 2
 
 
 @contextmanager
@@ -113,23 +115,15 @@ def fit(workdir: Path, config: FitConfig, *, progress: bool = True, stop_after: 
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"stop after must be >= 1 epoch, got {stop_after}")
     check_device(device)
-    summary, centres = load_pairs(workdir)
-    for letter, arrays in centres.items():
-        if not all(np.isfinite(a).all() for a in arrays):
-            raise ValueError(f"pairs of centre {letter} hold NaN or inf values; check the embeddings and run `pairs` again")
-    source = torch.from_numpy(np.concatenate([centres[c][0] for c in summary["centres"]]))
-    target = torch.nn.functional.normalize(torch.from_numpy(np.concatenate([centres[c][1] for c in summary["centres"]])), dim=-1)
-    modes = _mode_indices(summary, centres, config.modes)
-    few = {m: len(idx) for m, idx in modes.items() if len(idx) < 2}
-    if few:
-        raise ValueError(f"modes {few} have fewer than 2 pairs (InfoNCE needs a batch of two); add data or leave them out")
+    summary, source, target, modes = _training_pairs(workdir, config)
     epochs = config.resolved_epochs()
     root = workdir / "fit"
     stamp = {"config": config.to_dict(), "pairs": summary["centres"]}
 
     with deterministic():
         torch.manual_seed(config.seed)
-        model = ProjectorMixture(ProjectorConfig(source.shape[1], target.shape[1], config.hidden, tuple(modes))).to(device)
+        model = ProjectorMixture(
+            ProjectorConfig(source.shape[1], target.shape[1], config.hidden, tuple(modes))).to(device)
         optimizers = {m: torch.optim.Adam(model.heads[m].parameters(), lr=config.lr) for m in modes}
         generator = torch.Generator().manual_seed(config.seed)
         history: list[dict] = []
@@ -140,26 +134,9 @@ def fit(workdir: Path, config: FitConfig, *, progress: bool = True, stop_after: 
         bar = tqdm(total=steps, disable=not progress, desc="fit", unit="step")
         seen, started = 0, time.perf_counter()
         for epoch in run_epochs:
-            model.train()
-            losses = {}
-            for mode, idx in modes.items():
-                total, batches = 0.0, 0
-                for batch in idx[torch.randperm(len(idx), generator=generator)].split(config.batch_size):
-                    bar.update(1)
-                    if len(batch) < 2:  # BatchNorm needs two rows; only a 1-row tail is dropped
-                        continue
-                    loss = info_nce(model.heads[mode](source[batch].to(device)), target[batch].to(device), config.temperature)
-                    value = loss.item()
-                    if not math.isfinite(value):
-                        bar.close()
-                        raise ValueError(f"the loss of head {mode} became {value} in epoch {epoch + 1}: training "
-                                         f"diverged; lower --lr (now {config.lr}) or raise --temperature (now "
-                                         f"{config.temperature}), remove {root / 'state'} and fit again")
-                    optimizers[mode].zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizers[mode].step()
-                    total, batches, seen = total + value, batches + 1, seen + len(batch)
-                losses[mode] = total / max(batches, 1)
+            losses, epoch_seen = _train_epoch(model, optimizers, generator, modes, (source, target), config,
+                                              device, bar, epoch, root)
+            seen += epoch_seen
             history.append({"epoch": epoch + 1, "loss": losses})
             log.info("epoch %d/%d: %s", epoch + 1, epochs, ", ".join(f"{m} {v:.4f}" for m, v in losses.items()))
             _save(root / "state" / f"epoch-{epoch + 1:04d}", stamp, epoch + 1, model, optimizers, generator, history)
@@ -168,17 +145,72 @@ def fit(workdir: Path, config: FitConfig, *, progress: bool = True, stop_after: 
     model.eval()
     finished = len(history) >= epochs
     report = {**stamp, "epochs_done": len(history), "finished": finished, "history": history,
-              "samples_per_second_this_run": round(seen / max(seconds, 1e-9), 1), "modes": {m: len(i) for m, i in modes.items()},
+              "samples_per_second_this_run": round(seen / max(seconds, 1e-9), 1),
+              "modes": {m: len(i) for m, i in modes.items()},
               "source_dim": int(source.shape[1]), "target_dim": int(target.shape[1])}
-    if finished:
+    _write_outputs(root, model, report)
+    log.info("fit: %d pair-steps in %.1f s (%.0f samples/s)", seen, seconds, report["samples_per_second_this_run"])
+    return model
+
+
+def _training_pairs(workdir: Path, config: FitConfig) -> tuple[dict, torch.Tensor, torch.Tensor, dict]:
+    """The pairs stage's summary, every source and (unit) target row, and each mode's row indices, checked:
+    finite values, at least two pairs a mode."""
+    summary, centres = load_pairs(workdir)
+    for letter, arrays in centres.items():
+        if not all(np.isfinite(a).all() for a in arrays):
+            raise ValueError(
+                f"pairs of centre {letter} hold NaN or inf values; check the embeddings and run `pairs` again")
+    source = torch.from_numpy(np.concatenate([centres[c][0] for c in summary["centres"]]))
+    target = torch.nn.functional.normalize(
+        torch.from_numpy(np.concatenate([centres[c][1] for c in summary["centres"]])), dim=-1)
+    modes = _mode_indices(summary, centres, config.modes)
+    few = {m: len(idx) for m, idx in modes.items() if len(idx) < 2}
+    if few:
+        raise ValueError(
+            f"modes {few} have fewer than 2 pairs (InfoNCE needs a batch of two); add data or leave them out")
+    return summary, source, target, modes
+
+
+def _train_epoch(model, optimizers, generator, modes, pairs, config: FitConfig, device, bar, epoch: int,
+                 root: Path) -> tuple[dict[str, float], int]:
+    """One epoch over every head, each on its own shuffle of its mode's pairs; returns each head's mean loss
+    and the pairs seen. A loss that is not finite ends training with a message instead of saving NaNs."""
+    source, target = pairs
+    model.train()
+    losses, seen = {}, 0
+    for mode, idx in modes.items():
+        total, batches = 0.0, 0
+        for batch in idx[torch.randperm(len(idx), generator=generator)].split(config.batch_size):
+            bar.update(1)
+            if len(batch) < 2:  # BatchNorm needs two rows; only a 1-row tail is dropped
+                continue
+            loss = info_nce(model.heads[mode](source[batch].to(device)), target[batch].to(device),
+                            config.temperature)
+            value = loss.item()
+            if not math.isfinite(value):
+                bar.close()
+                raise ValueError(f"the loss of head {mode} became {value} in epoch {epoch + 1}: training "
+                                 f"diverged; lower --lr (now {config.lr}) or raise --temperature (now "
+                                 f"{config.temperature}), remove {root / 'state'} and fit again")
+            optimizers[mode].zero_grad(set_to_none=True)
+            loss.backward()
+            optimizers[mode].step()
+            total, batches, seen = total + value, batches + 1, seen + len(batch)
+        losses[mode] = total / max(batches, 1)
+    return losses, seen
+
+
+def _write_outputs(root: Path, model: ProjectorMixture, report: dict) -> None:
+    """fit.json always; the projector (and its sha256 in the report) only once every epoch is done."""
+    if report["finished"]:
         from safetensors.torch import save_file
 
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(root / "projector.safetensors"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                  str(root / "projector.safetensors"))
         (root / "projector.json").write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
         report["projector_sha256"] = sha256_file(root / "projector.safetensors")  # ties the weights to this report
     (root / "fit.json").write_text(json.dumps(report, indent=2) + "\n")
-    log.info("fit: %d pair-steps in %.1f s (%.0f samples/s)", seen, seconds, report["samples_per_second_this_run"])
-    return model
 
 
 def _save(folder, stamp, epoch, model, optimizers, generator, history) -> None:
@@ -217,7 +249,8 @@ def check_device(device: str) -> None:
         raise ValueError(f"unknown device {device!r}; use cpu or cuda (cuda:N)") from None
     if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r}: CUDA is not available on this machine; use --device cpu")
-    if kind == "cuda" and torch.device(device).index is not None and torch.device(device).index >= torch.cuda.device_count():
+    index = torch.device(device).index
+    if kind == "cuda" and index is not None and index >= torch.cuda.device_count():
         raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if kind == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device {device!r}: MPS is not available on this machine; use --device cpu")

@@ -30,6 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from bonds.projector import FREEBIND_MODES
+from bonds.vectors import l2_normalize
 from training.embed import has_embeddings, load_embeddings, pool_folder, read_space_info
 
 log = logging.getLogger(__name__)
@@ -76,15 +77,12 @@ class PairsConfig:
             raise ValueError(f"pools {sorted(set(self.conse) & set(self.pools))} are given both as embedded and as "
                              "classified pools; give the classified ones other names")
         if set(self.retrieve) - set(self.pools):
-            raise ValueError(f"retrieved pools {sorted(set(self.retrieve) - set(self.pools))} must also be given as pools")
+            missing = sorted(set(self.retrieve) - set(self.pools))
+            raise ValueError(f"retrieved pools {missing} must also be given as pools")
         if self.conse and not self.classes:
             raise ValueError("ConSE pairs need the class-name pool their posteriors index (--classes)")
         if self.retrieve and not self.classes:
             raise ValueError("pools paired through the class names (--retrieve) need the class-name pool (--classes)")
-
-
-def normalize_rows(x_nd: np.ndarray) -> np.ndarray:
-    return (x_nd / np.maximum(np.linalg.norm(x_nd, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def topk_softmax(xq_nd: np.ndarray, index, k: int, tau: float) -> tuple[np.ndarray, np.ndarray]:
@@ -169,7 +167,8 @@ def load_both(workdir: Path, config: PairsConfig, name: str, what: str) -> tuple
 def _banks(workdir: Path, config: PairsConfig) -> dict[str, np.ndarray]:
     """The memory bank in each space (rows checked to be the same items), cut to `bank_limit` rows."""
     chunks = [load_both(workdir, config, name, "bank pool") for name in config.bank]
-    banks = {config.source: np.concatenate([s for s, _ in chunks]), config.target: np.concatenate([t for _, t in chunks])}
+    banks = {config.source: np.concatenate([s for s, _ in chunks]),
+             config.target: np.concatenate([t for _, t in chunks])}
     return {space: bank[: config.bank_limit] if config.bank_limit else bank for space, bank in banks.items()}
 
 
@@ -179,7 +178,8 @@ def pool_modality(workdir: Path, config: PairsConfig, name: str) -> str:
         sidecar = pool_folder(workdir, space, name) / "shard-00000.json"
         if sidecar.is_file():
             return json.loads(sidecar.read_text())["modality"]
-    raise FileNotFoundError(f"pool {name!r} is embedded in neither {config.source} nor {config.target}; run `embed` first")
+    raise FileNotFoundError(
+        f"pool {name!r} is embedded in neither {config.source} nor {config.target}; run `embed` first")
 
 
 def build_pairs(workdir: Path, config: PairsConfig, *, progress: bool = True) -> dict:
@@ -193,7 +193,8 @@ def build_pairs(workdir: Path, config: PairsConfig, *, progress: bool = True) ->
     workdir = Path(workdir)
     out = workdir / "pairs"
     out.mkdir(parents=True, exist_ok=True)
-    spaces = {side: read_space_info(workdir, name) for side, name in (("source", config.source), ("target", config.target))}
+    spaces = {side: read_space_info(workdir, name)
+              for side, name in (("source", config.source), ("target", config.target))}
     stamp = json.dumps(config.to_dict(), sort_keys=True)
     by_centre: dict[str, list[str]] = {}
     for name in config.pools:
@@ -242,24 +243,25 @@ def _pairs_of_pool(workdir, config, name, modality, spaces, banks, progress) -> 
     if has_s and has_t:  # the same item in both spaces; it must be embedded in both
         missing = [space for space in (config.source, config.target) if not has_embeddings(workdir, space, name)]
         if len(missing) == 1:
-            raise ValueError(f"pool {name!r} ({modality}) is not embedded in {missing[0]}, which also embeds {modality}: "
-                             f"its pairs are the same item in both spaces; run `embed --space {missing[0]}` with that "
-                             "pool first")
+            raise ValueError(f"pool {name!r} ({modality}) is not embedded in {missing[0]}, which also embeds "
+                             f"{modality}: its pairs are the same item in both spaces; run `embed --space "
+                             f"{missing[0]}` with that pool first")
         return load_both(workdir, config, name, "pool")
     in_source = has_s and has_embeddings(workdir, config.source, name)
     in_target = has_t and has_embeddings(workdir, config.target, name)
     if not (in_source or in_target):
         raise ValueError(f"pool {name!r} ({modality}) is embedded in neither {config.source} nor {config.target}")
     if not config.bank:
-        raise ValueError(f"pool {name!r} ({modality}) is embedded only in {config.source if in_source else config.target}"
-                         ": its pairs come from retrieval, which needs a memory bank; add --bank POOL (a pool of a "
-                         "modality both spaces embed, embedded in both)")
+        raise ValueError(f"pool {name!r} ({modality}) is embedded only in "
+                         f"{config.source if in_source else config.target}: its pairs come from retrieval, which "
+                         "needs a memory bank; add --bank POOL (a pool of a modality both spaces embed, embedded in "
+                         "both)")
     querying = config.source if in_source else config.target
     _, xq = load_embeddings(workdir, querying, name)
     if not banks:
         banks.update(_banks(workdir, config))
     own_bank = banks[querying]
-    agg_s, agg_t = (normalize_rows(a) for a in retrieve(
+    agg_s, agg_t = (l2_normalize(a) for a in retrieve(
         xq, own_bank, [banks[config.source], banks[config.target]], k=config.k, tau=config.tau, block=config.block,
         progress=progress))
     src, tgt = (xq, agg_t) if in_source else (agg_s, xq)
@@ -275,12 +277,12 @@ def _through_classes(workdir, config, name, progress) -> tuple[np.ndarray, np.nd
     the projector the same snap onto the nearest names in the source, in the target's coordinates, which is
     what a query in any language needs to land on the right photos (its own target embedding would not)."""
     if not has_embeddings(workdir, config.source, name):
-        raise FileNotFoundError(f"pool {name!r} is paired through the class names from {config.source}, where it is not "
-                                f"embedded; run `embed --space {config.source}` with that pool first")
+        raise FileNotFoundError(f"pool {name!r} is paired through the class names from {config.source}, where it "
+                                f"is not embedded; run `embed --space {config.source}` with that pool first")
     _, xq = load_embeddings(workdir, config.source, name)
     classes_s, classes_t = load_both(workdir, config, config.classes, "class-name pool")
     (agg,) = retrieve(xq, classes_s, [classes_t], k=config.k, tau=config.tau, block=config.block, progress=progress)
-    return xq, normalize_rows(agg)
+    return xq, l2_normalize(agg)
 
 
 def load_pairs(workdir: Path) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray]]]:

@@ -3,8 +3,9 @@
     NAME=MODALITY:PATH[?field=F&label=L&start=S&stop=E&step=K]
 
 PATH is a text file (one item a line, blank lines skipped, `.gz` allowed), a folder of images or audio
-files (sorted, recursive, extensions in any case), or a `manifest.jsonl` whose `field` names a path (relative to the manifest) or a text; a
-field holding a list (COCO's five captions) gives one item per element. `start/stop/step` slice the
+files (sorted, recursive, extensions in any case), or a `manifest.jsonl` whose `field` names a path
+(relative to the manifest) or a text; a field holding a list (COCO's five captions) gives one item per
+element. `start/stop/step` slice the
 items, so training and evaluation can use disjoint lines of the same file. Items are listed cheaply
 (ids and sources); media are decoded only when a batch is encoded.
 """

@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from bonds.encoders import tiny  # noqa: F401  (registers "tiny")
-from bonds.encoders.base import MODALITIES, Audio, Encoded, Encoder, l2_normalize
+from bonds.encoders.base import MODALITIES, Audio, Encoded, Encoder
 from bonds.encoders.registry import ENCODERS
+from bonds.vectors import l2_normalize
 
 _OPTIONAL_MODULES = ("starter", "e5", "imagebind", "hf", "internvl")
 

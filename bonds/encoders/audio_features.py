@@ -1,4 +1,5 @@
-"""ImageBind's audio input: three 2 s clips of a 16 kHz waveform, each a normalised 128 x 204 Kaldi fbank.
+"""Audio features: band-limited resampling of any rate to the one an encoder reads, and ImageBind's audio
+input, three 2 s clips of a 16 kHz waveform, each a normalised 128 x 204 Kaldi fbank.
 
 The official pipeline uses `torchaudio.compliance.kaldi.fbank` and pytorchvideo's clip sampler; neither is a
 dependency here, so both are re-implemented in plain torch with the same arithmetic (float32, the same
@@ -15,7 +16,6 @@ import numpy as np
 import torch
 
 from bonds.encoders.base import Audio
-from bonds.media import resample
 
 SAMPLE_RATE = 16_000
 CLIP_SECONDS = 2
@@ -27,8 +27,65 @@ FBANK_STD = 9.138
 _EPSILON = torch.finfo(torch.float32).eps  # Kaldi's floor before the log
 
 
+# Rational resampling orig -> new runs new/orig as new' / orig' in lowest terms, with a kernel of new' x
+# (orig' + 2 * width) taps and new' multiply-adds per input sample. Every common pair is small (44.1 -> 16
+# kHz is 160/441, 48 -> 16 is 1/3); an odd rate is not: 16001 -> 16000 Hz was 16000/16001, a 2 GB kernel
+# (4001 Hz: 3.3 GB and 10.6 s for one second of audio). So both terms are held to RATIO_TERMS, which
+# bounds a kernel to ~4 MB and the work to ~1000 multiply-adds per sample whatever the rates.
+RATIO_TERMS = 1000
+
+
+def rational_ratio(orig_rate: int, new_rate: int) -> tuple[int, int]:
+    """`(orig, new)` with new / orig = new_rate / orig_rate, both at most RATIO_TERMS: exact when the
+    reduced terms are that small, else the closest such fraction (relative error under 1e-4: 16001 Hz is
+    read as 16000 Hz, a pitch and tempo change of 0.006 %, far below what any audio encoder resolves)."""
+    exact = Fraction(int(new_rate), int(orig_rate))
+    if max(exact.numerator, exact.denominator) <= RATIO_TERMS:
+        return exact.denominator, exact.numerator
+    if not 1 / RATIO_TERMS <= exact <= RATIO_TERMS:
+        raise ValueError(f"cannot resample {orig_rate} Hz to {new_rate} Hz: a ratio beyond 1:{RATIO_TERMS}")
+    near = exact.limit_denominator(RATIO_TERMS) if exact <= 1 else 1 / (1 / exact).limit_denominator(RATIO_TERMS)
+    return near.denominator, near.numerator
+
+
+@lru_cache(maxsize=16)  # at most ~4 MB each (RATIO_TERMS): 64 MB however many odd rates arrive
+def _sinc_kernels(orig: int, new: int, width_zeros: int = 6, rolloff: float = 0.99):
+    """Hann-windowed sinc low-pass kernels for rational resampling orig -> new (both reduced)."""
+    base_freq = min(orig, new) * rolloff
+    width = math.ceil(width_zeros * orig / base_freq)
+    idx = torch.arange(-width, width + orig, dtype=torch.float64)[None, None] / orig
+    t = torch.arange(0, -new, -1, dtype=torch.float64)[:, None, None] / new + idx
+    t = (t * base_freq).clamp(-width_zeros, width_zeros)
+    window = torch.cos(t * math.pi / width_zeros / 2) ** 2
+    t = t * math.pi
+    sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / torch.where(t == 0, torch.ones_like(t), t))
+    return (sinc * window * (base_freq / orig)).to(torch.float32), width
+
+
+def resample(samples: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
+    """Band-limited resampling (windowed sinc, anti-aliased when downsampling) of a mono waveform; the
+    ratio as `rational_ratio` gives it, so memory and time stay bounded for any pair of rates."""
+    orig, new = rational_ratio(orig_rate, new_rate)
+    if orig == new:
+        return np.asarray(samples, dtype=np.float32)
+    kernels, width = _sinc_kernels(orig, new)
+    wave = torch.as_tensor(np.asarray(samples, dtype=np.float32))[None, None]
+    length = wave.shape[-1]
+    wave = torch.nn.functional.pad(wave, (width, width + orig))
+    out = torch.nn.functional.conv1d(wave, kernels, stride=orig)  # (1, new, frames)
+    out = out.transpose(1, 2).reshape(-1)
+    target = math.ceil(new * length / orig)
+    return out[:target].numpy().astype(np.float32, copy=False)
+
+
+def resample_audio(audio: Audio, rate: int) -> Audio:
+    return Audio(resample(audio.samples, audio.sample_rate, rate), rate)
+
+
 def _mel(freq):
-    return 1127.0 * torch.log(1.0 + freq / 700.0) if isinstance(freq, torch.Tensor) else 1127.0 * math.log(1.0 + freq / 700.0)
+    if isinstance(freq, torch.Tensor):
+        return 1127.0 * torch.log(1.0 + freq / 700.0)
+    return 1127.0 * math.log(1.0 + freq / 700.0)
 
 
 @lru_cache(maxsize=8)
@@ -100,7 +157,7 @@ def fbank_clip(wave: torch.Tensor, sample_rate: int = SAMPLE_RATE, num_mel_bins:
 
 
 def imagebind_audio_clips(audio: Audio, clips: int = CLIPS) -> torch.Tensor:
-    """Decoded audio -> (clips, 1, 128, 204) model input, resampled to 16 kHz with `bonds.media.resample`."""
+    """Decoded audio -> (clips, 1, 128, 204) model input, resampled to 16 kHz with `resample`."""
     samples = resample(np.asarray(audio.samples, dtype=np.float32), audio.sample_rate, SAMPLE_RATE)
     wave = torch.from_numpy(np.array(samples, dtype=np.float32))  # a private copy: it is edited in place below
     out = []

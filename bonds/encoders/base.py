@@ -1,7 +1,12 @@
 """The one protocol every encoder implements, and the media item types it takes.
 
-An encoder maps items of its modalities to L2-normalised float32 vectors of one dimension in three
-steps (preprocess -> forward -> postprocess) so batching, devices and timing can wrap each step.
+An encoder maps items of its modalities to L2-normalised float32 vectors of one dimension in four
+steps, so that a server can give each its own concurrency and overlap them:
+- `prepare(modality, item)`: per-item CPU work (decode-level resizing, audio features, tokenising one
+  text), thread-safe, run by a pool of workers while the device computes another batch;
+- `preprocess(modality, prepared)`: a model-ready batch of prepared items (stacking, padding);
+- `forward(modality, batch)`: the model call, on the encoder's device, in its precision (`autocast`);
+- `postprocess(modality, outputs)`: unit-norm float32 vectors on the host, once per batch.
 Items are already decoded: text is `str`, images are RGB `PIL.Image.Image`, audio is `Audio`.
 """
 
@@ -14,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from bonds.encoders.precision import autocast
 from bonds.errors import ModalityError
+from bonds.vectors import l2_normalize
 
 MODALITIES = ("text", "image", "audio")
 
@@ -43,13 +50,6 @@ class Encoded:
             self.notes = [None] * len(self.vectors)
 
 
-def l2_normalize(x_nd: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Rows of `x_nd` scaled to unit L2 norm (zero rows stay zero)."""
-    x_nd = np.asarray(x_nd, dtype=np.float32)
-    norms_n1 = np.linalg.norm(x_nd, axis=-1, keepdims=True)
-    return x_nd / np.maximum(norms_n1, eps)
-
-
 class Encoder(ABC):
     """An embedding model: `dim`, `modalities`, and `encode(modality, items)`."""
 
@@ -58,6 +58,8 @@ class Encoder(ABC):
     modalities: tuple[str, ...]
     licence: str = "unknown"
     max_batch_size: int = 32
+    device: Any = "cpu"
+    precision: str = "float32"  # what `forward` computes in (see bonds.encoders.precision)
 
     def check_modality(self, modality: str) -> None:
         if modality not in self.modalities:
@@ -65,9 +67,13 @@ class Encoder(ABC):
                 f"encoder {self.name!r} does not embed {modality!r}; it embeds {', '.join(self.modalities)}"
             )
 
+    def prepare(self, modality: str, item: Any) -> Any:
+        """One decoded item -> what `preprocess` batches (default: the item as is). Thread-safe CPU work."""
+        return item
+
     @abstractmethod
     def preprocess(self, modality: str, items: Sequence[Any]) -> Any:
-        """Decoded items -> a model-ready batch (tensors, token ids, ...)."""
+        """Prepared items -> a model-ready batch (tensors, token ids, ...)."""
 
     @abstractmethod
     def forward(self, modality: str, batch: Any) -> Any:
@@ -82,6 +88,10 @@ class Encoder(ABC):
         """Items per model call of `modality` (`max_batch_size` unless a modality's model wants another)."""
         return self.max_batch_size
 
+    def precision_of(self, modality: str) -> str:
+        """What `forward` computes `modality` in (`precision` unless a modality's model keeps another)."""
+        return self.precision
+
     def encode(self, modality: str, items: Sequence[Any], batch_size: int | None = None) -> Encoded:
         """Unit-norm vectors of `items`, in model calls of `batch_size` items (default: `batch_size(modality)`)."""
         self.check_modality(modality)
@@ -91,18 +101,28 @@ class Encoder(ABC):
         out: list[Encoded] = []
         for start in range(0, len(items), size):
             chunk = items[start : start + size]
-            out.append(self._encode_chunk(modality, chunk))
+            out.append(self.encode_prepared(modality, [self.prepare(modality, item) for item in chunk]))
         vectors = np.concatenate([o.vectors for o in out]).astype(np.float32, copy=False)
         return Encoded(vectors, [n for o in out for n in o.notes])
 
-    def _encode_chunk(self, modality: str, items: Sequence[Any]) -> Encoded:
+    def encode_prepared(self, modality: str, prepared: Sequence[Any]) -> Encoded:
+        """One model call on prepared items: preprocess -> forward (in the encoder's precision) -> postprocess."""
         try:
             import torch
-
-            with torch.inference_mode():
-                return self.postprocess(modality, self.forward(modality, self.preprocess(modality, items)))
         except ImportError:  # numpy-only encoders (the tiny test encoder) need no torch
-            return self.postprocess(modality, self.forward(modality, self.preprocess(modality, items)))
+            return self.postprocess(modality, self.forward(modality, self.preprocess(modality, prepared)))
+        with torch.inference_mode():
+            batch = self.preprocess(modality, prepared)
+            with autocast(self.precision_of(modality), self.device):
+                outputs = self.forward(modality, batch)
+            return self.postprocess(modality, outputs)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
+        """Tokens per text as the model reads them (after truncation), or None: no tokenizer to count with."""
+        return None
 
     def info(self) -> dict[str, Any]:
-        return {"name": self.name, "dim": self.dim, "modalities": list(self.modalities), "licence": self.licence}
+        precisions = {m: self.precision_of(m) for m in self.modalities}
+        precision = self.precision if set(precisions.values()) == {self.precision} else precisions
+        return {"name": self.name, "dim": self.dim, "modalities": list(self.modalities), "licence": self.licence,
+                "device": str(self.device), "precision": precision}

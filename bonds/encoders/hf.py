@@ -15,13 +15,18 @@ from typing import Any
 
 import numpy as np
 
-from bonds.encoders.base import Audio, Encoded, Encoder, l2_normalize
+from bonds.encoders.audio_features import resample
+from bonds.encoders.base import Audio, Encoded, Encoder
+from bonds.encoders.precision import resolve_dtype
 from bonds.encoders.registry import ENCODERS
 from bonds.errors import CheckpointError
-from bonds.media import resample
+from bonds.vectors import l2_normalize
 
 DEFAULT_LICENCE = "see the model card"
 CLAP_TEXT_TOKENS = 77  # LAION-CLAP tokenises captions to 77 tokens in training and evaluation
+# Items per model call on CUDA (bf16): sized for throughput as ImageBind's towers are (not yet measured
+# for these models); a CPU keeps the default 32.
+CLIP_GPU_BATCH, CLAP_GPU_BATCH = 256, 64
 
 
 def _model_folder(path: str, what: str) -> Path:
@@ -48,13 +53,17 @@ class HFImageTextEncoder(Encoder):
 
     modalities = ("text", "image")
 
-    def __init__(self, path: str, device: str = "cpu", licence: str = DEFAULT_LICENCE, name: str = "clip"):
+    def __init__(self, path: str, device: str = "cpu", dtype: str = "auto", licence: str = DEFAULT_LICENCE,
+                 name: str = "clip"):
         import torch
         from transformers import AutoModel, AutoProcessor
 
         folder = _model_folder(path, "CLIP/SigLIP")
         self.name, self.licence = name, licence
         self.device = torch.device(device)
+        self.precision = resolve_dtype(dtype, self.device)
+        if self.device.type == "cuda":
+            self.max_batch_size = CLIP_GPU_BATCH
         self.model = AutoModel.from_pretrained(str(folder), local_files_only=True).to(self.device).eval()
         if not (hasattr(self.model, "get_text_features") and hasattr(self.model, "get_image_features")):
             raise CheckpointError(f"{type(self.model).__name__} in {str(folder)!r} is not an image-text dual encoder")
@@ -83,7 +92,15 @@ class HFImageTextEncoder(Encoder):
                 # the last position): recent tokenizers return a mask anyway, which would change the vectors
                 return {"input_ids": batch["input_ids"]}
             return batch
-        return self.processor(images=list(items), return_tensors="pt")
+        import torch
+
+        return {"pixel_values": torch.stack(list(items))}
+
+    def prepare(self, modality: str, item: Any) -> Any:
+        """An image's pixel values, on the pipeline's CPU workers (the processor treats each image alone)."""
+        if modality == "text":
+            return item
+        return self.processor(images=[item], return_tensors="pt")["pixel_values"][0]
 
     def forward(self, modality: str, batch: Any) -> Any:
         inputs = {k: v.to(self.device) for k, v in batch.items()}
@@ -101,13 +118,17 @@ class ClapEncoder(Encoder):
 
     modalities = ("text", "audio")
 
-    def __init__(self, path: str, device: str = "cpu", licence: str = DEFAULT_LICENCE, name: str = "clap"):
+    def __init__(self, path: str, device: str = "cpu", dtype: str = "auto", licence: str = DEFAULT_LICENCE,
+                 name: str = "clap"):
         import torch
         from transformers import ClapModel, ClapProcessor
 
         folder = _model_folder(path, "CLAP")
         self.name, self.licence = name, licence
         self.device = torch.device(device)
+        self.precision = resolve_dtype(dtype, self.device)
+        if self.device.type == "cuda":
+            self.max_batch_size = CLAP_GPU_BATCH
         self.model = ClapModel.from_pretrained(str(folder), local_files_only=True).to(self.device).eval()
         self.processor = ClapProcessor.from_pretrained(str(folder), local_files_only=True)
         extractor = self.processor.feature_extractor
@@ -123,13 +144,16 @@ class ClapEncoder(Encoder):
         if modality == "text":
             return dict(self.processor.tokenizer([str(t) for t in items], padding=True, truncation=True,
                                                  max_length=CLAP_TEXT_TOKENS, return_tensors="pt"))
-        mels = [self._audio_features(_as_audio(a)) for a in items]
-        features = torch.from_numpy(np.stack(mels).astype(np.float32))
+        features = torch.from_numpy(np.stack(items).astype(np.float32))
         # One clip at a time: the extractor marks one random item of an all-short batch `is_longer` (a
         # training trick). For a batch of one that item is always the clip itself, so fusion models see
         # every clip as `is_longer`, independent of its batch-mates; non-fusion models ignore the flag.
         is_longer = torch.full((len(items), 1), self.fusion, dtype=torch.bool)
         return {"input_features": features, "is_longer": is_longer}
+
+    def prepare(self, modality: str, item: Any) -> Any:
+        """A clip's mel features, on the pipeline's CPU workers; texts are tokenised together in `preprocess`."""
+        return item if modality == "text" else self._audio_features(_as_audio(item))
 
     def _audio_features(self, audio: Audio) -> np.ndarray:
         """One waveform -> the extractor's mel input (channels, frames, mel bins), without randomness.

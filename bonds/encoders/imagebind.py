@@ -26,9 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from bonds.encoders.base import Audio, Encoded, Encoder, l2_normalize
+from bonds.encoders.base import Audio, Encoded, Encoder
+from bonds.encoders.precision import resolve_dtype
 from bonds.encoders.registry import ENCODERS
 from bonds.errors import CheckpointError
+from bonds.vectors import l2_normalize
 
 CONFIG_FILENAME = "imagebind_config.json"
 BPE_FILENAME = "bpe_simple_vocab_16e6.txt.gz"
@@ -64,8 +66,8 @@ def _token_pattern():
     try:
         import regex
 
-        return regex.compile(r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+",
-                             regex.IGNORECASE)
+        return regex.compile(r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|"
+                             r"[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+", regex.IGNORECASE)
     except ImportError:
         import re
 
@@ -152,9 +154,9 @@ class ClipBpeTokenizer:
 # ---------------------------------------------------------------- images
 
 
-def imagebind_image(image) -> Any:
-    """RGB PIL image -> (3, 2, 224, 224) float32 tensor, as torchvision's Resize(224, bicubic),
-    CenterCrop(224), ToTensor, Normalize(CLIP) compute it on a PIL image, repeated into 2 frames."""
+def imagebind_pixels(image) -> Any:
+    """RGB PIL image -> (3, 224, 224) uint8 tensor: torchvision's Resize(224, bicubic) and CenterCrop(224) as
+    they compute on a PIL image. Kept as bytes until the batch is on the device (4x less to copy there)."""
     import torch
     from PIL import Image
 
@@ -165,10 +167,22 @@ def imagebind_image(image) -> Any:
     image = image.resize(size, Image.BICUBIC)
     left, top = int(round((size[0] - IMAGE_SIZE) / 2.0)), int(round((size[1] - IMAGE_SIZE) / 2.0))
     image = image.crop((left, top, left + IMAGE_SIZE, top + IMAGE_SIZE))
-    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    mean = torch.tensor(CLIP_MEAN, dtype=torch.float32)[:, None, None]
-    std = torch.tensor(CLIP_STD, dtype=torch.float32)[:, None, None]
-    return ((pixels - mean) / std).unsqueeze(1).repeat(1, 2, 1, 1)
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def normalize_pixels(pixels_b3hw: Any) -> Any:
+    """uint8 (b, 3, h, w) -> float32 ToTensor + Normalize(CLIP), on whatever device the pixels are."""
+    import torch
+
+    mean = torch.tensor(CLIP_MEAN, dtype=torch.float32, device=pixels_b3hw.device)[:, None, None]
+    std = torch.tensor(CLIP_STD, dtype=torch.float32, device=pixels_b3hw.device)[:, None, None]
+    return (pixels_b3hw.to(torch.float32) / 255.0 - mean) / std
+
+
+def imagebind_image(image) -> Any:
+    """RGB PIL image -> (3, 2, 224, 224) float32 tensor, as torchvision's Resize(224, bicubic),
+    CenterCrop(224), ToTensor, Normalize(CLIP) compute it on a PIL image, repeated into 2 frames."""
+    return normalize_pixels(imagebind_pixels(image).unsqueeze(0))[0].unsqueeze(1).repeat(1, 2, 1, 1)
 
 
 # ---------------------------------------------------------------- checkpoint
@@ -180,7 +194,8 @@ def read_state_dict(path: str | Path) -> dict[str, Any]:
 
     file = Path(path)
     if not file.is_file():
-        raise CheckpointError(f"ImageBind checkpoint {str(file)!r} not found (expected the official imagebind_huge.pth)")
+        raise CheckpointError(
+            f"ImageBind checkpoint {str(file)!r} not found (expected the official imagebind_huge.pth)")
     try:
         if file.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -236,14 +251,20 @@ def load_imagebind(path: str | Path, config: Any = "huge"):
 # ---------------------------------------------------------------- the encoder
 
 
+# Items per model call. On CUDA in bf16, ImageBind-huge's image and text towers reach their best rate at 256
+# (H200: images 554/s at 16, 1,032 at 64, 1,035 at 256); audio (3 clips an item) at 64. On a CPU, 16.
+GPU_BATCH = {"image": 256, "text": 256, "audio": 64}
+CPU_BATCH = 16
+
+
 @ENCODERS.register("imagebind")
 class ImageBindEncoder(Encoder):
     modalities = ("text", "image", "audio")
     licence = "CC BY-NC-SA 4.0 (non-commercial)"
-    max_batch_size = 16
+    max_batch_size = CPU_BATCH
 
     def __init__(self, checkpoint: str, bpe_path: str | None = None, config: str | dict[str, Any] | None = None,
-                 device: str = "cpu", name: str = "imagebind"):
+                 device: str = "cpu", dtype: str = "auto", name: str = "imagebind"):
         import torch
 
         from bonds.encoders.imagebind_model import ImageBindConfig
@@ -259,36 +280,50 @@ class ImageBindEncoder(Encoder):
             raise CheckpointError(f"invalid ImageBind config: {exc}") from None
         bpe = Path(bpe_path) if bpe_path else Path(checkpoint).parent / BPE_FILENAME
         if not bpe.is_file():
-            raise CheckpointError(f"CLIP BPE vocabulary {str(bpe)!r} not found (pass bpe_path={BPE_FILENAME!r} from ImageBind)")
+            raise CheckpointError(
+                f"CLIP BPE vocabulary {str(bpe)!r} not found (pass bpe_path={BPE_FILENAME!r} from ImageBind)")
         self.tokenizer = ClipBpeTokenizer(bpe, self.config.context_length)
         if self.tokenizer.vocab_size > self.config.vocab_size:
-            raise CheckpointError(f"BPE vocabulary has {self.tokenizer.vocab_size} tokens; the model embeds {self.config.vocab_size}")
+            raise CheckpointError(
+                f"BPE vocabulary has {self.tokenizer.vocab_size} tokens; the model embeds {self.config.vocab_size}")
         self.name, self.dim = name, self.config.out_dim
         self.device = torch.device(device)
+        self.precision = resolve_dtype(dtype, self.device)
         self.model = load_imagebind(checkpoint, self.config).to(self.device)
+
+    def batch_size(self, modality: str) -> int:
+        return GPU_BATCH[modality] if self.device.type == "cuda" else self.max_batch_size
+
+    def prepare(self, modality: str, item: Any) -> Any:
+        """Per item, on the pipeline's CPU workers: BPE ids (pure Python), resized pixels, or audio fbanks."""
+        from bonds.encoders.audio_features import imagebind_audio_clips
+
+        if modality == "text":
+            ids, truncated = self.tokenizer([str(item)])
+            return ids[0], truncated[0]
+        if modality == "image":
+            return imagebind_pixels(item)
+        if not isinstance(item, Audio):
+            raise TypeError(f"audio items must be bonds Audio, got {type(item).__name__}")
+        return imagebind_audio_clips(item)
 
     def preprocess(self, modality: str, items: Sequence[Any]) -> tuple[Any, list[str | None]]:
         import torch
 
-        from bonds.encoders.audio_features import imagebind_audio_clips
-
         notes: list[str | None] = [None] * len(items)
         if modality == "text":
-            ids, truncated = self.tokenizer([str(t) for t in items])
-            notes = [f"text cut to {self.config.context_length} tokens" if cut else None for cut in truncated]
-            return torch.from_numpy(ids), notes
-        if modality == "image":
-            return torch.stack([imagebind_image(image) for image in items]), notes
-        clips = []
-        for audio in items:
-            if not isinstance(audio, Audio):
-                raise TypeError(f"audio items must be bonds Audio, got {type(audio).__name__}")
-            clips.append(imagebind_audio_clips(audio))
-        return torch.stack(clips), notes
+            notes = [f"text cut to {self.config.context_length} tokens" if cut else None for _, cut in items]
+            return torch.from_numpy(np.stack([ids for ids, _ in items])), notes
+        return torch.stack(list(items)), notes
 
     def forward(self, modality: str, batch: tuple[Any, list[str | None]]) -> tuple[Any, list[str | None]]:
         tensor, notes = batch
-        return self.model.embed("vision" if modality == "image" else modality, tensor.to(self.device)), notes
+        if self.device.type == "cuda":  # page-locked memory: the copy runs asynchronously, without a staging copy
+            tensor = tensor.pin_memory()
+        tensor = tensor.to(self.device, non_blocking=True)
+        if modality == "image":  # normalised on the device; the model repeats the image into two frames
+            tensor = normalize_pixels(tensor)
+        return self.model.embed("vision" if modality == "image" else modality, tensor), notes
 
     def postprocess(self, modality: str, outputs: tuple[Any, list[str | None]]) -> Encoded:
         vectors, notes = outputs

@@ -14,31 +14,41 @@ from typing import Any
 
 import torch
 
-from bonds.encoders.base import Encoded, Encoder, l2_normalize
+from bonds.encoders.base import Encoded, Encoder
+from bonds.encoders.precision import resolve_dtype
 from bonds.encoders.registry import ENCODERS
 from bonds.errors import CheckpointError
+from bonds.vectors import l2_normalize
+
+GPU_BATCH = 64  # InternViT-6B is ~20x ImageBind-huge's vision tower per image: smaller calls fill a GPU
 
 
 @ENCODERS.register("internvl_c")
 class InternVLCEncoder(Encoder):
     modalities = ("text", "image")
 
-    def __init__(self, path: str, device: str = "cpu", dtype: str | None = None, prefix: str = "summarize:",
+    def __init__(self, path: str, device: str = "cpu", dtype: str | None = "auto", prefix: str = "summarize:",
                  max_length: int = 80, licence: str = "MIT (InternVL); see the model card", name: str = "internvl_c"):
         from transformers import AutoModel, AutoTokenizer, CLIPImageProcessor
 
         folder = Path(path)
         if not (folder / "config.json").is_file():
-            raise CheckpointError(f"InternVL-C folder {str(folder)!r} has no config.json (expected a local model folder)")
+            raise CheckpointError(
+                f"InternVL-C folder {str(folder)!r} has no config.json (expected a local model folder)")
         self.name, self.licence, self.prefix, self.max_length = name, licence, prefix, int(max_length)
         self.device = torch.device(device)
-        # bf16 is the released dtype on GPU; CPUs compute it slowly, so they default to fp32.
-        self.dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        # bf16 is the released dtype on GPU ("auto" there); CPUs compute it slowly, so they default to fp32.
+        # The weights are loaded in that dtype (14 GB in fp32 would not fit beside the rest).
+        self.precision = resolve_dtype(dtype, self.device)
+        self.dtype = getattr(torch, self.precision)
+        if self.device.type == "cuda":
+            self.max_batch_size = GPU_BATCH
         self.model = AutoModel.from_pretrained(
             str(folder), trust_remote_code=True, local_files_only=True, dtype=self.dtype
         ).to(self.device).eval()
         self.processor = CLIPImageProcessor.from_pretrained(str(folder), local_files_only=True)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=False, add_eos_token=True, local_files_only=True)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=False, add_eos_token=True,
+                                                       local_files_only=True)
         self.tokenizer.pad_token_id = 0  # as the model card sets it
         self.dim = int(getattr(self.model.config, "clip_embed_dim", 0) or self._probe_dim())
 
@@ -51,7 +61,11 @@ class InternVLCEncoder(Encoder):
             texts = [self.prefix + str(t) for t in items]
             return self.tokenizer(texts, return_tensors="pt", max_length=self.max_length, truncation=True,
                                   padding="max_length").input_ids
-        return self.processor(images=list(items), return_tensors="pt").pixel_values
+        return torch.stack(list(items))
+
+    def prepare(self, modality: str, item: Any) -> Any:
+        """An image's pixel values, on the pipeline's CPU workers; texts are tokenised together."""
+        return item if modality == "text" else self.processor(images=[item], return_tensors="pt").pixel_values[0]
 
     def forward(self, modality: str, batch: torch.Tensor) -> torch.Tensor:
         if modality == "text":

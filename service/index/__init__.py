@@ -1,7 +1,7 @@
 """Per-collection vector store: components for search-time mixing, FAISS candidates, SQLite metadata,
 durable writes. `CollectionStore(data_dir)` is what the app holds; see collection.py for the design."""
 
-from service.index.collection import Collection, Hit, Record
+from service.index.collection import Collection, Hit
 from service.index.errors import (
     CollectionExistsError,
     CollectionNotFoundError,
@@ -9,15 +9,14 @@ from service.index.errors import (
     InvalidFilterError,
     ItemNotFoundError,
     SpaceMismatchError,
+    StorageFullError,
     StoreError,
 )
-from service.index.search import RAW_MODALITY, RAW_PLAN
-from service.index.settings import IndexSettings
+from service.index.index_settings import IndexSettings
+from service.index.log import Record
 from service.index.store import CollectionStore
 
 __all__ = [
-    "RAW_MODALITY",
-    "RAW_PLAN",
     "Collection",
     "CollectionExistsError",
     "CollectionNotFoundError",
@@ -29,5 +28,6 @@ __all__ = [
     "ItemNotFoundError",
     "Record",
     "SpaceMismatchError",
+    "StorageFullError",
     "StoreError",
 ]

@@ -1,11 +1,11 @@
 """The FAISS side of a collection: candidates by inner product, under the collection's default mixing.
 
-An `IndexIDMap2` over a flat or HNSW index maps FAISS rows to the collection's int64 item ids; IVF
-keeps the ids in its own lists (IndexIDMap's removal assumes a sub-index that shifts rows as a flat
-one does, which IVF does not, so wrapping IVF would mislabel results after a delete). Filters go *into* the search as an `IDSelectorBatch`, so a restrictive filter still yields top_k
-matches. HNSW cannot remove vectors: deleted ids become tombstones, excluded by a selector until the
-next rebuild. With GPUs (faiss-gpu builds), unfiltered flat/IVF searches run on a copy spread over all
-GPUs, refreshed after writes; a failed copy is logged and the CPU index is used.
+An `IndexIDMap2` over a flat or HNSW index maps FAISS rows to the collection's int64 item ids; IVF keeps the ids in its
+own lists (IndexIDMap's removal assumes a sub-index that shifts rows as a flat one does, which IVF does not, so wrapping
+IVF would mislabel results after a delete). Filters go *into* the search as an `IDSelectorBatch`, so a restrictive
+filter still yields top_k matches. HNSW cannot remove vectors: deleted ids become tombstones, excluded by a selector
+until the next rebuild. With GPUs (faiss-gpu builds), unfiltered flat/IVF searches run on a copy spread over all GPUs,
+refreshed after writes; a failed copy is logged and the CPU index is used.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 import faiss
 import numpy as np
 
-from service.index.settings import IndexSettings
+from service.index.index_settings import IndexSettings
 
 log = logging.getLogger(__name__)
 GPU_MAX_K = 2048  # FAISS GPU top-k limit

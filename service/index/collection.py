@@ -1,18 +1,14 @@
-"""One collection on disk and in memory.
+"""One collection: its SQLite file (the source of truth) and the vector backend that holds its components.
 
-Durability: `items.sqlite` holds the metadata and string-id map (`items`) and a write-ahead log of
-components (`log`: leaves, Gram matrix, default-mixing vector per added item; a row per deletion).
-A write is one SQLite transaction in WAL journal mode with `synchronous=FULL`, i.e. appended to the
-journal and fsynced before the call returns: an acknowledged write survives `kill -9` and power loss,
-and a write cut short leaves nothing behind. The in-memory arrays and the FAISS index are rebuilt on
-open from the last snapshot (service.index.snapshot) plus the log entries after it; a snapshot lets
-the log be truncated.
+Durability: `items.sqlite` holds the metadata and string-id map (`items`) and the write-ahead log of
+components (service.index.log). A write is one SQLite transaction in WAL journal mode with
+`synchronous=FULL`, i.e. appended to the journal and fsynced before the call returns: an acknowledged
+write survives `kill -9` and power loss, and a write cut short leaves nothing behind. The vector backend
+(service.index.backend: FAISS in memory, or Milvus) is told of each committed write and rebuilt from the
+log on open; once it holds the log durably itself (a snapshot), the log is truncated behind it.
 
-Concurrency: one lock per collection guards SQLite, the arrays' bookkeeping and FAISS. Callers encode
-before calling in (never under the lock); exact scoring runs outside it on immutable row views.
-
-A collection whose index backend is Milvus is a `MilvusCollection` (service.index.milvus_collection):
-the same SQLite side and write path, with the components kept in Milvus rather than in these arrays.
+Concurrency: one lock per collection guards SQLite and the backend's bookkeeping. Callers encode before
+calling in (never under the lock); scoring and calls to Milvus run outside it (the backend's readers).
 """
 
 from __future__ import annotations
@@ -22,34 +18,26 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from bonds.mixing import ResolvedMixing
 from bonds.plan import Node
-from service.index import items, search, snapshot
-from service.index.ann import Ann
+from bonds.space import Space
+from service.index import items, log
+from service.index.backend import Search, VectorBackend
 from service.index.errors import CollectionNotFoundError, InvalidCollectionError, SpaceMismatchError
-from service.index.groups import Group
-from service.index.settings import IndexSettings
+from service.index.index_settings import IndexSettings
+from service.index.log import LogReader, Record
+from service.index.search import Scored
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 TRUNCATE_SLICE = 2000  # log rows deleted per transaction after a snapshot
 FILTER_CACHE = 16  # filters whose matching ids are kept until the next write
-@dataclass
-class Record:
-    """One item to store: its components under the space's full mixing and its default-mixing vector."""
-
-    key: str
-    modality: str
-    metadata: dict[str, Any]
-    keys: list[str]  # leaf keys
-    leaves: np.ndarray  # (L, d) float32
-    gram: np.ndarray  # (L, L) float64
-    vector: np.ndarray  # (d,) float32
 
 
 class Hit(NamedTuple):  # a tuple, not a frozen dataclass: built per hit per search (~1.5 us -> 0.3 us each)
@@ -59,73 +47,67 @@ class Hit(NamedTuple):  # a tuple, not a frozen dataclass: built per hit per sea
     metadata: dict[str, Any]
 
 
+def open_backend(folder: Path, settings: IndexSettings, dim: int, meta: Mapping[str, Any],
+                 **options: Any) -> VectorBackend:
+    """The backend a collection's settings name; `options`: how to reach it (Milvus: `milvus_uri`,
+    `milvus_token`)."""
+    if settings.backend == "milvus":
+        from service.index.milvus_backend import MilvusBackend
+
+        return MilvusBackend(settings, dim, meta, **options)
+    from service.index.faiss_backend import FaissBackend
+
+    return FaissBackend(folder, settings, dim)
+
+
 class Collection:
-    def __init__(self, folder: Path, conn: sqlite3.Connection, snapshot_every: int, **_backend: Any):
+    def __init__(self, folder: Path, conn: sqlite3.Connection, snapshot_every: int, **backend: Any):
+        """`backend`: how to reach the collection's vector backend (Milvus: `milvus_uri`, `milvus_token`)."""
         self.folder, self._conn, self.snapshot_every = folder, conn, snapshot_every
         self._lock = threading.RLock()
         self._snapshotting = threading.RLock()  # one snapshot at a time; close() holds it across its own
         self.meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
+        self.meta.setdefault("groups", {})
         self.name: str = self.meta["name"]
         self.dim: int = self.meta["dim"]
         self.settings = IndexSettings.model_validate(self.meta["index"])
-        self.groups: dict[str, Group] = {}
-        self.ann = Ann(self.settings, self.dim)
-        self.seq = 0  # last log entry reflected in memory
+        self._counts = dict(conn.execute("SELECT modality, count(*) FROM items GROUP BY modality").fetchall())
+        self.seq = 0  # last log entry reflected in the backend
         self._unsnapshotted = 0
         self.closed = False
         self.last_snapshot_s = 0.0
         self._snapshot_thread: threading.Thread | None = None
         self._filtered: dict[str, np.ndarray] = {}  # filter -> ids, valid while seq == _filtered_at
         self._filtered_at = -1
+        with _named(self.name):
+            self.backend: VectorBackend = open_backend(folder, self.settings, self.dim, self.meta, **backend)
 
     # --- lifecycle --------------------------------------------------------------------------------
-    @classmethod
-    def create(cls, folder: Path, meta: Mapping[str, Any], snapshot_every: int) -> Collection:
+    @staticmethod
+    def create(folder: Path, meta: Mapping[str, Any]) -> None:
+        """A new collection's SQLite file in `folder`, holding `meta`; `open` it to use it."""
         conn = items.connect(folder / "items.sqlite")
-        with conn:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
-        return cls(folder, conn, snapshot_every)
+        try:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
+        finally:
+            conn.close()
 
     @classmethod
     def open(cls, folder: Path, snapshot_every: int, **backend: Any) -> Collection:
-        """`backend`: how to reach the collection's vector backend (Milvus: `milvus_uri`, `milvus_token`)."""
-        snapshot.clean(folder)
-        collection = cls(folder, items.connect(folder / "items.sqlite"), snapshot_every, **backend)
-        collection._recover()
+        """The collection in `folder`, its backend brought to the state the log describes."""
+        conn = items.connect(folder / "items.sqlite")
+        try:
+            items.repair_metadata(conn, folder.name)
+            collection = cls(folder, conn, snapshot_every, **backend)
+        except BaseException:
+            conn.close()
+            raise
+        with _named(collection.name):
+            reader = LogReader(conn, collection.dim, collection.meta["groups"])
+            collection.seq, collection._unsnapshotted = collection.backend.recover(reader, collection._counts)
         return collection
-
-    def _recover(self) -> None:
-        """Last snapshot + every log entry after it; then the ANN index and SQLite must agree."""
-        saved = snapshot.load(self.folder, self.dim)
-        if saved is not None:
-            self.groups, self.seq = saved.groups, saved.seq
-            self.ann.load_bytes(saved.ann, saved.trained_on)
-        rows = self._conn.execute("SELECT seq, op, item, modality, leaves, gram, vector FROM log WHERE seq > ? "
-                                  "ORDER BY seq", (self.seq,))
-        for seq, op, item, modality, leaves, gram, vector in rows:
-            if op == "add":
-                group = self._group(modality, self.meta["groups"][modality])
-                n_leaves = len(group.keys)
-                group.append(np.array([item]), np.frombuffer(leaves, np.float32).reshape(1, n_leaves, self.dim),
-                             np.frombuffer(gram, np.float64).reshape(1, n_leaves, n_leaves),
-                             np.frombuffer(vector, np.float32).reshape(1, self.dim))
-            else:
-                for group in self.groups.values():
-                    group.kill(np.array([item]))
-            self.seq = seq
-            self._unsnapshotted += 1
-        live = self._live_ids()
-        stored = np.array([r[0] for r in self._conn.execute("SELECT id FROM items")], dtype=np.int64)
-        if not np.array_equal(np.sort(stored), np.sort(live)):
-            raise RuntimeError(f"collection {self.name!r}: {len(stored)} items in SQLite but {len(live)} with components")
-        indexed = self.ann.ids()
-        self.ann.remove(np.setdiff1d(indexed, live))
-        missing = np.setdiff1d(live, indexed)
-        for group in self.groups.values():
-            rows = group.rows_of(missing)
-            rows = rows[rows >= 0]
-            self.ann.add(group.ids[rows], group.vectors[rows])
 
     def close(self) -> None:
         """Snapshot what the log holds (so the next open replays nothing) and let go of the files."""
@@ -139,38 +121,44 @@ class Collection:
     def discard(self) -> None:
         """Close without a snapshot (the collection is being deleted); later calls get a 404."""
         with self._snapshotting, self._lock:  # a running snapshot finishes first: its folder is about to go
+            if not self.closed:
+                self.backend.close()
             self.closed = True
             self._conn.close()
 
     def drop_backend(self) -> None:
-        """Remove what lives outside the collection's folder (nothing here; Milvus collections there)."""
+        """Remove what lives outside the collection's folder (Milvus collections)."""
+        with self._lock:
+            self._check_open()
+            self.backend.drop()
 
     def _check_open(self) -> None:
         if self.closed:
             raise CollectionNotFoundError(f"collection {self.name!r} was deleted")
 
-    def _group(self, modality: str, keys: list[str]) -> Group:
-        if modality not in self.groups:
-            self.groups[modality] = Group(modality, keys, self.dim)
-        return self.groups[modality]
-
-    def _live_ids(self) -> np.ndarray:
-        found = [g.live_ids() for g in self.groups.values()]
-        return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
-
     # --- description ------------------------------------------------------------------------------
     def check_space(self, space_id: str) -> None:
         if space_id != self.meta["space_id"]:
             raise SpaceMismatchError(
-                f"collection {self.name!r} holds vectors of space {self.meta['space']!r} with id {self.meta['space_id']}, "
-                f"but the space now served under that name has id {space_id}: its encoders or bonds changed; "
-                "re-create the collection and add the items again"
+                f"collection {self.name!r} holds vectors of space {self.meta['space']!r} with id "
+                f"{self.meta['space_id']}, but the space now served under that name has id {space_id}: its "
+                "encoders or bonds changed; re-create the collection and add the items again"
             )
+
+    def default_mixing(self, space: Space) -> ResolvedMixing:
+        """The mixing of the vectors this collection stores and indexes (pinned when it was created)."""
+        return space.resolve(self.meta["mixing"])
+
+    def is_default_mixing(self, space: Space, plans: Mapping[str, Node]) -> bool:
+        """Whether `plans` are this collection's default mixing, whose vectors it stores and indexes: a search
+        under it scores those vectors directly instead of re-scoring candidates from their components."""
+        default = space.resolve(self.meta["mixing"])
+        return all(plan == space.plan(modality, default) for modality, plan in plans.items())
 
     def info(self) -> dict[str, Any]:
         with self._lock:
             self._check_open()
-            counts = {m: n for m, n in self._counts().items() if n}
+            counts = {m: n for m, n in self._counts.items() if n}
         return {"name": self.name, "space": self.meta["space"], "space_id": self.meta["space_id"], "dim": self.dim,
                 "count": sum(counts.values()), "modalities": counts, "index": self.settings.model_dump(),
                 "mixing": self.meta["mixing"], "created": self.meta["created"]}
@@ -186,91 +174,86 @@ class Collection:
             self._validate(r)
         with self._lock:
             self._check_open()
-            replaced, added = [], []
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                groups = dict(self.meta.get("groups", {}))
+                groups = self._groups_with(latest.values())
+                replaced = self._remove([r.key for r in latest.values()])
+                added = []
                 for r in latest.values():
-                    if groups.setdefault(r.modality, r.keys) != r.keys:
-                        raise SpaceMismatchError(f"{r.modality} components with leaves {r.keys} do not match the "
-                                                 f"collection's {groups[r.modality]}")
-                    old = self._conn.execute("SELECT id FROM items WHERE key = ?", (r.key,)).fetchone()
-                    if old:
-                        self._conn.execute("DELETE FROM items WHERE id = ?", old)
-                        self._conn.execute("INSERT INTO log (op, item) VALUES ('del', ?)", old)
-                        replaced.append(old[0])
                     item = self._conn.execute("INSERT INTO items (key, modality, metadata) VALUES (?, ?, ?)",
-                                              (r.key, r.modality, json.dumps(r.metadata))).lastrowid
-                    self._conn.execute(
-                        "INSERT INTO log (op, item, modality, leaves, gram, vector) VALUES ('add', ?, ?, ?, ?, ?)",
-                        (item, r.modality, r.leaves.astype(np.float32).tobytes(), r.gram.astype(np.float64).tobytes(),
-                         r.vector.astype(np.float32).tobytes()))
+                                              (r.key, r.modality, items.dump_metadata(r.metadata))).lastrowid
+                    log.append_add(self._conn, item, r)
                     added.append((item, r))
-                if groups != self.meta.get("groups"):
+                if groups != self.meta["groups"]:
                     self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('groups', ?)", (json.dumps(groups),))
-                seq = self._conn.execute("SELECT max(seq) FROM log").fetchone()[0]
+                seq = log.last_seq(self._conn)
                 self._conn.execute("COMMIT")  # the acknowledgement point: journal appended and fsynced
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+            except BaseException as exc:
+                items.roll_back(self._conn, self.name, exc)
                 raise
-            self.meta["groups"] = groups
-            self.seq = seq or self.seq
-            self._unsnapshotted += len(added) + len(replaced)
-            self._forget(replaced)
-            self._apply(added)
+            self.meta["groups"].update(groups)  # the same dict the backend's log reader holds
+            self._committed(seq, replaced, added)
         self._maybe_snapshot()
         return len(latest)
 
-    def _apply(self, added: list[tuple[int, Record]]) -> None:
-        """Committed additions into the arrays and the ANN index (under the lock)."""
-        for modality in {r.modality for _, r in added}:
-            mine = [(i, r) for i, r in added if r.modality == modality]
-            ids = np.array([i for i, _ in mine], dtype=np.int64)
-            vectors = np.stack([r.vector for _, r in mine]).astype(np.float32)
-            self._group(modality, self.meta["groups"][modality]).append(
-                ids, np.stack([r.leaves for _, r in mine]), np.stack([r.gram for _, r in mine]), vectors)
-            self.ann.add(ids, vectors)
+    def _groups_with(self, records: Any) -> dict[str, list[str]]:
+        """The collection's modality -> leaf keys with those of `records`, which must match what is there."""
+        groups = dict(self.meta["groups"])
+        for r in records:
+            if groups.setdefault(r.modality, r.keys) != r.keys:
+                raise SpaceMismatchError(f"{r.modality} components with leaves {r.keys} do not match the "
+                                         f"collection's {groups[r.modality]}")
+        return groups
+
+    def _remove(self, keys: Sequence[str]) -> list[tuple[str, int, str]]:
+        """Delete the items of `keys` that exist, logging each deletion (inside the caller's transaction);
+        returns `(key, id, modality)` of those."""
+        found = []
+        for key in dict.fromkeys(keys):
+            row = self._conn.execute("SELECT id, modality FROM items WHERE key = ?", (key,)).fetchone()
+            if row:
+                self._conn.execute("DELETE FROM items WHERE id = ?", (row[0],))
+                log.append_delete(self._conn, row[0])
+                found.append((key, row[0], row[1]))
+        return found
+
+    def _committed(self, seq: int, removed: list[tuple[str, int, str]], added: list[tuple[int, Record]]) -> None:
+        """A committed write into the counts and the backend (under the lock)."""
+        self.seq = seq or self.seq
+        self._unsnapshotted += len(removed) + len(added)
+        for _, _, modality in removed:
+            self._counts[modality] -= 1
+        for _, r in added:
+            self._counts[r.modality] = self._counts.get(r.modality, 0) + 1
+        self.backend.apply(added, np.array([item for _, item, _ in removed], dtype=np.int64))
 
     def _validate(self, r: Record) -> None:
         n_leaves = len(r.keys)
-        if r.leaves.shape != (n_leaves, self.dim) or r.gram.shape != (n_leaves, n_leaves) or r.vector.shape != (self.dim,):
+        shapes = (r.leaves.shape, r.gram.shape, r.vector.shape)
+        if shapes != ((n_leaves, self.dim), (n_leaves, n_leaves), (self.dim,)):
             raise InvalidCollectionError(f"item {r.key!r}: components do not fit a {self.dim}-d collection")
         if not (np.isfinite(r.leaves).all() and np.isfinite(r.vector).all()):
             raise InvalidCollectionError(f"item {r.key!r}: vector values must be finite")
+        try:
+            items.dump_metadata(r.metadata)
+        except ValueError:
+            raise InvalidCollectionError(f"item {r.key!r}: metadata values must be finite numbers") from None
 
     def delete(self, keys: Sequence[str]) -> list[str]:
         """Remove items by key in one durable transaction; returns the keys that existed."""
         with self._lock:
             self._check_open()
-            found = []
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                for key in dict.fromkeys(keys):
-                    row = self._conn.execute("SELECT id FROM items WHERE key = ?", (key,)).fetchone()
-                    if row:
-                        self._conn.execute("DELETE FROM items WHERE id = ?", row)
-                        self._conn.execute("INSERT INTO log (op, item) VALUES ('del', ?)", row)
-                        found.append((key, row[0]))
-                seq = self._conn.execute("SELECT max(seq) FROM log").fetchone()[0]
+                found = self._remove(keys)
+                seq = log.last_seq(self._conn)
                 self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+            except BaseException as exc:
+                items.roll_back(self._conn, self.name, exc)
                 raise
-            self.seq = seq or self.seq
-            self._unsnapshotted += len(found)
-            self._forget([i for _, i in found])
+            self._committed(seq, found, [])
         self._maybe_snapshot()
-        return [key for key, _ in found]
-
-    def _forget(self, ids: list[int]) -> None:
-        ids_arr = np.array(ids, dtype=np.int64)
-        for group in self.groups.values():
-            group.kill(ids_arr)
-        self.ann.remove(ids_arr)
-
-    def _counts(self) -> dict[str, int]:
-        """Live items per modality (under the lock)."""
-        return {m: g.live for m, g in self.groups.items()}
+        return [key for key, _, _ in found]
 
     # --- reads ------------------------------------------------------------------------------------
     def get(self, key: str) -> dict[str, Any] | None:
@@ -286,9 +269,10 @@ class Collection:
             row = self._conn.execute("SELECT id, modality FROM items WHERE key = ?", (key,)).fetchone()
             if row is None:
                 return None
-            group = self.groups[row[1]]
-            at = int(group.rows_of(np.array([row[0]]))[0])
-            return row[1], group.keys, group.leaves[at: at + 1].copy(), group.gram[at: at + 1].copy()
+            keys = self.meta["groups"][row[1]]
+            read = self.backend.components(row[0], row[1], keys)
+        leaves, gram = read()
+        return row[1], keys, leaves, gram
 
     def search(self, plans: Mapping[str, Node], query_d: np.ndarray, top_k: int, filter_=None,
                modalities: Sequence[str] | None = None, exclude_keys: Sequence[str] = (),
@@ -302,24 +286,13 @@ class Collection:
         with self._lock:
             self._check_open()
             allowed, exclude = self._select(filter_, modalities, exclude_keys)
-            groups = {m: g for m, g in self.groups.items() if g.live and (modalities is None or m in modalities)}
-            use_exact = self._scans_all(mode, allowed, sum(g.live for g in groups.values()))
-            if use_exact:
-                views = {m: g.view() for m, g in groups.items()}
-            elif at_default_mixing:
-                scores, found = self.ann.search(query_d, top_k + len(exclude), allowed)
-            else:  # candidates are checked alive here, under the lock; the re-score never reads the mask
-                _, found = self.ann.search(query_d, self._candidates_wanted(top_k, exclude), allowed)
-                candidates = self._rows_of(found[0][found[0] >= 0], groups)
-                views = {m: groups[m].view(freeze_alive=False) for m in candidates}
-        scoring = None if at_default_mixing else plans
-        if use_exact:
-            best = search.exact(views, scoring, query_d, top_k, allowed, exclude)
-        elif at_default_mixing:
-            best = search.indexed(found[0], scores[0], top_k, exclude)
-        else:
-            best = search.rerank(views, plans, query_d, top_k, candidates, exclude)
-        return self._hits(best)
+            live = {m: n for m, n in self._counts.items() if n and (modalities is None or m in modalities)}
+            exact = self._scans_all(mode, allowed, sum(live.values()))
+            candidates = self.settings.rerank_factor * top_k + len(exclude)  # excluded items may take places
+            groups = {m: list(self.meta["groups"][m]) for m in live}
+            score = self.backend.searcher(Search(plans, query_d, top_k, groups, allowed, exclude, exact,
+                                                 at_default_mixing, candidates))
+        return self._hits(score())
 
     def _scans_all(self, mode: str | None, allowed: np.ndarray | None, live: int) -> bool:
         """Exact search: asked for, or (auto) few enough items searched that a scan beats ANN + re-score."""
@@ -327,23 +300,21 @@ class Collection:
         searched = len(allowed) if allowed is not None else live
         return mode == "exact" or (mode == "auto" and searched <= self.settings.exact_below)
 
-    def _candidates_wanted(self, top_k: int, exclude: set[int]) -> int:
-        return self.settings.rerank_factor * top_k + len(exclude)  # excluded items may take candidate places
-
     def item_vectors(self, plans: Mapping[str, Node], keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Vectors `(len(keys), d)` of stored items under `plans`, rebuilt from their components, and which
         keys were found `(len(keys),)`: an item deleted since the caller saw it has a zero row there."""
         with self._lock:
             self._check_open()
-            ids = items.ids_of(self._conn, list(keys))
-            located = self._rows_of(np.array(list(ids.values()), dtype=np.int64))
-            views = {m: self.groups[m].view() for m in located}
-        out = np.zeros((len(keys), self.dim), dtype=np.float32)
+            rows = items.locate(self._conn, list(keys))
+            located: dict[str, list[int]] = {}
+            for _, item, modality in rows:
+                located.setdefault(modality, []).append(item)
+            rebuild = self.backend.vectors(plans, {m: np.array(i, dtype=np.int64) for m, i in located.items()})
+        ids = {key: item for key, item, _ in rows}
         position = {ids[k]: n for n, k in enumerate(keys) if k in ids}
-        for modality, rows in located.items():
-            view = views[modality]
-            vectors = search.vectors_of_rows(search.plan_for(plans, modality), view, rows)
-            out[[position[int(i)] for i in view.ids[rows]]] = vectors
+        out = np.zeros((len(keys), self.dim), dtype=np.float32)
+        for found, vectors in rebuild():
+            out[[position[int(i)] for i in found]] = vectors
         return out, np.array([k in ids for k in keys], dtype=bool)
 
     def _select(self, filter_, modalities, exclude_keys) -> tuple[np.ndarray | None, set[int]]:
@@ -365,17 +336,7 @@ class Collection:
             self._filtered[key] = items.select(self._conn, filter_, modalities)
         return self._filtered[key], exclude
 
-    def _rows_of(self, ids: np.ndarray, groups: Mapping[str, Group] | None = None) -> dict[str, np.ndarray]:
-        """Live item ids -> their rows, per modality group (under the lock: rows move on compaction)."""
-        rows: dict[str, np.ndarray] = {}
-        for modality, group in (self.groups if groups is None else groups).items():
-            found = group.rows_of(ids)
-            found = found[found >= 0]
-            if len(found):
-                rows[modality] = found
-        return rows
-
-    def _hits(self, best: list[search.Scored]) -> list[Hit]:
+    def _hits(self, best: list[Scored]) -> list[Hit]:
         with self._lock:
             self._check_open()
             found = items.describe(self._conn, [s.id for s in best])
@@ -383,16 +344,12 @@ class Collection:
         return [Hit(found[s.id][0], s.score, *found[s.id][1:]) for s in best if s.id in found]
 
     # --- snapshots --------------------------------------------------------------------------------
-    def _snapshot_due(self) -> bool:
-        """Once the log holds `snapshot_every` entries and half as many as there are live items (each
-        snapshot rewrites every array, so this keeps the total cost linear)."""
-        live = sum(g.live for g in self.groups.values())
-        return self._unsnapshotted >= max(self.snapshot_every, live // 2)
-
     def _maybe_snapshot(self) -> None:
         """Snapshot in a background thread when one is due."""
         with self._lock:
-            if not self._snapshot_due() or self._snapshot_thread is not None:
+            due = self._unsnapshotted >= self.snapshot_every and self.backend.snapshot_due(
+                self._unsnapshotted, sum(self._counts.values()))
+            if not due or self._snapshot_thread is not None:
                 return
             self._snapshot_thread = threading.Thread(target=self._background_snapshot, daemon=True,
                                                      name=f"snapshot-{self.name}")
@@ -404,36 +361,36 @@ class Collection:
         except CollectionNotFoundError:
             pass  # deleted meanwhile
         except Exception:  # the log still holds everything: nothing is lost, the next try may succeed
-            log.exception("snapshot of collection %r failed", self.name)
+            logger.exception("snapshot of collection %r failed", self.name)
         finally:
             self._snapshot_thread = None
 
     def snapshot(self) -> None:
-        """Persist the arrays and ANN index as of now, then truncate the log behind them."""
+        """Have the backend persist its state as of now, then truncate the log behind it."""
         with self._snapshotting:
             with self._lock:
                 self._check_open()
-                if any(g.n > 2 * g.live for g in self.groups.values()) or self.ann.stale():
-                    self.groups = {m: g.compacted() for m, g in self.groups.items()}
-                    if self.ann.stale():
-                        live = [(g.ids[: g.n], g.vectors[: g.n]) for g in self.groups.values()]
-                        self.ann.rebuild(np.concatenate([i for i, _ in live] or [np.zeros(0, np.int64)]),
-                                         np.concatenate([v for _, v in live] or [np.zeros((0, self.dim), np.float32)]))
-                seq, views = self.seq, {m: g.view() for m, g in self.groups.items()}
-                ann, trained_on, pending = self.ann.to_bytes(), self.ann.trained_on, self._unsnapshotted
+                persist, pending = self.backend.snapshot(self.seq), self._unsnapshotted
             started = time.monotonic()
-            snapshot.save(self.folder, seq, views, ann, trained_on)  # outside the lock: views are immutable
+            held = persist()  # outside the lock: what it writes was captured under it
             # Truncate in slices, taking the lock per slice: freeing blob pages is slow, and searches
             # and writes should interleave with it rather than wait for all of it.
             while True:
                 with self._lock:
                     if self.closed:
                         break
-                    deleted = self._conn.execute("DELETE FROM log WHERE seq IN (SELECT seq FROM log WHERE seq <= ? "
-                                                 "LIMIT ?)", (seq, TRUNCATE_SLICE)).rowcount
+                    deleted = log.truncate(self._conn, held, TRUNCATE_SLICE)
                 if deleted < TRUNCATE_SLICE:
                     break
             with self._lock:
                 self._unsnapshotted -= pending
-            snapshot.clean(self.folder)
             self.last_snapshot_s = time.monotonic() - started
+
+
+@contextmanager
+def _named(name: str) -> Iterator[None]:
+    """A backend's failed check on open (a RuntimeError) raised again naming the collection."""
+    try:
+        yield
+    except RuntimeError as exc:
+        raise RuntimeError(f"collection {name!r}: {exc}") from None

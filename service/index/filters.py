@@ -28,7 +28,8 @@ _MAX_VALUES = 10_000
 
 def _path(key: str) -> str:
     if not isinstance(key, str) or not _KEY.match(key):
-        raise InvalidFilterError(f"filter key {key!r}: use letters, digits, '_', '-' and '.' (a dot goes one level down)")
+        raise InvalidFilterError(
+            f"filter key {key!r}: use letters, digits, '_', '-' and '.' (a dot goes one level down)")
     return "$." + ".".join(f'"{part}"' for part in key.split("."))
 
 
@@ -44,7 +45,8 @@ def _scalar(key: str, value: Any) -> Any:
         return _integer(key, value)
     if value is None or isinstance(value, float | str):
         return value
-    raise InvalidFilterError(f"filter on {key!r}: compare with a string, number, boolean or null, not {json.dumps(value)[:60]}")
+    raise InvalidFilterError(
+        f"filter on {key!r}: compare with a string, number, boolean or null, not {json.dumps(value)[:60]}")
 
 
 def _number(key: str, op: str, value: Any) -> float:

@@ -68,7 +68,8 @@ class Group:
         ids = np.asarray(ids, dtype=np.int64)
         k = len(ids)
         if leaves.shape[1:] != self.leaves.shape[1:] or gram.shape[1:] != self.gram.shape[1:]:
-            raise ValueError(f"{self.modality}: components of shape {leaves.shape[1:]} do not fit {self.leaves.shape[1:]}")
+            raise ValueError(
+                f"{self.modality}: components of shape {leaves.shape[1:]} do not fit {self.leaves.shape[1:]}")
         if k and (np.any(np.diff(ids) <= 0) or (self.n and ids[0] <= self.ids[self.n - 1])):
             raise ValueError(f"{self.modality}: item ids must be appended in ascending order")
         if self.n + k > len(self.ids):
@@ -103,7 +104,8 @@ class Group:
         picked its rows under the lock and never reads the mask, which spares a copy of n flags per search."""
         n = self.n
         alive = self.alive[:n].copy() if freeze_alive else self.alive[:n]
-        return GroupView(self.modality, self.keys, self.ids[:n], self.leaves[:n], self.gram[:n], self.vectors[:n], alive)
+        return GroupView(self.modality, self.keys, self.ids[:n], self.leaves[:n], self.gram[:n], self.vectors[:n],
+                         alive)
 
     def compacted(self) -> Group:
         """A copy holding only the live rows (new arrays: open views are unaffected)."""

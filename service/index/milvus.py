@@ -24,7 +24,7 @@ import numpy as np
 
 from service.index.errors import BackendUnavailableError, InvalidCollectionError
 from service.index.groups import GroupView
-from service.index.settings import IndexSettings
+from service.index.index_settings import IndexSettings
 
 MAX_TOPK = 16_384  # Milvus's limit on one search's limit and one query's page
 IDS_PER_CALL = 4_096  # ids per `id in [...]` expression (its text is parsed by the server)
@@ -144,7 +144,8 @@ class MilvusVectors:
     def delete(self, modality: str, ids: np.ndarray) -> None:
         if modality in self._leaves and len(ids):
             for start in range(0, len(ids), IDS_PER_CALL):
-                self._call("delete", self._client.delete, self.name(modality), ids=ids[start: start + IDS_PER_CALL].tolist())
+                self._call("delete", self._client.delete, self.name(modality),
+                           ids=ids[start: start + IDS_PER_CALL].tolist())
 
     def flush(self) -> None:
         """Make every write so far durable on the Milvus side (the write-ahead log may then let go of it)."""

@@ -1,10 +1,8 @@
 """Exact scores of stored items under a request's mixing, a block of rows at a time.
 
-Each item is scored with `bonds.remix` from its stored leaves and Gram matrix, so the score equals the
-one the item would get if it were re-embedded under that mixing. The leaf dot products are taken in
-float32 (one BLAS matrix-vector product per block, no float64 copy of the leaves); the coefficients
-come from `bonds.remix.item_coefficients` in float64. Rows are processed in blocks so memory stays
-flat however large the collection. A search under the collection's own default mixing needs none of
+Each item is scored with `bonds.remix.remix_scores` from its stored leaves and Gram matrix, so the score
+equals the one the item would get if it were re-embedded under that mixing. Rows are processed in blocks
+so memory stays flat however large the collection. A search under the collection's own default mixing needs none of
 that: each item's vector under it is stored (the one the ANN index holds), so its score is one product.
 """
 
@@ -15,13 +13,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bonds.plan import Encode, Node
-from bonds.remix import item_coefficients, remix_vectors
+from bonds.plan import RAW_PLAN, VECTOR, Node
+from bonds.remix import remix_scores, remix_vectors
 from service.index.groups import GroupView
 
 BLOCK = 16_384
-RAW_MODALITY = "vector"
-RAW_PLAN = Encode("raw", RAW_MODALITY)  # a vector given by the client: one leaf, scored as it is
 
 
 class Scored(NamedTuple):  # a tuple: a search builds one per hit, and a frozen dataclass costs ~1.5 us each
@@ -33,7 +29,7 @@ def plan_for(plans: Mapping[str, Node] | None, modality: str) -> Node | None:
     """The plan scoring `modality`'s items; None (no plans) scores the stored default-mixing vectors."""
     if plans is None:
         return None
-    return RAW_PLAN if modality == RAW_MODALITY else plans[modality]
+    return RAW_PLAN if modality == VECTOR else plans[modality]
 
 
 def score_rows(query_d: np.ndarray, plan: Node | None, view: GroupView, rows: np.ndarray) -> np.ndarray:
@@ -49,8 +45,7 @@ def score_rows(query_d: np.ndarray, plan: Node | None, view: GroupView, rows: np
         if plan is None:  # the vectors the ANN index holds: one product, no components
             out[start: start + BLOCK] = view.vectors[block] @ query_d
         else:
-            a_nl = item_coefficients(plan, view.keys, view.gram[block])
-            out[start: start + BLOCK] = np.einsum("nl,nl->n", a_nl, view.leaves[block] @ query_d)
+            out[start: start + BLOCK] = remix_scores(query_d, plan, view.keys, view.leaves[block], view.gram[block])
     return out
 
 

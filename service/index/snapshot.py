@@ -58,13 +58,27 @@ def save(folder: Path, seq: int, views: dict[str, GroupView], ann: np.ndarray, t
     name = f"snap-{seq:012d}"
     temp = folder / f"{name}.tmp"
     shutil.rmtree(temp, ignore_errors=True)
+    try:
+        _write(temp, seq, views, ann, trained_on)
+    except BaseException:  # a full disk: the log still holds everything; leave no half-written folder
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    final = folder / name
+    shutil.rmtree(final, ignore_errors=True)
+    os.rename(temp, final)
+    fsync_dir(folder)
+    replace_atomically(folder / CURRENT, json.dumps({"snapshot": name, "seq": seq}).encode())
+
+
+def _write(temp: Path, seq: int, views: dict[str, GroupView], ann: np.ndarray, trained_on: int) -> None:
     temp.mkdir()
     groups = {}
     for modality, view in views.items():
         rows = view.live_rows()
         path = temp / f"{modality}.npz"
         with open(path, "wb") as handle:
-            np.savez(handle, ids=view.ids[rows], leaves=view.leaves[rows], gram=view.gram[rows], vectors=view.vectors[rows])
+            np.savez(handle, ids=view.ids[rows], leaves=view.leaves[rows], gram=view.gram[rows],
+                     vectors=view.vectors[rows])
             handle.flush()
             os.fsync(handle.fileno())
         groups[modality] = view.keys
@@ -72,11 +86,6 @@ def save(folder: Path, seq: int, views: dict[str, GroupView], ann: np.ndarray, t
     manifest = {"seq": seq, "groups": groups, "trained_on": trained_on}
     write_durably(temp / "manifest.json", json.dumps(manifest).encode())
     fsync_dir(temp)
-    final = folder / name
-    shutil.rmtree(final, ignore_errors=True)
-    os.rename(temp, final)
-    fsync_dir(folder)
-    replace_atomically(folder / CURRENT, json.dumps({"snapshot": name, "seq": seq}).encode())
 
 
 def load(folder: Path, dim: int) -> Snapshot | None:

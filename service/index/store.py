@@ -11,11 +11,9 @@ store checks that Milvus is reachable before creating one, and drops its Milvus 
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import re
 import shutil
-import sqlite3
 import threading
 import time
 import uuid
@@ -25,9 +23,8 @@ from typing import Any
 
 from service.index import milvus
 from service.index.collection import Collection
-from service.index.errors import CollectionExistsError, CollectionNotFoundError, InvalidCollectionError
-from service.index.milvus_collection import MilvusCollection
-from service.index.settings import IndexSettings
+from service.index.errors import CollectionExistsError, CollectionNotFoundError, InvalidCollectionError, storage_full
+from service.index.index_settings import IndexSettings
 from service.index.snapshot import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -62,16 +59,11 @@ class CollectionStore:
         with self._lock:
             for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
                 self._collections[folder.name] = self._open(folder)
-        log.info("opened %d collections from %s in %.2fs", len(self._collections), self.root, time.monotonic() - started)
+        log.info("opened %d collections from %s in %.2fs", len(self._collections), self.root,
+                 time.monotonic() - started)
 
     def _open(self, folder: Path) -> Collection:
-        with sqlite3.connect(f"file:{folder / 'items.sqlite'}?mode=ro", uri=True) as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'index'").fetchone()
-        backend = json.loads(row[0]).get("backend", "faiss") if row else "faiss"
-        if backend == "milvus":
-            return MilvusCollection.open(folder, self.snapshot_every, milvus_uri=self.milvus_uri,
-                                         milvus_token=self.milvus_token)
-        return Collection.open(folder, self.snapshot_every)
+        return Collection.open(folder, self.snapshot_every, milvus_uri=self.milvus_uri, milvus_token=self.milvus_token)
 
     def close(self) -> None:
         with self._lock:
@@ -82,7 +74,8 @@ class CollectionStore:
             self._owner.close()  # releases the lock
             self._owner = None
 
-    def create(self, name: str, space: str, space_id: str, dim: int, index: IndexSettings | Mapping[str, Any] | None = None,
+    def create(self, name: str, space: str, space_id: str, dim: int,
+               index: IndexSettings | Mapping[str, Any] | None = None,
                mixing: Mapping[str, Any] | None = None) -> Collection:
         if not isinstance(name, str) or not NAME.fullmatch(name):
             raise InvalidCollectionError(
@@ -97,12 +90,20 @@ class CollectionStore:
         try:
             with self._lock:
                 if name in self._collections:
-                    raise CollectionExistsError(f"collection {name!r} already exists; delete it first or pick another name")
+                    raise CollectionExistsError(
+                        f"collection {name!r} already exists; delete it first or pick another name")
                 temp = self.root / f".{name}.creating-{uuid.uuid4().hex[:8]}"
-                temp.mkdir(parents=True)
-                Collection.create(temp, meta, self.snapshot_every).discard()
-                fsync_dir(temp)
-                temp.rename(self.root / name)
+                try:
+                    temp.mkdir(parents=True)
+                    Collection.create(temp, meta)
+                    fsync_dir(temp)
+                    temp.rename(self.root / name)
+                except BaseException as exc:  # a full disk: no half-made folder left until the next restart
+                    shutil.rmtree(temp, ignore_errors=True)
+                    full = storage_full(exc)
+                    if full is not None:
+                        raise full from exc
+                    raise
                 fsync_dir(self.root)
                 collection = self._collections[name] = self._open(self.root / name)
         finally:
@@ -113,7 +114,8 @@ class CollectionStore:
     def _milvus_uri(self, settings: IndexSettings) -> str:
         uri = settings.milvus_uri or self.milvus_uri
         if not uri:
-            raise InvalidCollectionError("index backend 'milvus' needs a Milvus: set FREEBIND_MILVUS_URI on the service "
+            raise InvalidCollectionError("index backend 'milvus' needs a Milvus: set FREEBIND_MILVUS_URI on the "
+                                         "service "
                                          "(a milvus-lite file such as data/milvus.db, or http://host:19530) or "
                                          "index.milvus_uri on the collection")
         return uri
@@ -124,10 +126,8 @@ class CollectionStore:
 
     def _get(self, name: str) -> Collection:
         collection = self._collections.get(name)
-        if collection is None:
-            known = sorted(self._collections)
-            have = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "") if known else "(none yet)"
-            raise CollectionNotFoundError(f"unknown collection {name!r}; collections: {have}")
+        if collection is None:  # other collections' names are not the caller's to learn here: GET /collections
+            raise CollectionNotFoundError(f"unknown collection {name!r}")
         return collection
 
     def names(self) -> list[str]:

@@ -7,42 +7,23 @@ collection under the same mixing (ImageBind-LLM cache enhancement, `bonds.enhanc
 
 from __future__ import annotations
 
-import base64
-import json
 from typing import Any, Literal
 
 import anyio
 import numpy as np
 from fastapi import APIRouter, File, Form, UploadFile
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from bonds.enhance import DEFAULT_ALPHA, DEFAULT_K, DEFAULT_T
 from bonds.errors import MixingError
 from bonds.mixing import Mixing
-from service.deps import EngineDep, MetricsDep, SettingsDep, StoreDep
-from service.engine import Embedded, Engine
-from service.errors import InvalidInput
-from service.index import RAW_MODALITY, SpaceMismatchError
-from service.inputs import parse_inputs, parse_uploads
-from service.metrics import Metrics
-from service.responses import VectorResponse
-from service.routers.collections import at_default_mixing, enhanced, open_collection
-from service.settings import Settings
+from service import collections
+from service.collections import Enhance
+from service.deps import EngineDep, MetricsDep, SettingsDep, StoreDep, TicketDep
+from service.engine import Embedded
+from service.inputs import decode, json_field, parse_inputs, parse_uploads, upload_type
+from service.responses import EncodingFormat, VectorResponse, encode_vector
 
 router = APIRouter(tags=["embed"])
-EncodingFormat = Literal["float", "base64"]
-
-
-class Enhance(BaseModel):
-    """The same knobs as /search's `enhance`, plus the collection that holds the cache."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    collection: str = Field(..., description="collection whose items pull the queries toward them")
-    k: int = Field(DEFAULT_K, ge=1, le=100, description="neighbours per query")
-    t: float = Field(DEFAULT_T, ge=0, le=100, description="softmax scale over neighbour scores (0: uniform)")
-    alpha: float = Field(DEFAULT_ALPHA, ge=0, le=1, description="weight of the cache prototype (0: no change)")
-    modality: str = Field("image", description="the collection's items of this modality form the cache")
 
 
 class EmbedRequest(BaseModel):
@@ -53,20 +34,23 @@ class EmbedRequest(BaseModel):
     space: str | None = Field(None, description="served space (default: the server's default space)")
     mixing: Mixing | None = Field(None, description="preset, factors, off, weights; default: the space's own")
     encoding_format: EncodingFormat = Field("float", description="base64: little-endian float32 bytes")
-    enhance: Enhance | None = Field(None, description="cache enhancement against a collection")
+    enhance: Enhance | None = Field(None, description="cache enhancement against a collection (`collection` required)")
 
-
-def encode_vector(vector: np.ndarray, encoding_format: str) -> np.ndarray | str:
-    """base64 of little-endian float32 bytes, or the float32 array itself (VectorResponse writes it)."""
-    if encoding_format == "base64":
-        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
-    return np.ascontiguousarray(vector, dtype=np.float32)
+    @field_validator("enhance")
+    @classmethod
+    def _names_its_collection(cls, enhance: Enhance | None) -> Enhance | None:
+        if enhance is not None and enhance.collection is None:
+            raise ValueError("enhance.collection: name the collection whose items pull the inputs toward them")
+        if enhance is not None and enhance.return_neighbours:
+            raise ValueError("enhance.return_neighbours: /embed answers vectors only; /search lists neighbours")
+        return enhance
 
 
 def answer(result: Embedded, vectors: np.ndarray, encoding_format: str, **extra: Any) -> VectorResponse:
     data = []
     for i, (modality, note) in enumerate(zip(result.modalities, result.notes, strict=True)):
-        row: dict[str, Any] = {"index": i, "modality": modality, "embedding": encode_vector(vectors[i], encoding_format)}
+        row: dict[str, Any] = {"index": i, "modality": modality,
+                               "embedding": encode_vector(vectors[i], encoding_format)}
         if note:
             row["note"] = note
         data.append(row)
@@ -75,46 +59,16 @@ def answer(result: Embedded, vectors: np.ndarray, encoding_format: str, **extra:
     return VectorResponse(body)  # not FastAPI's encoder, which would walk every number again
 
 
-async def decode(parse, raw, settings: Settings, metrics: Metrics) -> list[tuple[str, Any]]:
-    """Decoding media (base64, images, audio, URL fetches) is CPU and I/O work: off the event loop.
-    Text and vectors need no decoding, and a thread hop would cost more than checking them here."""
-    with metrics.time("decode"):
-        if parse is parse_inputs and all(_plain(entry) for entry in raw):
-            return parse(raw, settings)
-        return await anyio.to_thread.run_sync(parse, raw, settings)
-
-
-def _plain(entry: Any) -> bool:
-    return isinstance(entry, str) or (isinstance(entry, dict) and len(entry) == 1 and ("text" in entry or "vector" in entry))
-
-
 @router.post("/embed", summary="Embed inputs of any modality into a space, under a per-request mixing")
 async def embed(body: EmbedRequest, engine: EngineDep, store: StoreDep, settings: SettingsDep,
-                metrics: MetricsDep) -> VectorResponse:
-    inputs = await decode(parse_inputs, body.inputs, settings, metrics)
+                metrics: MetricsDep, ticket: TicketDep) -> VectorResponse:
+    inputs = await decode(parse_inputs, body.inputs, settings, metrics, ticket)
     result = await engine.embed_inputs(body.space, inputs, body.mixing)
     if body.enhance is None:
         return answer(result, result.vectors, body.encoding_format)
     with metrics.time("search"):
-        vectors = await anyio.to_thread.run_sync(enhance, store, engine, result, body.enhance)
-    return answer(result, vectors, body.encoding_format, enhance=body.enhance.model_dump())
-
-
-def enhance(store: Any, engine: Engine, result: Embedded, spec: Enhance) -> np.ndarray:
-    """Each query blended with its k nearest collection items, all under the request's mixing."""
-    collection, space = open_collection(engine, store, spec.collection)
-    if space is not result.space:
-        raise SpaceMismatchError(f"collection {spec.collection!r} holds space {space.name!r}, "
-                                 f"but these inputs were embedded in {result.space.name!r}")
-    plans = {m: space.plan(m, result.mixing) for m in collection.meta["groups"] if m != RAW_MODALITY}
-    if spec.modality not in plans:
-        raise InvalidInput(f"enhance.modality {spec.modality!r}: collection {spec.collection!r} has no such items; "
-                           f"it has {', '.join(plans) or '(none)'}")
-    out = result.vectors.copy()
-    indexed = at_default_mixing(collection, space, plans)
-    for i, query_d in enumerate(result.vectors):
-        out[i], _ = enhanced(collection, plans, query_d, spec.modality, spec.k, spec.t, spec.alpha, indexed=indexed)
-    return out
+        vectors = await anyio.to_thread.run_sync(collections.enhance_embedded, store, engine, result, body.enhance)
+    return answer(result, vectors, body.encoding_format, enhance=body.enhance.model_dump(exclude={"return_neighbours"}))
 
 
 @router.post("/embed/upload", summary="Embed uploaded files (multipart/form-data)")
@@ -122,14 +76,15 @@ async def embed_upload(
     engine: EngineDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    ticket: TicketDep,
     files: list[UploadFile] = File(..., description="one or more files; modality from each file's content type"),
     modality: Literal["text", "image", "audio"] | None = Form(None, description="modality of every file"),
     space: str | None = Form(None, description="served space (default: the server's default)"),
     mixing: str | None = Form(None, description="mixing as JSON, e.g. {\"preset\": \"multilingual\"}"),
     encoding_format: EncodingFormat = Form("float"),
 ) -> VectorResponse:
-    uploads = [(modality or file.content_type, await file.read()) for file in files]
-    inputs = await decode(parse_uploads, uploads, settings, metrics)
+    uploads = [(modality or upload_type(file.content_type, file.filename), await file.read()) for file in files]
+    inputs = await decode(parse_uploads, uploads, settings, metrics, ticket)
     result = await engine.embed_inputs(space, inputs, _mixing_field(mixing))
     return answer(result, result.vectors, encoding_format)
 
@@ -138,9 +93,7 @@ def _mixing_field(text: str | None) -> Mixing | None:
     if not text:
         return None
     try:
-        return Mixing.model_validate(json.loads(text))
-    except json.JSONDecodeError as exc:
-        raise MixingError(f"the 'mixing' field must be a mixing as JSON: {exc}") from None
+        return Mixing.model_validate(json_field(text, "mixing", MixingError))
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(the whole value)"

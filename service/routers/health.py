@@ -14,8 +14,9 @@ from fastapi.responses import JSONResponse
 from service.deps import EngineDep
 
 # Not alive / not ready is a plain JSON status document (like the 200), not a problem.
-router = APIRouter(prefix="/health", tags=["health"], responses={503: {"description": "Not alive or not ready", "content": {
-    "application/json": {"schema": {"type": "object", "required": ["status"]}}}}})
+NOT_READY = {"description": "Not alive or not ready",
+             "content": {"application/json": {"schema": {"type": "object", "required": ["status"]}}}}
+router = APIRouter(prefix="/health", tags=["health"], responses={503: NOT_READY})
 
 
 @router.get("/live", summary="Liveness")

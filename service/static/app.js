@@ -41,17 +41,27 @@ function fileAsDataUri(file) {
   });
 }
 
+// Media kept in an item's metadata (a thumbnail, a short clip to play back) must fit the server's metadata
+// limit (FREEBIND_MAX_METADATA_BYTES, 16 KiB as JSON by default) beside the item's other fields.
+const METADATA_MEDIA_CHARS = 12000;
+const keepable = (uri) => (uri && uri.length <= METADATA_MEDIA_CHARS ? uri : null);
+
 function thumbnail(file) {
-  // A small JPEG kept in the item's metadata, so results can show the picture without a media store.
+  // A small JPEG kept in the item's metadata, so results can show the picture without a media store:
+  // smaller and coarser until it fits (a busy photo at 160 px can pass the limit).
   return new Promise((resolve) => {
     const img = new Image();
     img.onload = () => {
-      const scale = 160 / Math.max(img.width, img.height);
-      const canvas = document.createElement("canvas");
-      canvas.width = Math.max(1, Math.round(img.width * scale));
-      canvas.height = Math.max(1, Math.round(img.height * scale));
-      canvas.getContext("2d").drawImage(img, 0, 0, canvas.width, canvas.height);
-      resolve(canvas.toDataURL("image/jpeg", 0.8));
+      for (const [side, quality] of [[160, 0.8], [128, 0.7], [96, 0.6], [64, 0.5]]) {
+        const scale = side / Math.max(img.width, img.height);
+        const canvas = document.createElement("canvas");
+        canvas.width = Math.max(1, Math.round(img.width * scale));
+        canvas.height = Math.max(1, Math.round(img.height * scale));
+        canvas.getContext("2d").drawImage(img, 0, 0, canvas.width, canvas.height);
+        const uri = keepable(canvas.toDataURL("image/jpeg", quality));
+        if (uri) return resolve(uri);
+      }
+      resolve(null);
     };
     img.onerror = () => resolve(null);
     img.src = URL.createObjectURL(file);
@@ -69,15 +79,28 @@ function selectSpace(name) {
   const presets = Object.keys((state.space && state.space.presets) || {});
   const fallback = state.space && state.space.default_preset;
   $("preset").innerHTML = ['<option value="">(defaults)</option>']
-    .concat(presets.map((p) => `<option value="${p}" ${p === fallback ? "selected" : ""}>${p}</option>`)).join("");
+    .concat(presets.map((p) => `<option value="${escapeHtml(p)}" ${p === fallback ? "selected" : ""}>${escapeHtml(p)}</option>`))
+    .concat(['<option value="custom" disabled>(custom)</option>']).join("");
   buildSliders();
 }
 
-function factorFor(bond, modality) {
-  const preset = $("preset").value;
+function factorFor(bond, modality, preset = $("preset").value) {
   const fromPreset = preset && state.space.presets[preset] && state.space.presets[preset][bond.name];
   if (fromPreset && modality in fromPreset) return fromPreset[modality];
   return (bond.defaults && bond.defaults[modality]) || 0;
+}
+
+// The menu names what the sliders hold: a preset (or the defaults) whose every factor they match, else
+// "(custom)", so the menu never claims a preset the request does not use.
+function presetOfSliders() {
+  const sliders = [...document.querySelectorAll("#sliders input[type=range]")];
+  const matches = (preset) => sliders.every((input) => {
+    const bond = state.space.bonds.find((b) => b.name === input.dataset.bond);
+    return Math.abs(Number(input.value) - factorFor(bond, input.dataset.modality, preset)) < 1e-6;
+  });
+  const current = $("preset").value;
+  if (current !== "custom" && matches(current)) return current;
+  return ["", ...Object.keys(state.space.presets || {})].find(matches) ?? "custom";
 }
 
 function buildSliders() {
@@ -97,6 +120,7 @@ function buildSliders() {
       container.appendChild(row);
       row.querySelector("input").addEventListener("input", (event) => {
         row.querySelector("output").textContent = Number(event.target.value).toFixed(2);
+        $("preset").value = presetOfSliders();
         scheduleSearch();
       });
     }
@@ -110,7 +134,8 @@ function currentMixing() {
     (factors[input.dataset.bond] ||= {})[input.dataset.modality] = Number(input.value);
   }
   const mixing = { factors };
-  if ($("preset").value) mixing.preset = $("preset").value;
+  const preset = $("preset").value;
+  if (preset && preset !== "custom") mixing.preset = preset;
   return mixing;
 }
 
@@ -126,6 +151,8 @@ function renderMixing() {
 
 async function loadCollections(select) {
   const collections = listOf(await api("GET", "/collections"), "collections");
+  $("first-run").hidden = collections.length > 0;  // an empty server: offer the demo, open the form
+  if (!collections.length) $("new-collection").open = true;
   $("collection").innerHTML = collections.map((c) => {
     const name = typeof c === "string" ? c : c.name;
     const count = c.count !== undefined ? ` (${c.count})` : "";
@@ -157,7 +184,7 @@ async function createCollection() {
     for (const file of files) {
       const uri = await fileAsDataUri(file);
       if (file.type.startsWith("image/")) items.push({ id: file.name, image: uri, metadata: { name: file.name, thumbnail: await thumbnail(file) } });
-      else items.push({ id: file.name, audio: uri, metadata: { name: file.name, audio: uri.length < 2e6 ? uri : null } });
+      else items.push({ id: file.name, audio: uri, metadata: { name: file.name, audio: keepable(uri) } });
     }
     for (const batch of batches(items, 16, 8e6)) {
       await api("POST", `/collections/${encodeURIComponent(name)}/items`, { items: batch });
@@ -166,6 +193,57 @@ async function createCollection() {
   } catch (error) {
     showError(error.message);
   }
+}
+
+// The demo collection: shipped photos (served by /playground/media), English texts and a tone made here,
+// added through the API like any upload. A query in another language then finds the English items.
+async function loadDemo() {
+  showError("");
+  $("load-demo").disabled = true;
+  $("demo-status").textContent = "Embedding the demo items…";
+  try {
+    const demo = await (await fetch("playground/demo.json")).json();
+    const items = demo.texts.map((text, i) => ({ id: `text-${i}`, text, metadata: { text } }));
+    for (const photo of demo.photos) {
+      const blob = await (await fetch(photo.url)).blob();
+      items.push({ id: photo.id, image: await fileAsDataUri(blob),
+                   metadata: { name: photo.caption, text: photo.caption, credit: photo.credit, thumbnail: await thumbnail(blob) } });
+    }
+    const tone = toneWavDataUri(440, 0.5, 8000);  // 11 KB as a data URI: small enough to keep for playback
+    items.push({ id: demo.tone.id, audio: tone, metadata: { name: demo.tone.caption, text: demo.tone.caption, audio: keepable(tone) } });
+    try {
+      await api("POST", "/collections", { name: demo.collection, space: $("space").value });
+    } catch (error) {
+      if (!/exists/i.test(error.message)) throw error;  // loaded before: add the items again (same ids)
+    }
+    for (const batch of batches(items, 16, 8e6)) await api("POST", `/collections/${demo.collection}/items`, { items: batch });
+    await loadCollections(demo.collection);
+    $("demo-status").textContent = `${items.length} items in "${demo.collection}". Try a query in another language:`;
+    $("query-text").value = "eine Blume im Garten";
+    state.query = await readQuery();
+    renderMixing();
+    await runSearch();
+  } catch (error) {
+    $("demo-status").textContent = "";
+    showError(error.message);
+  } finally {
+    $("load-demo").disabled = false;
+  }
+}
+
+// A sine tone as a 16-bit mono WAV data URI: audio with no speech in it, which the starter space says so of.
+function toneWavDataUri(frequency, seconds, rate = 16000) {
+  const n = Math.round(seconds * rate), view = new DataView(new ArrayBuffer(44 + 2 * n));
+  const text = (offset, value) => [...value].forEach((c, i) => view.setUint8(offset + i, c.charCodeAt(0)));
+  text(0, "RIFF"); view.setUint32(4, 36 + 2 * n, true); text(8, "WAVEfmt ");
+  view.setUint32(16, 16, true); view.setUint16(20, 1, true); view.setUint16(22, 1, true);
+  view.setUint32(24, rate, true); view.setUint32(28, 2 * rate, true); view.setUint16(32, 2, true); view.setUint16(34, 16, true);
+  text(36, "data"); view.setUint32(40, 2 * n, true);
+  for (let i = 0; i < n; i++) view.setInt16(44 + 2 * i, Math.round(9000 * Math.sin(2 * Math.PI * frequency * i / rate)), true);
+  const bytes = new Uint8Array(view.buffer);
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return `data:audio/wav;base64,${btoa(binary)}`;
 }
 
 // Requests of at most `count` items and about `bytes` of JSON: a few phone photos (data URIs, 4/3 of the
@@ -204,6 +282,9 @@ async function runSearch() {
     const data = await api("POST", "/search", body);
     if (ticket !== state.lastRequest) return; // a newer slider position already answered
     $("fingerprint").textContent = `fingerprint ${data.fingerprint || ""}`;
+    const note = describeNote(data.query_note);
+    $("query-note").hidden = !note;
+    $("query-note").textContent = note ? `Your query: ${note}` : "";
     renderResults(data.results || []);
   } catch (error) {
     showError(error.message);
@@ -222,11 +303,21 @@ function renderResults(results) {
     if (thumbnail) media = `<img src="${escapeHtml(thumbnail)}" alt="${escapeHtml(meta.name || r.id)}">`;
     else if (audio) media = `<audio controls src="${escapeHtml(audio)}" aria-label="${escapeHtml(meta.name || r.id)}"></audio>`;
     const snippet = meta.text || meta.title || meta.name || "";
+    const note = describeNote(meta.note);
     li.innerHTML = `${media}<div><span class="rank">#${rank + 1}</span><span class="score">${r.score.toFixed(3)}</span> · ${escapeHtml(r.modality || "")}</div>
-      <div class="id">${escapeHtml(String(r.id))}</div><div class="small">${escapeHtml(String(snippet)).slice(0, 160)}</div>`;
+      <div class="id">${escapeHtml(String(r.id))}</div><div class="small">${escapeHtml(String(snippet)).slice(0, 160)}</div>
+      ${note ? `<div class="note">${escapeHtml(note)}</div>` : ""}`;
     list.appendChild(li);
   }
   if (!results.length) list.innerHTML = "<li>No results.</li>";
+}
+
+// An encoder's note in words: "no speech detected" means the vector stands for silence, so a score
+// against it says little (a clip of a dog barking is not "about" anything to a speech model).
+function describeNote(note) {
+  if (typeof note !== "string" || !note) return "";
+  if (/no speech/i.test(note)) return "no speech: the starter space hears words only, so this score says little";
+  return note;
 }
 
 // Metadata is whatever any API client stored: a media URL is used only as a data URI of its kind or an
@@ -264,6 +355,7 @@ async function start() {
   $("collection").addEventListener("change", () => { followCollectionSpace(); renderMixing(); });
   $("preset").addEventListener("change", () => { buildSliders(); scheduleSearch(); });
   $("create").addEventListener("click", createCollection);
+  $("load-demo").addEventListener("click", loadDemo);
   $("search").addEventListener("click", async () => { state.query = await readQuery(); renderMixing(); runSearch(); });
   $("query-text").addEventListener("keydown", async (e) => { if (e.key === "Enter") { $("query-file").value = ""; state.query = await readQuery(); renderMixing(); runSearch(); } });
   $("copy-curl").addEventListener("click", () => navigator.clipboard && navigator.clipboard.writeText($("curl").textContent));

@@ -36,7 +36,8 @@ def parallel_combination(f_text=0.3, f_audio=0.6):
         "clap", base, {"clap_g": clap_g, "clap_m": clap_m},
         {"clap_g": projector(8, 16, seed=1), "clap_m": projector(12, 16, heads=("mix",), seed=2)},
         factors={"text": f_text, "audio": f_audio},
-        presets={"versatile": {"clap": {"text": 0.1, "audio": 0.5}}, "at_expertise": {"clap": {"text": 0.5, "audio": 0.8}}},
+        presets={"versatile": {"clap": {"text": 0.1, "audio": 0.5}},
+                 "at_expertise": {"clap": {"text": 0.5, "audio": 0.8}}},
     )
     return base, clap_g, clap_m, bond
 

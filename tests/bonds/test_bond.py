@@ -7,7 +7,7 @@ import pytest
 
 from bonds.bond import CombinationBond, DisplacementBond
 from bonds.errors import DimensionError, MixingError, ModalityError
-from bonds.mixing import pool
+from bonds.reference import pool
 from tests.bonds.spaces import displacement, encoder_space, parallel_combination, projector
 
 TEXTS = ["a dog barks at the mailman", "a red car on the road", "birds sing at dawn"]
@@ -62,7 +62,8 @@ def test_combination_parallel_matches_reference(f):
 
 def test_combination_invariants_f0_and_f1():
     base, _, _, bond = parallel_combination()
-    assert np.allclose(bond.embed("text", TEXTS, {"factors": {"clap": {"text": 0.0}}}), base.embed("text", TEXTS), atol=TOL)
+    assert np.allclose(bond.embed("text", TEXTS, {"factors": {"clap": {"text": 0.0}}}), base.embed("text", TEXTS),
+                       atol=TOL)
     projected_only = bond.embed("text", TEXTS, {"factors": {"clap": {"text": 1.0}}})
     assert np.allclose(projected_only, bond.embed("text", TEXTS, {"off": [], "factors": {"clap": {"text": 1.0}}}))
     assert not np.allclose(projected_only, base.embed("text", TEXTS), atol=1e-3)
@@ -91,6 +92,19 @@ def test_expert_weights_and_switching_experts_off():
     p_g = mixture_mean_reference(bond.projectors_by_expert["clap_g"], clap_g.embed("text", TEXTS))
     want = n(0.7 * base.embed("text", TEXTS) + 0.3 * n(p_g))
     assert np.allclose(only_g, want, atol=TOL) and np.allclose(weighted, want, atol=TOL)
+
+
+@pytest.mark.parametrize("scale", [1e39, 1e300, 1e-300, 5e-324])
+def test_pooling_weights_at_the_float64_limits_give_the_vectors_of_their_ratio(scale):
+    """Weights only set the experts' ratio: scaled to 1e39 (finite in float64, inf in the float32 vectors it
+    multiplied) they once gave NaN vectors; scaled to 5e-324 they underflowed to zero vectors (issue 19, D3)."""
+    _, _, _, bond = parallel_combination()
+    want = bond.embed("text", TEXTS, {"weights": {"clap": {"clap_g": 1.0, "clap_m": 0.5}}})
+    got = bond.embed("text", TEXTS, {"weights": {"clap": {"clap_g": scale, "clap_m": scale / 2 or scale}}})
+    assert np.isfinite(got).all() and np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=TOL)
+    if scale / 2:  # 5e-324 / 2 is 0 in float64: only the finite, unit answer is asked of it
+        assert np.allclose(got, want, atol=TOL)
+    assert np.isfinite(pool([np.ones((2, 3, 4)), np.ones((2, 3, 4))], [1e308, 1e308])).all()
 
 
 def test_combination_brings_a_modality_the_base_lacks():
@@ -145,7 +159,8 @@ def test_default_weights_are_part_of_the_resolved_mixing_and_the_fingerprint():
     e1, e2 = encoder_space("e1", 8, 1, ("text",)), encoder_space("e2", 8, 2, ("text",))
 
     def bond(weights):
-        return CombinationBond("c", base, {"e1": e1, "e2": e2}, {"e1": projector(8, 16, seed=4), "e2": projector(8, 16, seed=5)},
+        return CombinationBond("c", base, {"e1": e1, "e2": e2},
+                               {"e1": projector(8, 16, seed=4), "e2": projector(8, 16, seed=5)},
                                factors={"text": 0.5}, weights=weights)
 
     even, lopsided = bond(None), bond({"e2": 3.0})
@@ -163,13 +178,15 @@ def test_sequential_bond_equals_bonds_applied_one_after_another():
     top = CombinationBond("clap", displaced, {"clap": clap}, {"clap": projector(8, 10, seed=9)}, factors={"text": 0.4})
     got = top.embed("text", TEXTS)
     step1 = displaced.embed("text", TEXTS)  # the first bond on its own
-    step2 = n(0.6 * step1 + 0.4 * n(mixture_mean_reference(top.projectors_by_expert["clap"], clap.embed("text", TEXTS))))
+    step2 = n(
+        0.6 * step1 + 0.4 * n(mixture_mean_reference(top.projectors_by_expert["clap"], clap.embed("text", TEXTS))))
     assert np.allclose(got, step2, atol=TOL)
     assert [b.bond_name for b in top.bonds()] == ["internvl", "clap"]
     # both bonds are controlled by one mixing
     changed = top.embed("text", TEXTS, {"factors": {"internvl": {"text": 0.0}, "clap": {"text": 0.4}}})
     step1b = expert.embed("text", TEXTS)
-    assert np.allclose(changed, n(0.6 * step1b + 0.4 * n(mixture_mean_reference(top.projectors_by_expert["clap"], clap.embed("text", TEXTS)))), atol=TOL)
+    projected = mixture_mean_reference(top.projectors_by_expert["clap"], clap.embed("text", TEXTS))
+    assert np.allclose(changed, n(0.6 * step1b + 0.4 * n(projected)), atol=TOL)
 
 
 class CountingEncoder:
@@ -202,7 +219,8 @@ def test_presets_and_factor_overrides():
     _, _, _, bond = parallel_combination()
     resolved = bond.resolve({"preset": "at_expertise", "factors": {"clap": {"text": 0.2}}})
     assert resolved.factors == {"clap": {"text": 0.2, "audio": 0.8}}
-    assert bond.fingerprint({"preset": "versatile"}) == bond.fingerprint({"factors": {"clap": {"text": 0.1, "audio": 0.5}}})
+    assert bond.fingerprint({"preset": "versatile"}) == bond.fingerprint(
+        {"factors": {"clap": {"text": 0.1, "audio": 0.5}}})
     assert bond.fingerprint({"preset": "versatile"}) != bond.fingerprint({"preset": "at_expertise"})
 
 

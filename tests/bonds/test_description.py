@@ -45,13 +45,15 @@ def test_sequential_description_builds_the_space(tmp_path):
     _checkpoint(tmp_path / "ckpt" / "disp", 16, 10, "displacement", seed=1)
     _checkpoint(tmp_path / "ckpt" / "e5", 8, 10, "combination", seed=2)
     path = _write(tmp_path, [
-        {"name": "internvl", "kind": "displacement", "expert": "internvl", "checkpoint": "ckpt/disp", "factors": {"text": 0.2}},
+        {"name": "internvl", "kind": "displacement", "expert": "internvl", "checkpoint": "ckpt/disp",
+         "factors": {"text": 0.2}},
         {"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "ckpt/e5"}}, "factors": {"text": 0.3}},
     ], presets={"multilingual": {"e5": {"text": 0.8}}})
     space = load_space(path)
     assert space.name == "demo" and space.dim == 10
     assert [b.bond_name for b in space.bonds()] == ["internvl", "e5"]
-    assert space.resolve({"preset": "multilingual"}).factors == {"internvl": {"text": 0.2, "image": 0.0}, "e5": {"text": 0.8}}
+    assert space.resolve({"preset": "multilingual"}).factors == {"internvl": {"text": 0.2, "image": 0.0},
+                                                                 "e5": {"text": 0.8}}
     vectors = space.embed("text", TEXTS, {"preset": "multilingual"})
     assert vectors.shape == (2, 10) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     assert load_space(path).fingerprint() == space.fingerprint()  # stable across loads
@@ -59,7 +61,8 @@ def test_sequential_description_builds_the_space(tmp_path):
 
 def test_json_descriptions_and_shared_encoder_cache(tmp_path):
     _checkpoint(tmp_path / "e5", 8, 16, "combination")
-    path = _write(tmp_path, [{"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "e5"}}}], suffix=".json")
+    path = _write(tmp_path, [{"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "e5"}}}],
+                  suffix=".json")
     cache: dict = {}
     a, b = load_space(path, encoder_cache=cache), load_space(path, encoder_cache=cache)
     assert len(cache) == 2  # only the encoders used (base, e5), each built once and shared
@@ -69,10 +72,14 @@ def test_json_descriptions_and_shared_encoder_cache(tmp_path):
 @pytest.mark.parametrize(
     "bonds, error, message",
     [
-        ([{"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "nowhere"}}}], CheckpointError, "does not exist"),
-        ([{"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "wrongdim"}}}], DimensionError, "needs 16-d"),
-        ([{"name": "x", "kind": "sideways"}], DescriptionError, "bonds.0.kind: Input should be 'displacement' or 'combination'"),
-        ([{"name": "e5", "kind": "combination", "experts": {"clip": {"checkpoint": "x"}}}], DescriptionError, "unknown encoder 'clip'"),
+        ([{"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "nowhere"}}}], CheckpointError,
+         "does not exist"),
+        ([{"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "wrongdim"}}}], DimensionError,
+         "needs 16-d"),
+        ([{"name": "x", "kind": "sideways"}], DescriptionError,
+         "bonds.0.kind: Input should be 'displacement' or 'combination'"),
+        ([{"name": "e5", "kind": "combination", "experts": {"clip": {"checkpoint": "x"}}}], DescriptionError,
+         "unknown encoder 'clip'"),
         # checked against the schema before anything loads: each of these loaded silently wrong before
         ([{"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "e5"}}, "factors": {"text": 1.5}}],
          DescriptionError, "bonds.0.factors.text: Input should be less than or equal to 1"),
@@ -85,8 +92,10 @@ def test_json_descriptions_and_shared_encoder_cache(tmp_path):
         ([{"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "e5", "wieght": 2}}}],
          DescriptionError, "wieght: Extra inputs are not permitted"),
         ([{"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "e5"}}},
-          {"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "e5"}}}], DescriptionError, "repeated: e5"),
-        ([{"name": "e5/v2", "kind": "combination", "experts": {"e5": {"checkpoint": "e5"}}}], DescriptionError, "bonds.0.name"),
+          {"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "e5"}}}], DescriptionError,
+         "repeated: e5"),
+        ([{"name": "e5/v2", "kind": "combination", "experts": {"e5": {"checkpoint": "e5"}}}], DescriptionError,
+         "bonds.0.name"),
         ([{"name": "d", "kind": "displacement", "experts": {"e5": {"checkpoint": "e5"}}}], DescriptionError,
          "a displacement bond has `expert` and `checkpoint`"),
     ],
@@ -134,7 +143,8 @@ def test_unknown_encoder_kind_and_space_name(tmp_path):
 
 def test_models_root_substitution(tmp_path):
     _checkpoint(tmp_path / "models" / "bonds" / "e5", 8, 16, "combination")
-    path = _write(tmp_path, [{"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "${models_root}/bonds/e5"}}}])
+    bonds = [{"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "${models_root}/bonds/e5"}}}]
+    path = _write(tmp_path, bonds)
     with pytest.raises(DescriptionError, match="models root"):
         load_space(path)
     assert load_space(path, models_root=tmp_path / "models").dim == 16

@@ -41,7 +41,8 @@ def test_remix_over_a_sequential_space_with_displacement_first():
     stored = top.components("text", TEXTS)
     for mixing in [None, {"factors": {"internvl": {"text": 0.9}, "clap": {"text": 0.1}}}, {"off": ["internvl"]}]:
         plan = top.plan("text", top.resolve(mixing))
-        assert np.allclose(remix_vectors(plan, stored.keys, stored.leaves, stored.gram), top.embed("text", TEXTS, mixing), atol=1e-5)
+        assert np.allclose(remix_vectors(plan, stored.keys, stored.leaves, stored.gram),
+                           top.embed("text", TEXTS, mixing), atol=1e-5)
 
 
 @pytest.mark.parametrize("inner_text", [0.0, 0.3, 1.0])
@@ -57,7 +58,8 @@ def test_displacement_of_a_mixed_space_remixes_around_the_collections_mixing(inn
     for mixing in [collection_mixing, {"factors": {"clap": {"text": inner_text}, "internvl": {"text": 0.9}}},
                    {"factors": {"clap": {"text": inner_text}}, "off": ["internvl"]}]:
         plan = top.plan("text", top.resolve(mixing))
-        assert np.allclose(remix_vectors(plan, stored.keys, stored.leaves, stored.gram), top.embed("text", TEXTS, mixing), atol=1e-5)
+        assert np.allclose(remix_vectors(plan, stored.keys, stored.leaves, stored.gram),
+                           top.embed("text", TEXTS, mixing), atol=1e-5)
     other = top.plan("text", top.resolve({"factors": {"clap": {"text": 0.65}}}))
     with pytest.raises(MixingError, match="re-index"):
         remix_vectors(other, stored.keys, stored.leaves, stored.gram)
@@ -66,12 +68,14 @@ def test_displacement_of_a_mixed_space_remixes_around_the_collections_mixing(inn
 def test_an_expert_weighted_zero_by_default_is_still_stored():
     base = encoder_space("base", 16, 0)
     e1, e2 = encoder_space("e1", 8, 1, ("text",)), encoder_space("e2", 12, 2, ("text",))
-    bond = CombinationBond("c", base, {"e1": e1, "e2": e2}, {"e1": projector(8, 16, seed=4), "e2": projector(12, 16, seed=5)},
+    bond = CombinationBond("c", base, {"e1": e1, "e2": e2},
+                           {"e1": projector(8, 16, seed=4), "e2": projector(12, 16, seed=5)},
                            factors={"text": 0.5}, weights={"e2": 0.0})
     stored = bond.components("text", TEXTS)
     for mixing in [None, {"weights": {"c": {"e2": 1.0}}}, {"weights": {"c": {"e1": 0.0, "e2": 2.0}}}]:
         plan = bond.plan("text", bond.resolve(mixing))
-        assert np.allclose(remix_vectors(plan, stored.keys, stored.leaves, stored.gram), bond.embed("text", TEXTS, mixing), atol=1e-5)
+        assert np.allclose(remix_vectors(plan, stored.keys, stored.leaves, stored.gram),
+                           bond.embed("text", TEXTS, mixing), atol=1e-5)
 
 
 def test_ranking_changes_with_factors():
@@ -79,6 +83,8 @@ def test_ranking_changes_with_factors():
     _, _, _, bond = parallel_combination()
     stored = bond.components("text", TEXTS)
     query = bond.embed("text", ["a barking dog"])[0]
-    a = remix_scores(query, bond.plan("text", bond.resolve({"factors": {"clap": {"text": 0.0}}})), stored.keys, stored.leaves, stored.gram)
-    b = remix_scores(query, bond.plan("text", bond.resolve({"factors": {"clap": {"text": 1.0}}})), stored.keys, stored.leaves, stored.gram)
+    a = remix_scores(query, bond.plan("text", bond.resolve({"factors": {"clap": {"text": 0.0}}})), stored.keys,
+                     stored.leaves, stored.gram)
+    b = remix_scores(query, bond.plan("text", bond.resolve({"factors": {"clap": {"text": 1.0}}})), stored.keys,
+                     stored.leaves, stored.gram)
     assert not np.allclose(a, b, atol=1e-3)

@@ -18,7 +18,8 @@ from packaging.version import Version
 REPO = Path(__file__).resolve().parents[2]
 LOCKS = REPO / "locks"
 # profile -> the extras scripts/lock.sh compiles it with
-PROFILES = {"serve": ("models",), "test": ("models", "dev"), "docker": ("models", "milvus"), "cuda": ("models", "milvus")}
+PROFILES = {"serve": ("models",), "test": ("models", "dev"), "docker": ("models", "milvus"),
+            "cuda": ("models", "milvus")}
 # the CUDA set swaps faiss-cpu for faiss-gpu-cu12 (the same `faiss` module)
 SWAPPED = {"cuda": {"faiss-cpu": "faiss-gpu-cu12"}}
 TARGET = {"python_version": "3.11", "python_full_version": "3.11.7", "sys_platform": "linux",

@@ -21,7 +21,9 @@ def _merge(base, patch):
         for key, value in patch.items():
             out[key] = _merge(base[key], value) if key in base else value
         return out
-    if isinstance(base, list) and isinstance(patch, list) and all(isinstance(i, dict) and "name" in i for i in base + patch):
+    named = isinstance(base, list) and isinstance(patch, list) and all(isinstance(i, dict) and "name" in i
+                                                                       for i in base + patch)
+    if named:
         by_name = {item["name"]: item for item in base}
         for item in patch:
             by_name[item["name"]] = _merge(by_name[item["name"]], item) if item["name"] in by_name else item
@@ -38,8 +40,8 @@ def render(folder: Path) -> list[dict]:
         docs += render(target) if target.is_dir() else list(yaml.safe_load_all(target.read_text()))
     for patch_ref in kustomization.get("patches", []):
         patch = yaml.safe_load((folder / patch_ref["path"]).read_text())
-        docs = [_merge(d, patch) if (d["kind"], d["metadata"]["name"]) == (patch["kind"], patch["metadata"]["name"]) else d
-                for d in docs]
+        docs = [_merge(d, patch) if (d["kind"], d["metadata"]["name"]) == (patch["kind"], patch["metadata"]["name"])
+                else d for d in docs]
     for image in kustomization.get("images", []):
         for doc in docs:
             for c in doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
@@ -79,7 +81,8 @@ def test_validator_catches_a_broken_manifest():
 
 
 def test_dockerfile_uses_the_make_install_script_and_runs_as_non_root():
-    lines = [line.strip() for line in (REPO / "Dockerfile").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    lines = [line.strip() for line in (REPO / "Dockerfile").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
     assert any(line.startswith("RUN") and "bash scripts/install.sh" in line for line in lines)
     assert "install.sh" in (REPO / "Makefile").read_text()
     # the CPU image takes torch from PyTorch's CPU index (PyPI's Linux torch is the CUDA build)

@@ -13,7 +13,7 @@ import yaml
 
 from bonds.checkpoint import save_bond_checkpoint
 from bonds.projector import ProjectorConfig, ProjectorMixture
-from tests.e2e.server import REPO, running_server
+from harness.processes import REPO, running_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = REPO / "artifacts"
@@ -31,14 +31,17 @@ def space_file(tmp_path_factory) -> Path:
         "format_version": 1, "name": "playground_space", "base": "base",
         "encoders": {"base": {"kind": "tiny", "options": {"dim": 16, "seed": 0}},
                      "aux": {"kind": "tiny", "options": {"dim": 8, "seed": 5, "modalities": ["text"]}}},
-        "bonds": [{"name": "aux", "kind": "combination", "experts": {"aux": {"checkpoint": "aux"}}, "factors": {"text": 0.2}}],
+        "bonds": [
+            {"name": "aux", "kind": "combination", "experts": {"aux": {"checkpoint": "aux"}},
+             "factors": {"text": 0.2}}],
         "presets": {"aux_heavy": {"aux": {"text": 0.9}}},
     }))
     return path
 
 
 def api_ranking(base: str, query: str, factor: float) -> list[str]:
-    body = {"collection": "farm", "query": {"text": query}, "top_k": 8, "mixing": {"factors": {"aux": {"text": factor}}}}
+    body = {"collection": "farm", "query": {"text": query}, "top_k": 8,
+            "mixing": {"factors": {"aux": {"text": factor}}}}
     response = httpx.post(f"{base}/search", json=body, timeout=30)
     assert response.status_code == 200, response.text
     return [r["id"] for r in response.json()["results"]]
@@ -65,7 +68,7 @@ def test_query_slider_and_ranking_match_the_api(space_file, tmp_path, shared_dat
         assert sizes == [1, 16, 5]
 
         # make a collection from real photos and typed texts, through the page
-        page.click("#new-collection summary")
+        page.wait_for_selector("#new-name", state="visible")  # an empty server: the form is open already
         page.fill("#new-name", "farm")
         page.set_input_files("#new-files", [str(p) for p in photos])
         page.fill("#new-texts", "\n".join(TEXTS))
@@ -85,8 +88,8 @@ def test_query_slider_and_ranking_match_the_api(space_file, tmp_path, shared_dat
         assert low != high, "fixture must make the factor matter"
         page.focus("#f-aux-text")
         page.keyboard.press("End")
-        page.wait_for_function("ids => [...document.querySelectorAll('#results li')].map(li => li.dataset.id).join() === ids",
-                               arg=",".join(high))
+        page.wait_for_function("ids => [...document.querySelectorAll('#results li')]"
+                               ".map(li => li.dataset.id).join() === ids", arg=",".join(high))
         assert '"text": 1' in page.inner_text("#mixing-json")
         assert "curl -s" in page.inner_text("#curl") and '"aux":{"text":1}' in page.inner_text("#curl")
 
@@ -112,11 +115,13 @@ def test_keyed_server_and_hostile_metadata(space_file, tmp_path):
     with running_server([str(space_file), str(plain)], tmp_path / "data", api_keys='["k-playground"]') as (base, _), \
             playwright.sync_playwright() as p:
         auth = {"authorization": f"Bearer {key}"}
-        created = httpx.post(f"{base}/collections", json={"name": "hostile", "space": "plain_space"}, headers=auth, timeout=10)
+        created = httpx.post(f"{base}/collections", json={"name": "hostile", "space": "plain_space"}, headers=auth,
+                             timeout=10)
         assert created.status_code == 201, created.text
         items = [{"id": "x1", "text": "a dog", "metadata": {"thumbnail": 'x" onerror="window.pwned=1'}},
                  {"id": "x2", "text": "a dog barks", "metadata": {"audio": "javascript:window.pwned=2"}}]
-        assert httpx.post(f"{base}/collections/hostile/items", json={"items": items}, headers=auth, timeout=30).status_code == 200
+        assert httpx.post(f"{base}/collections/hostile/items", json={"items": items}, headers=auth,
+                          timeout=30).status_code == 200
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page()
         page.goto(base + "/")
@@ -133,4 +138,61 @@ def test_keyed_server_and_hostile_metadata(space_file, tmp_path):
         assert page.locator("#results [onerror]").count() == 0 and page.locator("#results audio").count() == 0
         assert page.evaluate("window.pwned === undefined")
         assert "Bearer $FREEBIND_API_KEY" in page.inner_text("#curl")
+        browser.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/install.sh installs it)")
+def test_first_run_demo_notes_custom_presets_and_favicon(space_file, tmp_path):
+    """An empty server: the page offers the demo and loads it in one click (shipped photos, texts, a tone),
+    searches it at once; notes show in words; the preset menu follows the sliders; the page has an icon."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    with running_server([str(space_file)], tmp_path / "data") as (base, _), playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(base + "/")
+        page.wait_for_selector("#first-run:not([hidden])")  # nothing to search yet: the page says what to do
+        assert page.evaluate("document.getElementById('new-collection').open")
+        icon = page.get_attribute("link[rel=icon]", "href")
+        assert httpx.get(f"{base}/{icon}", timeout=10).headers["content-type"].startswith("image/svg")
+
+        page.click("#load-demo")
+        page.wait_for_selector("#results li[data-id]", timeout=60_000)
+        demo = httpx.get(f"{base}/playground/demo.json", timeout=10).json()
+        assert len(demo["photos"]) == 3  # matplotlib's and scikit-learn's sample photos are installed here
+        count = httpx.get(f"{base}/collections/demo", timeout=10).json()["count"]
+        assert count == len(demo["texts"]) + len(demo["photos"]) + 1  # + the tone
+        assert page.input_value("#collection") == "demo" and page.is_hidden("#first-run")
+        photo = httpx.get(f"{base}/collections/demo/items/flower.jpg", timeout=10).json()["metadata"]
+        assert photo["thumbnail"].startswith("data:image/jpeg") and "CC BY" in photo["credit"]  # shown with results
+        tone = httpx.get(f"{base}/collections/demo/items/{demo['tone']['id']}", timeout=10).json()["metadata"]
+        assert tone["audio"].startswith("data:audio/wav")  # kept for playback, within the metadata limit
+
+        # a stored item's note, and the query's, read as words
+        item = {"id": "silence", "text": "a quiet room",
+                "metadata": {"text": "a quiet room", "note": "no speech detected"}}
+        assert httpx.post(f"{base}/collections/demo/items", json={"items": [item]}, timeout=30).status_code == 200
+
+        def with_query_note(route):
+            answer = route.fetch()
+            route.fulfill(response=answer, json={**answer.json(), "query_note": "no speech detected"})
+
+        page.route("**/search", with_query_note)
+        page.fill("#query-text", "a quiet room")
+        page.click("#search")
+        page.wait_for_selector("#query-note:not([hidden])")
+        assert "no speech" in page.inner_text("#query-note")
+        assert "no speech" in page.inner_text("#results li[data-id=silence] .note")
+
+        # the preset menu names what the sliders hold
+        assert page.input_value("#preset") == ""  # the bond's defaults
+        page.focus("#f-aux-text")
+        page.keyboard.press("End")  # 1.0: no preset has it
+        page.wait_for_function("document.getElementById('preset').value === 'custom'")
+        assert '"preset"' not in page.inner_text("#mixing-json")
+        page.keyboard.press("ArrowLeft")
+        page.keyboard.press("ArrowLeft")  # 0.9: the aux_heavy preset's factor
+        page.wait_for_function("document.getElementById('preset').value === 'aux_heavy'")
+        assert '"preset": "aux_heavy"' in page.inner_text("#mixing-json")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "playground-demo.png"), full_page=True)
         browser.close()

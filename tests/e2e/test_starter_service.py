@@ -11,12 +11,13 @@ import httpx
 import pytest
 
 from bonds.description import list_spaces
-from tests.e2e.server import running_server
+from harness.processes import running_server
 
 pytestmark = pytest.mark.models
 SPACE = "starter_e5"
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-GERMAN = {"horse": "einem Pferd", "chicken": "einem Huhn", "cow": "einer Kuh", "cat": "einer Katze", "pig": "einem Schwein",
+GERMAN = {"horse": "einem Pferd", "chicken": "einem Huhn", "cow": "einer Kuh", "cat": "einer Katze",
+          "pig": "einem Schwein",
           "duck": "einer Ente", "owl": "einer Eule", "dog": "einem Hund", "sheep": "einem Schaf"}
 
 
@@ -47,7 +48,8 @@ def photo_ranks(base: str, query_for: dict[str, str], mixing: dict | None) -> li
 
 @pytest.fixture(scope="module")
 def farm_items(shared_data) -> list[dict]:
-    manifest = [json.loads(line) for line in (shared_data / "gcompris-farm" / "manifest.jsonl").read_text().splitlines()]
+    manifest = [
+        json.loads(line) for line in (shared_data / "gcompris-farm" / "manifest.jsonl").read_text().splitlines()]
     items = []
     for entry in manifest:
         title = entry["title"].lower()
@@ -99,11 +101,13 @@ def test_the_offline_default_end_to_end(tmp_path, shared_data, farm_items):
 
         # German queries: the e5 bond is what makes them work (measured mean rank 6.0 vs 15.8 without it)
         german = {t: f"Foto von {article_noun}" for t, article_noun in GERMAN.items()}
-        bonded, alone = photo_ranks(base, german, {"preset": "multilingual"}), photo_ranks(base, german, {"off": ["e5"]})
+        bonded, alone = photo_ranks(base, german, {"preset": "multilingual"}), photo_ranks(base, german,
+                                                                                           {"off": ["e5"]})
         assert sum(bonded) < 0.6 * sum(alone), (bonded, alone)
 
         # zero-shot classification of the farm photos with inline labels
-        photos = [item for item in farm_items if item["metadata"]["source"] == "gcompris" and item["id"].startswith("photo:")]
+        photos = [item for item in farm_items
+                  if item["metadata"]["source"] == "gcompris" and item["id"].startswith("photo:")]
         titles = [item["metadata"]["title"] for item in photos]
         classified = post(base, "/classify", {"inputs": [{"image": p["image"]} for p in photos], "labels": titles,
                                               "templates": ["a photo of a {}."], "mixing": {"preset": "english"}})

@@ -10,9 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bonds.description import load_space
+from harness.tiny_space import write_space
 from service.app import create_app
 from service.settings import Settings
-from tests.reliability.servers import write_space
 from tests.service.conftest import make_client  # noqa: F401  (a fixture, re-exported; uses space_file below)
 
 

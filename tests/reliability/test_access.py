@@ -21,15 +21,15 @@ import pytest
 from starlette.routing import Mount
 
 import service.deps
+from harness.servers import Server
 from service.deps import require_api_key
-from tests.reliability.servers import Server
 
 PROBLEM = "application/problem+json"
 KEYS = ["fb-key-alpha-7f3a9c", "fb-key-beta-2d8e41"]
 WRONG = "fb-key-wrong-000000"
 # What stays open with keys configured: health for orchestrators, the playground page and its files, and
-# FastAPI's schema and documentation pages (they describe the API; they hold no data).
-PUBLIC = re.compile(r"^(/health/.*|/|/static.*|/openapi\.json|/docs.*|/redoc)$")
+# the favicon, FastAPI's schema and documentation pages and their assets (they describe the API; they hold no data).
+PUBLIC = re.compile(r"^(/health/.*|/|/static.*|/playground/.*|/favicon\.(ico|svg)|/openapi\.json|/docs.*|/redoc)$")
 
 
 def routes(app):
@@ -197,6 +197,20 @@ def test_streamed_body_over_the_limit_is_cut_off_where_it_crosses(make_client):
         status, chunks, pulled = call(client, path, [(b"content-type", content_type(path))], endless)
         assert status == 413, path
         assert pulled <= 1_000_000 + 65536, (path, pulled)  # the chunk that crossed the limit is the last read
+
+
+def test_the_key_is_checked_before_any_byte_of_the_body_is_read(make_client):
+    """Issue 19: FastAPI parses a JSON body before a route's dependencies run, so the key check as one let a
+    caller without a key make the server parse 30 MB and read its validation errors."""
+    client = make_client(api_keys=KEYS)
+    for path in [*body_routes(client.app), "/no/such/route"]:
+        endless = iter(lambda: b"[" * 65536, None)
+        status, chunks, _ = call(client, path, [(b"content-type", content_type(path))], endless)
+        assert (status, chunks) == (401, 0), path
+    r = client.post("/embed", content=b'{"inputs": [', headers={"content-type": "application/json"})
+    assert r.status_code == 401 and "json" not in r.json()["detail"].lower()
+    r = client.post("/embed", json={"inputs": ["x"]}, headers={"Authorization": f"Bearer {KEYS[1]}"})
+    assert r.status_code == 200
 
 
 def _response_status(sock: socket.socket, wait: float) -> int | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import time
 
-from tests.reliability.servers import Server
+from harness.servers import Server
 
 REQUEST = b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n"
 

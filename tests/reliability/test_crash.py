@@ -1,9 +1,9 @@
 """Crash safety, fast version: 3 SIGKILL trials against a server forked from a preloaded forkserver
-(`make soak` runs 20 against `freebind serve` itself). See tests/reliability/crash.py for the checks."""
+(`make soak` runs 20 against `freebind serve` itself). See harness/crash.py for the checks."""
 
 from __future__ import annotations
 
-from tests.reliability.crash import run_trials
+from harness.crash import run_trials
 
 
 def test_acknowledged_writes_survive_kill_9_and_nothing_is_half_written(space_file, tmp_path):

@@ -8,8 +8,8 @@ import base64
 
 import numpy as np
 
+from harness import bad_media as media
 from service.index import Record
-from tests.reliability import media
 
 
 def test_search_while_an_ingest_adds_a_new_modality(make_client):
@@ -20,13 +20,15 @@ def test_search_while_an_ingest_adds_a_new_modality(make_client):
         assert client.post("/collections", json={"name": name}).status_code == 201
         assert client.post(f"/collections/{name}/items", json={"items": [item]}).status_code == 200
     modality, keys, leaves, gram = store.get("source").components("img")
-    stored = store.get("source").item_vectors({modality: client.app.state.engine.space().plan(modality, client.app.state.engine.space().resolve(None))}, ["img"])[0][0]
+    space = client.app.state.engine.space()
+    stored = store.get("source").item_vectors({modality: space.plan(modality, space.resolve(None))}, ["img"])[0][0]
     collection = store.get("race")
     original = collection.search
 
     def search_after_a_concurrent_ingest(*args, **kwargs):  # the ingest lands between planning and scoring
         if "image" not in collection.meta["groups"]:
-            collection.upsert(collection.meta["space_id"], [Record("img", modality, {}, keys, leaves[0], gram[0], stored)])
+            collection.upsert(collection.meta["space_id"],
+                              [Record("img", modality, {}, keys, leaves[0], gram[0], stored)])
         return original(*args, **kwargs)
 
     collection.search = search_after_a_concurrent_ingest
@@ -45,7 +47,8 @@ def test_enhance_survives_a_neighbour_deleted_between_search_and_read(make_clien
     client = make_client()
     image = base64.b64encode(media.image("PNG", (16, 16))).decode()
     assert client.post("/collections", json={"name": "cache"}).status_code == 201
-    items = [{"id": "kept", "image": image}, {"id": "gone", "image": base64.b64encode(media.image("PNG", (24, 24))).decode()}]
+    items = [{"id": "kept", "image": image},
+             {"id": "gone", "image": base64.b64encode(media.image("PNG", (24, 24))).decode()}]
     assert client.post("/collections/cache/items", json={"items": items}).status_code == 200
     collection = client.app.state.store.get("cache")
     original = collection.search

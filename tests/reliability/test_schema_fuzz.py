@@ -1,6 +1,6 @@
 """Schema fuzzing: schemathesis generates requests (valid and invalid) from the live /openapi.json of a
-server on loopback (the tiny space) and checks every answer: never a 5xx, and status, content type, headers and body as the
-schema documents them. `FREEBIND_FUZZ_EXAMPLES` sets examples per operation and mode (`make soak`: many).
+server on loopback (the tiny space) and checks every answer: never a 5xx, and status, content type, headers and body as
+the schema documents them. `FREEBIND_FUZZ_EXAMPLES` sets examples per operation and mode (`make soak`: many).
 
 Not checked: schemathesis's `positive_data_acceptance` (a schema-valid request must succeed). The schema
 cannot say that a string is a decodable image or that a space exists, so such requests rightly get a 4xx.
@@ -18,9 +18,9 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from harness.servers import Server
 from service.app import create_app
 from service.settings import Settings
-from tests.reliability.servers import Server
 
 EXAMPLES = int(os.environ.get("FREEBIND_FUZZ_EXAMPLES", "6"))
 

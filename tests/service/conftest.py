@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from harness.tiny_space import write_space
 from service.app import create_app
 from service.index import CollectionStore
 from service.settings import Settings
-from tests.service.tiny_space import write_space
 
 
 @pytest.fixture(scope="session")

@@ -48,7 +48,8 @@ def test_described_labels_return_the_matching_description(client):
     body = client.post("/classify", json={"inputs": ["a cat meows loudly"], "labels": labels}).json()
     best = body["results"][0]["labels"][0]
     assert best["label"] == "animal" and best["description"] == "a cat meows"
-    mean = client.post("/classify", json={"inputs": ["a cat meows loudly"], "labels": labels, "aggregate": "mean"}).json()
+    mean = client.post("/classify",
+                       json={"inputs": ["a cat meows loudly"], "labels": labels, "aggregate": "mean"}).json()
     assert mean["results"][0]["labels"][0]["score"] <= best["score"] + 1e-6  # a mean never beats the max
 
 

@@ -17,8 +17,10 @@ import pytest
 import yaml
 
 from bonds.media import decode_audio, decode_image
-from service.routers.collections import at_default_mixing
+from service.index import Collection
 from tests.service.tiny_app import b64, library_space, png, start, wav, write_space
+
+at_default_mixing = Collection.is_default_mixing  # a method, called here on a stand-in that has only `meta`
 
 TEXTS = {"t-dog": "a dog barks at night", "t-car": "a red car on the road", "t-bird": "birds sing at dawn",
          "t-cat": "a cat sleeps on the sofa", "t-rain": "rain on a tin roof"}
@@ -44,7 +46,8 @@ def items():
     out = [{"id": k, "text": v, "metadata": {"kind": "text", "n": i}} for i, (k, v) in enumerate(TEXTS.items())]
     out += [{"id": k, "image": "data:image/png;base64," + b64(data), "metadata": {"kind": "image", "n": 10 + i}}
             for i, (k, (data, _)) in enumerate(IMAGES.items())]
-    out += [{"id": k, "audio": b64(data), "metadata": {"kind": "audio", "n": 20 + i}} for i, (k, data) in enumerate(SOUNDS.items())]
+    out += [{"id": k, "audio": b64(data), "metadata": {"kind": "audio", "n": 20 + i}} for i,
+            (k, data) in enumerate(SOUNDS.items())]
     return out
 
 
@@ -57,7 +60,8 @@ def reference_vectors(space, mixing) -> dict[str, np.ndarray]:
 
 
 def make(client, name="things", index=None, mixing=None):
-    r = client.post("/collections", json={"name": name, "space": "tinybond", "index": client.backend.index(**(index or {})),
+    r = client.post("/collections",
+                    json={"name": name, "space": "tinybond", "index": client.backend.index(**(index or {})),
                                           "mixing": mixing})
     assert r.status_code == 201, r.text
     r = client.post(f"/collections/{name}/items", json={"items": items()})
@@ -116,6 +120,22 @@ def test_ranking_changes_when_factors_change(client):
     assert ranks[0.0] != ranks[1.0]
 
 
+def test_a_pooling_weight_of_1e39_scores_like_a_weight_of_1(client):
+    """Issue 19, D3: a weight finite in float64 overflowed the float32 vectors it scaled (null vectors in
+    /embed, null scores in /search, a collection that stored them)."""
+    huge, one = {"weights": {"clap": {"clap": 1e39}}}, {"weights": {"clap": {"clap": 1.0}}}
+    make(client, "heavy", mixing=huge)
+    scores = {}
+    for mixing in (huge, one):
+        r = client.post("/search", json={"collection": "heavy", "query": {"text": "a dog barks"}, "top_k": 5,
+                                         "mixing": mixing})
+        assert r.status_code == 200, r.text
+        scores[str(mixing)] = [(h["id"], round(h["score"], 5)) for h in r.json()["results"]]
+        vector = client.post("/embed", json={"inputs": ["a dog barks"], "space": "tinybond", "mixing": mixing})
+        assert np.isfinite(vector.json()["data"][0]["embedding"]).all()
+    assert scores[str(huge)] == scores[str(one)]
+
+
 def test_filters_apply_inside_the_search(client):
     make(client)
     query = {"text": "a dog barks"}
@@ -143,10 +163,13 @@ def test_filters_apply_inside_the_search(client):
 ])
 def test_negative_filters_keep_items_that_lack_the_key(client, condition, expected):
     client.post("/collections", json={"name": "tags", "space": "tinybond", "index": client.backend.index()})
-    items = [{"id": "a-low", "text": "low", "metadata": {"level": 1}}, {"id": "a-mid", "text": "mid", "metadata": {"level": 2}},
-             {"id": "a-plain", "text": "plain", "metadata": {"level": 3}}, {"id": "t-no-key", "text": "none", "metadata": {}}]
+    items = [{"id": "a-low", "text": "low", "metadata": {"level": 1}},
+             {"id": "a-mid", "text": "mid", "metadata": {"level": 2}},
+             {"id": "a-plain", "text": "plain", "metadata": {"level": 3}},
+             {"id": "t-no-key", "text": "none", "metadata": {}}]
     assert client.post("/collections/tags/items", json={"items": items}).status_code == 200
-    r = client.post("/search", json={"collection": "tags", "query": {"text": "x"}, "top_k": 10, "filter": {"level": condition}})
+    r = client.post("/search",
+                    json={"collection": "tags", "query": {"text": "x"}, "top_k": 10, "filter": {"level": condition}})
     assert r.status_code == 200, r.text
     assert sorted(h["id"] for h in r.json()["results"]) == expected
 
@@ -155,7 +178,7 @@ def test_unknown_collection_is_a_404_problem(client):
     r = client.post("/search", json={"collection": "nope", "query": {"text": "x"}})
     assert r.status_code == 404
     assert r.headers["content-type"].startswith("application/problem+json")
-    assert "nope" in r.json()["detail"]
+    assert r.json()["detail"] == "unknown collection 'nope'"  # not the names of the others (issue 19)
     for method, path in (("GET", "/collections/nope"), ("DELETE", "/collections/nope"),
                          ("POST", "/collections/nope/items")):
         r = client.request(method, path, json={"items": [{"id": "a", "text": "x"}]})
@@ -174,7 +197,8 @@ def test_collection_lifecycle_and_items(client):
     assert client.delete("/collections/things/items/t-dog").json()["deleted"] is True
     assert client.get("/collections/things/items/t-dog").status_code == 404
     assert client.delete("/collections/things/items/t-dog").status_code == 404
-    client.post("/collections/things/items", json={"items": [{"id": "t-car", "text": "a blue car", "metadata": {"v": 2}}]})
+    client.post("/collections/things/items",
+                json={"items": [{"id": "t-car", "text": "a blue car", "metadata": {"v": 2}}]})
     assert client.get("/collections/things/items/t-car").json()["metadata"] == {"v": 2}
     assert client.get("/collections/things").json()["count"] == len(items()) - 1
     assert client.delete("/collections/things").status_code == 200
@@ -197,7 +221,8 @@ def test_item_vectors_near_the_float32_limits_are_stored_unit_length(client):
     v = np.arange(1, 17, dtype=np.float64)
     items = [{"id": f"x{scale}", "vector": (v * scale / 16).tolist()} for scale in (3e38, 1e-30)]
     assert client.post("/collections/vecs/items", json={"items": items}).status_code == 200
-    hits = client.post("/search", json={"collection": "vecs", "query": {"vector": (v * 1e-30).tolist()}}).json()["results"]
+    hits = client.post("/search",
+                       json={"collection": "vecs", "query": {"vector": (v * 1e-30).tolist()}}).json()["results"]
     assert [h["score"] for h in hits] == pytest.approx([1.0, 1.0], abs=1e-5)
 
 
@@ -247,15 +272,19 @@ def test_vector_items_and_queries_check_the_space(client, space_file):
     client.post("/collections", json={"name": "vecs", "space": "tinybond", "index": client.backend.index()})
     v = space.embed("text", ["a dog barks"])[0]
     ok = client.post("/collections/vecs/items", json={"items": [
-        {"id": "v1", "vector": v.tolist(), "fingerprint": space.fingerprint(None)}, {"id": "v2", "vector": (-v).tolist()}]})
+        {"id": "v1", "vector": v.tolist(), "fingerprint": space.fingerprint(None)},
+        {"id": "v2", "vector": (-v).tolist()}]})
     assert ok.status_code == 200, ok.text
-    wrong = client.post("/collections/vecs/items", json={"items": [{"id": "v3", "vector": v.tolist(), "fingerprint": "other@123"}]})
+    wrong = client.post("/collections/vecs/items",
+                        json={"items": [{"id": "v3", "vector": v.tolist(), "fingerprint": "other@123"}]})
     assert wrong.status_code == 409 and "fingerprint" in wrong.json()["detail"]
     short = client.post("/collections/vecs/items", json={"items": [{"id": "v4", "vector": [1.0, 2.0]}]})
     assert short.status_code == 422
-    hits = client.post("/search", json={"collection": "vecs", "query": {"vector": v.tolist()}, "top_k": 2}).json()["results"]
+    hits = client.post("/search",
+                       json={"collection": "vecs", "query": {"vector": v.tolist()}, "top_k": 2}).json()["results"]
     assert [h["id"] for h in hits] == ["v1", "v2"] and hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
-    assert client.post("/collections/vecs/items", json={"items": [{"id": "x", "text": "a", "image": "b"}]}).status_code == 422
+    assert client.post("/collections/vecs/items",
+                       json={"items": [{"id": "x", "text": "a", "image": "b"}]}).status_code == 422
 
 
 def test_space_changed_since_creation_is_a_409(client):
@@ -304,7 +333,8 @@ def test_filters_give_the_same_results_on_both_backends(space_file, tmp_path, mi
                        {"filter": {"missing": None}, "modalities": ["text", "audio"], "mode": "ann"}):
             found = {}
             for name in ("on_faiss", "on_milvus"):
-                r = app.post("/search", json={"collection": name, "query": {"text": "a dog barks"}, "top_k": 6, **search})
+                r = app.post("/search",
+                             json={"collection": name, "query": {"text": "a dog barks"}, "top_k": 6, **search})
                 assert r.status_code == 200, r.text
                 found[name] = [(h["id"], h["score"]) for h in r.json()["results"]]
             assert [k for k, _ in found["on_faiss"]] == [k for k, _ in found["on_milvus"]], search

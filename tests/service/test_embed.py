@@ -11,8 +11,8 @@ import pytest
 from bonds.description import load_space
 from bonds.encoders.base import Encoder
 from bonds.media import decode_audio, decode_image
+from harness.tiny_space import DIM, SPACE
 from tests.service.conftest import png_bytes, wav_bytes
-from tests.service.tiny_space import DIM, SPACE
 
 PNG, WAV = png_bytes(), wav_bytes()
 PNG_URI = "data:image/png;base64," + base64.b64encode(PNG).decode()
@@ -142,7 +142,8 @@ def test_upload_takes_modality_from_content_type(client, library):
     out = r.json()
     assert [row["modality"] for row in out["data"]] == ["image", "audio", "text"]
     assert out["mixing"]["preset"] == "strong"
-    np.testing.assert_allclose(out["data"][2]["embedding"], library.embed("text", ["a dog barks"], {"preset": "strong"})[0],
+    np.testing.assert_allclose(out["data"][2]["embedding"],
+                               library.embed("text", ["a dog barks"], {"preset": "strong"})[0],
                                atol=1e-6)
     r = client.post("/embed/upload", files=[("files", ("x.bin", b"\0\1", "application/octet-stream"))])
     assert r.status_code == 415 and r.json()["index"] == 0
@@ -176,14 +177,14 @@ def test_model_calls_take_the_configured_batch_size(make_client, library, monkey
     texts = [f"caption {i}" for i in range(50)]
     expected = library.embed("text", texts)
     sizes: list[int] = []
-    chunk = Encoder._encode_chunk
+    chunk = Encoder.encode_prepared
 
     def recorded(self, modality, items):
         if self.name == "base":
             sizes.append(len(items))
         return chunk(self, modality, items)
 
-    monkeypatch.setattr(Encoder, "_encode_chunk", recorded)
+    monkeypatch.setattr(Encoder, "encode_prepared", recorded)
     client = make_client(max_batch_size=max_batch_size, warmup=False)
     np.testing.assert_allclose([row["embedding"] for row in post(client, inputs=texts)["data"]], expected, atol=1e-6)
     assert sizes == ([32, 18] if max_batch_size is None else [50])
@@ -191,7 +192,8 @@ def test_model_calls_take_the_configured_batch_size(make_client, library, monkey
 
 def test_enhance_pulls_queries_toward_a_collection(client):
     assert client.post("/collections", json={"name": "pics"}).status_code == 201
-    items = [{"id": f"p{i}", "image": "data:image/png;base64," + base64.b64encode(png_bytes((40 * i, 90, 200 - 30 * i))).decode()}
+    items = [{"id": f"p{i}",
+              "image": "data:image/png;base64," + base64.b64encode(png_bytes((40 * i, 90, 200 - 30 * i))).decode()}
              for i in range(5)]
     assert client.post("/collections/pics/items", json={"items": items}).status_code == 200
     plain = post(client, inputs=["a blue picture"])["data"][0]["embedding"]
@@ -204,3 +206,14 @@ def test_enhance_pulls_queries_toward_a_collection(client):
     assert client.post("/embed", json={"inputs": ["x"], "enhance": {"collection": "nope"}}).status_code == 404
     r = client.post("/embed", json={"inputs": ["x"], "enhance": {"collection": "pics", "modality": "audio"}})
     assert r.status_code == 422
+
+
+def test_upload_without_a_useful_content_type_goes_by_the_file_name(client):
+    """curl sends .wav (and .flac, .ogg) as application/octet-stream: the name's extension says audio."""
+    files = [("files", ("bark.wav", wav_bytes(), "application/octet-stream")),
+             ("files", ("dog.png", png_bytes(), "application/octet-stream"))]
+    answer = client.post("/embed/upload", files=files)
+    assert answer.status_code == 200, answer.text
+    assert [row["modality"] for row in answer.json()["data"]] == ["audio", "image"]
+    unknown = client.post("/embed/upload", files=[("files", ("blob.bin", b"\0\1", "application/octet-stream"))])
+    assert unknown.status_code == 415 and "modality" in unknown.json()["detail"]

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import http.server
 import logging
 import threading
 import time
 
+import anyio
 import numpy as np
 import pytest
 
 from bonds.encoders.base import Encoded
 from bonds.errors import MediaError
+from harness.servers import trickling_upstream
 from service.batcher import Batcher
 from service.errors import Overloaded
 from tests.service.conftest import png_bytes
@@ -24,7 +27,8 @@ PROBLEM = "application/problem+json"
 def test_routing_and_validation_errors_are_problems(client):
     for response, status in ((client.get("/nope"), 404), (client.get("/embed"), 405),
                              (client.post("/embed", json={"inputs": "not a list"}), 422),
-                             (client.post("/embed", content=b"{broken", headers={"content-type": "application/json"}), 422)):
+                             (client.post("/embed", content=b"{broken", headers={"content-type": "application/json"}),
+                              422)):
         assert response.status_code == status and response.headers["content-type"] == PROBLEM
         body = response.json()
         assert body["status"] == status and body["title"] and body["detail"] and body["request_id"]
@@ -79,7 +83,8 @@ def test_body_limit_counts_streamed_chunks(make_client):
 def test_api_keys_guard_every_route_but_health(make_client, caplog):
     caplog.set_level(logging.DEBUG)
     client = make_client(api_keys=["k-one", "k-two"])
-    routes = [("POST", "/embed", {"inputs": ["x"]}), ("POST", "/v1/embeddings", {"input": "x"}), ("GET", "/spaces", None),
+    routes = [("POST", "/embed", {"inputs": ["x"]}), ("POST", "/v1/embeddings", {"input": "x"}),
+              ("GET", "/spaces", None),
               ("GET", "/metrics", None), ("GET", "/collections", None)]
     for method, path, body in routes:
         for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "k-one"}):
@@ -101,6 +106,20 @@ def test_overload_is_a_429_with_retry_after(make_client):
     assert r.status_code == 429 and r.headers["retry-after"] == "3" and r.json()["type"].endswith("overloaded")
     assert client.post("/embed", json={"inputs": ["x"]}).status_code == 200
     engine._in_flight = 0
+
+
+def test_a_full_disk_is_a_507_problem_and_the_collection_stays_whole(make_client, tmp_path, caplog):
+    """Issue 19, D9: a full disk answered 500 "internal" (and a second error from ROLLBACK in the log)."""
+    client = make_client()
+    assert client.post("/collections", json={"name": "x"}).status_code == 201
+    assert client.post("/collections/x/items", json={"items": [{"id": "kept", "text": "a dog"}]}).status_code == 200
+    conn = client.app.state.store.get("x")._conn
+    conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")  # SQLITE_FULL
+    items = [{"id": f"big{i}", "text": "x", "metadata": {"blob": "y" * 12_000}} for i in range(20)]
+    r = client.post("/collections/x/items", json={"items": items})
+    assert r.status_code == 507 and r.headers["content-type"] == PROBLEM and "disk is full" in r.json()["detail"]
+    assert client.get("/collections/x").json()["count"] == 1 and "ROLLBACK" not in caplog.text
+    assert 'freebind_errors_total{type="internal"}' not in client.get("/metrics").text
 
 
 # --- URL inputs ---------------------------------------------------------------------------------------
@@ -135,6 +154,54 @@ def test_url_inputs_off_by_default_and_never_to_private_addresses(make_client, l
     assert capped.post("/embed", json={"inputs": [{"image": local_server}]}).status_code == 413
     schemes = make_client(allow_urls=True).post("/embed", json={"inputs": [{"image": "file:///etc/passwd"}]})
     assert schemes.status_code == 422
+
+
+@pytest.fixture
+def trickle_server():
+    """An upstream that sends one byte every 0.2 s until `stop` is set (never, unless a test says so): its
+    URL, the event set when a fetch arrives, and `stop`."""
+    arrived, stop = threading.Event(), threading.Event()
+    server, url = trickling_upstream(0.2, stop, arrived)
+    yield url, arrived, stop
+    stop.set()
+    server.shutdown()
+
+
+def in_thread(call) -> tuple[threading.Thread, dict]:
+    out: dict = {}
+    thread = threading.Thread(target=lambda: out.update(response=call()), daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_a_trickling_upstream_is_cut_off_at_the_fetch_deadline(make_client, trickle_server):
+    """Issue 19, D8: a byte every 2 s never tripped the 10 s socket timeout; the answer came after 60 s, when
+    the upstream stopped. Here the upstream never stops: only a deadline over the whole fetch ends it."""
+    url, _, _ = trickle_server
+    client = make_client(allow_urls=True, allow_private_urls=True, url_timeout_s=1)
+    thread, out = in_thread(lambda: client.post("/embed", json={"inputs": ["x", {"image": url}]}))
+    thread.join(30)
+    assert not thread.is_alive(), "the fetch was never cut off"
+    r = out["response"]
+    assert r.status_code == 422 and r.json()["index"] == 1 and "took longer than 1 s" in r.json()["detail"]
+
+
+def test_fetches_never_hold_the_threads_decoding_and_search_share(make_client, trickle_server):
+    """With the shared pool down to one thread, an image decodes while a URL fetch is stuck upstream."""
+    url, arrived, stop = trickle_server
+    client = make_client(allow_urls=True, allow_private_urls=True, url_timeout_s=60)
+    client.portal.call(lambda: setattr(anyio.to_thread.current_default_thread_limiter(), "total_tokens", 1))
+    stuck, _ = in_thread(lambda: client.post("/embed", json={"inputs": [{"image": url}]}))
+    try:
+        assert arrived.wait(30)
+        image, out = in_thread(
+            lambda: client.post("/embed", json={"inputs": [{"image": base64.b64encode(png_bytes()).decode()}]}))
+        image.join(30)
+        assert not image.is_alive() and out["response"].status_code == 200
+        assert stuck.is_alive()  # the fetch is still waiting for its upstream
+    finally:
+        stop.set()
+        stuck.join(30)
 
 
 # --- the batcher alone --------------------------------------------------------------------------------
@@ -255,12 +322,35 @@ def test_a_full_queue_refuses_whole_requests_and_stop_drains():
     run(body)
 
 
-def test_a_thread_can_wait_on_the_batcher():
+def test_items_are_prepared_in_the_pool_while_the_model_runs():
+    """The prepare step of the next batch's items runs while the model thread is busy with this one; a
+    failing prepare fails its own item only, and a bad input's failure does not count against the encoder."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    calls: list[list] = []
+    gate, prepared_while_busy = threading.Event(), threading.Event()
+
+    def prepare(modality, item):
+        if item == "bad":
+            raise MediaError("cannot read this one")
+        if item == "next" and not gate.is_set():  # the model thread is still held at the gate
+            prepared_while_busy.set()
+        return item.upper()
+
     async def body():
-        batcher = Batcher("t", fake_encoder([]), max_batch_size=8, max_wait_s=0.0, max_queue=100)
-        batcher.start()
-        encoded = await asyncio.to_thread(batcher.encode, "text", ["abc", "de"])
-        assert encoded.vectors[:, 0].tolist() == [3.0, 2.0]
-        await batcher.stop()
+        with ThreadPoolExecutor(2) as pool:
+            batcher = Batcher("t", fake_encoder(calls, gate), prepare=prepare, prepare_pool=pool, max_batch_size=8,
+                              max_wait_s=0.0, max_queue=100)
+            batcher.start()
+            first = batcher.submit("text", ["warm"])
+            await asyncio.sleep(0.05)  # the model thread now waits at the gate with ["WARM"]
+            rest = batcher.submit("text", ["next", "bad", "ok"])
+            await asyncio.to_thread(prepared_while_busy.wait, 5)
+            gate.set()
+            assert (await first[0])[0][0] == 4.0 and (await rest[0])[0][0] == 4.0 and (await rest[2])[0][0] == 2.0
+            with pytest.raises(MediaError):
+                await rest[1]
+            assert prepared_while_busy.is_set() and calls == [["WARM"], ["NEXT", "OK"]] and batcher.healthy
+            await batcher.stop()
 
     run(body)

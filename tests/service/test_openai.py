@@ -11,8 +11,8 @@ import numpy as np
 import openai
 import pytest
 
+from harness.tiny_space import DIM, SPACE
 from tests.service.conftest import png_bytes
-from tests.service.tiny_space import DIM, SPACE
 
 PNG_URI = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
 
@@ -55,13 +55,14 @@ def test_media_as_data_uris_and_extra_fields(client):
     same = api.embeddings.create(model=SPACE, input=raw_b64, extra_body={"modality": "image"})
     np.testing.assert_allclose(same.data[0].embedding, image.data[0].embedding, atol=1e-6)
     mixed = api.embeddings.create(model=SPACE, input="a dog", extra_body={"mixing": {"preset": "strong"}})
-    np.testing.assert_allclose(mixed.data[0].embedding, embed(client, ["a dog"], mixing={"preset": "strong"})[0], atol=1e-6)
+    np.testing.assert_allclose(mixed.data[0].embedding, embed(client, ["a dog"], mixing={"preset": "strong"})[0],
+                               atol=1e-6)
 
 
 def test_default_model_and_dimensions(client):
     raw = client.post("/v1/embeddings", json={"input": "x"}).json()
     assert raw["object"] == "list" and raw["model"] == SPACE and raw["data"][0]["object"] == "embedding"
-    assert raw["usage"] == {"prompt_tokens": 0, "total_tokens": 0}
+    assert raw["usage"] == {"prompt_tokens": 1, "total_tokens": 1}  # the tiny encoder's tokens are words
     assert client.post("/v1/embeddings", json={"input": "x", "dimensions": DIM}).status_code == 200
     assert client.post("/v1/embeddings", json={"input": "x", "dimensions": 3}).status_code == 422
 
@@ -83,3 +84,17 @@ def test_api_key(make_client):
     with pytest.raises(openai.AuthenticationError):
         oai(client, "wrong").embeddings.create(model=SPACE, input="x")
     assert len(oai(client, "s3cret").embeddings.create(model=SPACE, input="x").data) == 1
+
+
+def test_models_list_the_served_spaces_and_usage_counts_text_tokens(client):
+    api = oai(client)
+    assert [m.id for m in api.models.list()] == [SPACE]
+    counted = api.embeddings.create(model=SPACE, input=["a dog barks", "two words", PNG_URI])
+    assert counted.usage.prompt_tokens == counted.usage.total_tokens == 5  # 3 + 2; the image has no tokens
+    only_media = api.embeddings.create(model=SPACE, input=[PNG_URI])
+    assert only_media.usage.prompt_tokens == 0
+
+
+def test_token_ids_name_the_langchain_setting(client):
+    with pytest.raises(openai.UnprocessableEntityError, match="check_embedding_ctx_length=False"):
+        oai(client).embeddings.create(model=SPACE, input=[[1, 2, 3]])

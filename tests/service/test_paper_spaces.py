@@ -74,7 +74,8 @@ def models_root(tmp_path_factory):
     for name, fusion in (("clap_g", True), ("clap_m", False)):  # 630k-fusion-best is fused; music+speech is not
         (root / name).mkdir()
         _write_clap(root / name, fusion=fusion)
-    heads = {name: _released_heads(root / "released" / name, *dims, seed=i + 1) for i, (name, dims) in enumerate(RELEASED.items())}
+    heads = {name: _released_heads(root / "released" / name, *dims, seed=i + 1) for i,
+             (name, dims) in enumerate(RELEASED.items())}
     result = CliRunner().invoke(cli, ["import-checkpoint", str(root / "released"), str(root / "bonds")])
     assert result.exit_code == 0, result.output
     return root, heads
@@ -134,7 +135,8 @@ def embed(client, space, modality, payload, mixing=None):
 
 
 def items(modality, payload):
-    return [payload] if modality == "text" else [decode_image(payload) if modality == "image" else decode_audio(payload)]
+    return [payload] if modality == "text" else [
+        decode_image(payload) if modality == "image" else decode_audio(payload)]
 
 
 def test_spaces_list_the_paper_structure(client):
@@ -153,7 +155,8 @@ def test_imagebind_alone_is_the_bare_encoder(client, encoders, media, modality):
     assert np.allclose(got, encoders["imagebind"].encode(modality, items(modality, payload)).vectors[0], atol=1e-5)
 
 
-@pytest.mark.parametrize("preset, f", [("versatile", {"text": 0.1, "audio": 0.5}), ("at_expertise", {"text": 0.5, "audio": 0.8})])
+@pytest.mark.parametrize("preset, f",
+                         [("versatile", {"text": 0.1, "audio": 0.5}), ("at_expertise", {"text": 0.5, "audio": 0.8})])
 @pytest.mark.parametrize("modality", ["text", "audio", "image"])
 def test_imagebind_pp_is_the_combination_formula(client, models_root, encoders, media, preset, f, modality):
     _, heads = models_root
@@ -163,8 +166,10 @@ def test_imagebind_pp_is_the_combination_formula(client, models_root, encoders, 
     if modality == "image":  # CLAP has no images: the base is untouched
         want = base
     else:
-        pooled = n(0.5 * mean_of_heads(heads["IB_PP_G_Proj"], encoders["clap_g"].encode(modality, items(modality, payload)).vectors)
-                   + 0.5 * mean_of_heads(heads["IB_PP_M_Proj"], encoders["clap_m"].encode(modality, items(modality, payload)).vectors))
+        pooled = n(0.5 * mean_of_heads(heads["IB_PP_G_Proj"],
+                                       encoders["clap_g"].encode(modality, items(modality, payload)).vectors)
+                   + 0.5 * mean_of_heads(heads["IB_PP_M_Proj"],
+                                         encoders["clap_m"].encode(modality, items(modality, payload)).vectors))
         want = n((1 - f[modality]) * base + f[modality] * pooled)
     assert body["dim"] == IB_DIM and body["mixing"]["preset"] == preset
     assert np.allclose(got, want[0], atol=1e-5)
@@ -198,8 +203,38 @@ def test_internvl_ib_pp_is_displacement_then_combination(client, models_root, en
         want = first
     else:
         f = {"text": 0.5, "audio": 0.8}[modality]
-        pooled = n(0.5 * mean_of_heads(heads["InternVL_IB_PP_G_Proj"], encoders["clap_g"].encode(modality, items(modality, payload)).vectors)
-                   + 0.5 * mean_of_heads(heads["InternVL_IB_PP_M_Proj"], encoders["clap_m"].encode(modality, items(modality, payload)).vectors))
+        pooled = n(0.5 * mean_of_heads(heads["InternVL_IB_PP_G_Proj"],
+                                       encoders["clap_g"].encode(modality, items(modality, payload)).vectors)
+                   + 0.5 * mean_of_heads(heads["InternVL_IB_PP_M_Proj"],
+                                         encoders["clap_m"].encode(modality, items(modality, payload)).vectors))
         want = n((1 - f) * first + f * pooled)
     assert body["dim"] == INTERNVL_DIM
     assert np.allclose(got, want[0], atol=1e-5)
+
+
+def test_a_collection_built_in_fp32_stays_searchable_served_in_bf16(models_root, media, tmp_path):
+    """The precision is not part of a space's identity: a CPU server's collection (fp32) answers a bf16
+    server's queries, and /spaces and /health/ready say where and in what each encoder runs."""
+    root, _ = models_root
+    photos = {"dog": media["image"]}
+    texts = {"car": "the sound of a car engine", "bird": "a small bird singing"}
+    items = [{"id": k, "text": v} for k, v in texts.items()] + [
+        {"id": k, "image": base64.b64encode(v).decode()} for k, v in photos.items()]
+    runs = {}
+    for dtype in ("float32", "bfloat16"):
+        settings = Settings(spaces=["imagebind"], models_root=root, data_dir=tmp_path / "data", dtype=dtype)
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            assert client.portal.call(client.app.state.engine.wait_ready, 120), client.app.state.engine.error
+            if dtype == "float32":
+                assert client.post("/collections", json={"name": "c", "space": "imagebind"}).status_code == 201
+                assert client.post("/collections/c/items", json={"items": items}).status_code == 200
+            (space,) = client.get("/spaces").json()["spaces"]
+            ready = client.get("/health/ready").json()
+            assert space["encoders"]["imagebind"]["precision"] == ready["encoders"]["imagebind"]["precision"] == dtype
+            assert space["encoders"]["imagebind"]["device"] == "cpu"
+            found = client.post("/search", json={"collection": "c", "query": {"text": texts["bird"]}, "top_k": 3})
+            assert found.status_code == 200, found.text
+            runs[dtype] = (space["fingerprint"], found.json()["results"])
+    assert runs["float32"][0] == runs["bfloat16"][0]
+    assert runs["bfloat16"][1][0]["id"] == runs["float32"][1][0]["id"] == "bird"
+    assert abs(runs["bfloat16"][1][0]["score"] - runs["float32"][1][0]["score"]) < 2e-3

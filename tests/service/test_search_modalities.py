@@ -26,7 +26,9 @@ def client(tmp_path):
         "format_version": 1, "name": "audio_by_bond", "base": "base",
         "encoders": {"base": {"kind": "tiny", "options": {"dim": 16, "seed": 0, "modalities": ["text", "image"]}},
                      "aux": {"kind": "tiny", "options": {"dim": 8, "seed": 1, "modalities": ["text", "audio"]}}},
-        "bonds": [{"name": "aux", "kind": "combination", "experts": {"aux": {"checkpoint": "aux_ckpt"}}, "factors": {"text": 0.3}}],
+        "bonds": [
+            {"name": "aux", "kind": "combination", "experts": {"aux": {"checkpoint": "aux_ckpt"}},
+             "factors": {"text": 0.3}}],
     }
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(description))
     client = start(tmp_path / "space.yaml", tmp_path / "data")

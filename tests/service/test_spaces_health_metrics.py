@@ -9,12 +9,12 @@ from pathlib import Path
 import yaml
 from fastapi.testclient import TestClient
 
+from harness.tiny_space import DIM, SPACE
 from service.app import create_app
 from service.batcher import FAILURE_LIMIT
 from service.engine import Engine
 from service.settings import Settings
 from tests.service.conftest import png_bytes
-from tests.service.tiny_space import DIM, SPACE
 
 
 def started(settings: Settings) -> TestClient:
@@ -29,8 +29,8 @@ def test_spaces_describe_bonds_presets_and_licences(client):
     (space,) = out["spaces"]
     assert space["name"] == SPACE and space["dim"] == DIM and space["default"] is True
     assert space["modalities"] == ["text", "image", "audio"]
-    assert space["bonds"] == [{"name": "aux", "kind": "combination", "experts": ["aux"], "modalities": ["text", "audio"],
-                               "defaults": {"text": 0.3, "audio": 0.5}}]
+    assert space["bonds"] == [{"name": "aux", "kind": "combination", "experts": ["aux"],
+                               "modalities": ["text", "audio"], "defaults": {"text": 0.3, "audio": 0.5}}]
     assert space["presets"] == {"strong": {"aux": {"text": 0.8, "audio": 0.8}}}
     assert set(space["encoders"]) == {"base", "aux"} and all(e["licence"] for e in space["encoders"].values())
     assert space["fingerprint"].startswith(f"{SPACE}@") and space["default_mixing"]["factors"]["aux"]["text"] == 0.3
@@ -96,7 +96,7 @@ def test_a_dead_worker_fails_health_and_requests(client):
     def die(modality, items):
         raise SystemExit("simulated crash of the model thread")
 
-    batcher._encode = die
+    batcher._run_model = die
     dying = client.post("/embed", json={"inputs": ["x"]})
     assert dying.status_code == 503  # answered, not left hanging
     assert not batcher.alive and batcher.died is not None
@@ -108,19 +108,19 @@ def test_a_dead_worker_fails_health_and_requests(client):
 
 def test_a_failing_encoder_turns_unready_and_recovers(client, caplog):
     batcher = next(b for b in client.app.state.engine.batchers.values() if b.name == "base")
-    healthy_encode = batcher._encode
+    healthy_encode = batcher._run_model
 
     def broken(modality, items):
         raise RuntimeError("device lost: secret internal detail")
 
-    batcher._encode = broken
+    batcher._run_model = broken
     for _ in range(FAILURE_LIMIT):
         r = client.post("/embed", json={"inputs": ["x"]})
         assert r.status_code == 500 and "secret" not in r.text and r.json()["request_id"] == r.headers["x-request-id"]
     assert "secret internal detail" in caplog.text  # the log has it, the client does not
     assert client.get("/health/live").status_code == 200  # a restart is not needed...
     assert client.get("/health/ready").status_code == 503  # ...but traffic should go elsewhere
-    batcher._encode = healthy_encode
+    batcher._run_model = healthy_encode
     assert client.get("/health/ready").status_code == 200  # the readiness probe proved it works again
     assert client.post("/embed", json={"inputs": ["x"]}).status_code == 200
 
@@ -129,34 +129,34 @@ def test_a_modality_that_keeps_failing_keeps_the_service_unready(client):
     """Failures count per modality: a working text path must not hide (or reset) a broken image path, and
     the readiness probe tries the modality that failed."""
     batcher = next(b for b in client.app.state.engine.batchers.values() if b.name == "base")
-    healthy_encode = batcher._encode
+    healthy_encode = batcher._run_model
 
     def images_broken(modality, items):
         if modality == "image":
             raise RuntimeError("image path lost")
         return healthy_encode(modality, items)
 
-    batcher._encode = images_broken
+    batcher._run_model = images_broken
     image = {"image": "data:image/png;base64," + base64.b64encode(png_bytes()).decode()}
     for _ in range(FAILURE_LIMIT):
         assert client.post("/embed", json={"inputs": [image]}).status_code == 500
         assert client.post("/embed", json={"inputs": ["x"]}).status_code == 200  # text interleaved, still fine
     assert client.get("/health/ready").status_code == 503  # probed with an image, not with text
-    batcher._encode = healthy_encode
+    batcher._run_model = healthy_encode
     assert client.get("/health/ready").status_code == 200
 
 
 def test_an_encoder_answering_the_wrong_number_of_rows_fails_that_batch_only(client):
     batcher = next(b for b in client.app.state.engine.batchers.values() if b.name == "base")
-    healthy_encode = batcher._encode
+    healthy_encode = batcher._run_model
 
     def short(modality, items):
         encoded = healthy_encode(modality, items)
         return type(encoded)(encoded.vectors[:-1], encoded.notes[:-1])
 
-    batcher._encode = short
+    batcher._run_model = short
     assert client.post("/embed", json={"inputs": ["x", "y"]}).status_code == 500
-    batcher._encode = healthy_encode
+    batcher._run_model = healthy_encode
     assert batcher.alive and client.post("/embed", json={"inputs": ["x"]}).status_code == 200  # the worker lives on
 
 
@@ -165,14 +165,16 @@ def test_a_request_of_several_modalities_is_admitted_whole(make_client):
     image = {"image": "data:image/png;base64," + base64.b64encode(png_bytes()).decode()}
     assert client.post("/embed", json={"inputs": ["a", "b", image, image]}).status_code == 200  # 4 of 4 permits
     items = client.app.state.engine.metrics.items
-    before = {m: items.labels(m)._value.get() for m in ("text", "image")}
+    before = {m: items.labels(SPACE, m)._value.get() for m in ("text", "image")}
     r = client.post("/embed", json={"inputs": ["a", "b", "c", image, image, image]})
     assert r.status_code == 413 and "6 items" in r.json()["detail"]  # never admissible: not a 429 to retry forever
-    assert {m: items.labels(m)._value.get() for m in ("text", "image")} == before  # and nothing of it was encoded
+    # and nothing of it was encoded
+    assert {m: items.labels(SPACE, m)._value.get() for m in ("text", "image")} == before
 
 
 def test_metrics_cover_stages_batches_queues_and_errors(client):
-    image = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+    image = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAA"
+             "AElFTkSuQmCC")
     assert client.post("/embed", json={"inputs": ["a", {"image": image}]}).status_code == 200
     assert client.post("/embed", json={"inputs": ["a"], "mixing": {"preset": "nope"}}).status_code == 422
     r = client.get("/metrics")
@@ -184,7 +186,18 @@ def test_metrics_cover_stages_batches_queues_and_errors(client):
     assert 'freebind_queue_depth{encoder="base"} 0.0' in text
     assert 'freebind_errors_total{type="invalid_mixing"} 1.0' in text
     assert 'freebind_requests_total{method="POST",route="/embed",status="200"} 1.0' in text
-    assert 'freebind_items_total{modality="image"}' in text
+    assert f'freebind_items_total{{modality="image",space="{SPACE}"}}' in text
+    assert "process_resident_memory_bytes" in text and "python_info" in text  # the standard process metrics
+
+
+def test_docs_static_files_and_the_schema_are_counted_by_route_not_as_unmatched(client):
+    for path in ("/docs", "/openapi.json", "/static/app.js", "/docs-assets/swagger-ui.css", "/favicon.ico"):
+        assert client.get(path).status_code == 200, path
+    assert client.get("/no/such/page").status_code == 404
+    text = client.get("/metrics").text
+    for route in ("/docs", "/openapi.json", "/static", "/docs-assets", "/favicon.ico"):
+        assert f'freebind_requests_total{{method="GET",route="{route}",status="200"}} 1.0' in text, route
+    assert 'route="unmatched",status="404"} 1.0' in text
 
 
 def test_torch_threads_setting_sizes_the_intra_op_pool(make_client):

@@ -26,7 +26,8 @@ from tests.bonds.spaces import projector
 
 def write_space(folder: Path) -> Path:
     save_bond_checkpoint(folder / "clap_ckpt", projector(8, 16, seed=5), kind="combination",
-                         source={"id": "clap", "dim": 8}, target={"id": "base", "dim": 16}, modalities=["text", "audio"])
+                         source={"id": "clap", "dim": 8}, target={"id": "base", "dim": 16},
+                         modalities=["text", "audio"])
     description = {
         "format_version": 1,
         "name": "tinybond",
@@ -35,7 +36,8 @@ def write_space(folder: Path) -> Path:
         "base": "base",
         "bonds": [{"name": "clap", "kind": "combination", "experts": {"clap": {"checkpoint": "clap_ckpt"}},
                    "factors": {"text": 0.3, "audio": 0.6}}],
-        "presets": {"versatile": {"clap": {"text": 0.1, "audio": 0.5}}, "at_expertise": {"clap": {"text": 0.5, "audio": 0.8}}},
+        "presets": {"versatile": {"clap": {"text": 0.1, "audio": 0.5}},
+                    "at_expertise": {"clap": {"text": 0.5, "audio": 0.8}}},
     }
     path = folder / "tinybond.yaml"
     path.write_text(yaml.safe_dump(description))

@@ -23,13 +23,16 @@ def trained(tmp_path_factory, shared_data, cli):
     """expert `e5ish` (text only, 24-d) combined into base `base` (text, image, audio, 16-d)."""
     work = tmp_path_factory.mktemp("train")
     d = shared_data
-    pools = [f"m30k=text:{d}/text/multi30k/train.en.gz?stop=300", f"coco=text:{d}/coco-mini/captions.jsonl?field=captions",
-             f"cifar=image:{d}/cifar10-train-3k/manifest.jsonl?step=15", f"fsdd=audio:{d}/fsdd-dev/manifest.jsonl?step=15"]
+    pools = [f"m30k=text:{d}/text/multi30k/train.en.gz?stop=300",
+             f"coco=text:{d}/coco-mini/captions.jsonl?field=captions",
+             f"cifar=image:{d}/cifar10-train-3k/manifest.jsonl?step=15",
+             f"fsdd=audio:{d}/fsdd-dev/manifest.jsonl?step=15"]
     pool_args = [a for p in pools for a in ("--pool", p)]
     common = ["--workdir", work, "--no-progress"]
     cli("train", "embed", "--space", "base", "--encoder", "tiny", "--encoder-option", "dim=16", *pool_args, *common)
     cli("train", "embed", "--space", "e5ish", "--encoder", "tiny", "--encoder-option", "dim=24",
-        "--encoder-option", "seed=1", "--encoder-option", 'modalities=["text"]', "--shard-size", "128", *pool_args, *common)
+        "--encoder-option", "seed=1", "--encoder-option", 'modalities=["text"]', "--shard-size", "128", *pool_args,
+        *common)
     out = cli("train", "pairs", "--source", "e5ish", "--target", "base", "--pool", "m30k", "--pool", "coco",
               "--pool", "cifar", "--pool", "fsdd", "--bank", "m30k", "--bank", "coco", "--k", "32", *common)
     pairs = json.loads(out.stdout.strip().splitlines()[-1])
@@ -43,7 +46,8 @@ def trained(tmp_path_factory, shared_data, cli):
         f"  - {{name: m30k_de_en, group: multilingual, query: 'de=text:{d}/text/multi30k/train.de.gz?start=28900',"
         f" gallery: 'en=text:{d}/text/multi30k/train.en.gz?start=28900'}}\n"
         "zeroshot:\n"
-        f"  - {{name: cifar, group: english, items: 'ci=image:{d}/cifar10-train-3k/manifest.jsonl?label=label&start=7&step=15',"
+        f"  - {{name: cifar, group: english, "
+        f"items: 'ci=image:{d}/cifar10-train-3k/manifest.jsonl?label=label&start=7&step=15',"
         f" classes: {classes}, templates: ['a photo of a {{c}}.', 'a {{c}}']}}\n"
     )
     cli("train", "eval", "--tasks", tasks, "--factor", "0", "--factor", "0.5", "--factor", "1", *common)
@@ -82,7 +86,7 @@ def test_exported_checkpoint_serves_the_vectors_eval_scored(trained, shared_data
     bond = CombinationBond("e5", base, {"e5ish": expert}, {"e5ish": projector}, factors={"text": 0.5})
     captions = list_pool(parse_pool(f"q=text:{shared_data}/coco-mini/captions.jsonl?field=captions&step=5")).sources
     served = bond.embed("text", captions)
-    from bonds.mixing import combine
+    from bonds.reference import combine
 
     cached = combine(load_embeddings(work, "base", "q")[1],
                      projector.project(load_embeddings(work, "e5ish", "q")[1], normalize=False), 0.5)
@@ -90,7 +94,8 @@ def test_exported_checkpoint_serves_the_vectors_eval_scored(trained, shared_data
 
 
 def test_errors_are_messages_not_tracebacks(cli, tmp_path):
-    result = cli("train", "embed", "--space", "x", "--pool", "bad", "--encoder", "tiny", "--workdir", tmp_path, ok=False)
+    result = cli("train", "embed", "--space", "x", "--pool", "bad", "--encoder", "tiny", "--workdir", tmp_path,
+                 ok=False)
     assert result.exit_code == 2 and "NAME=MODALITY:PATH" in result.output
     result = cli("train", "fit", "--kind", "displacement", "--workdir", tmp_path, ok=False)
     assert result.exit_code == 2 and "run `pairs` first" in result.output
@@ -118,7 +123,8 @@ def small(tmp_path_factory, cli):
         *common)
     cli("train", "fit", "--kind", "combination", "--epochs", "1", "--hidden", "16", "--batch-size", "32", *common)
     cli("train", "export", "--out", root / "ck", "--source-id", "renamed-ex", "--workdir", work)
-    (root / "tasks.yaml").write_text(f"retrieval:\n  - {{name: r, query: 'q=text:{root / 'text.txt'}?start=60&stop=70', "
+    (root / "tasks.yaml").write_text(f"retrieval:\n  - {{name: r, "
+                                     f"query: 'q=text:{root / 'text.txt'}?start=60&stop=70', "
                                      f"gallery: 'g=text:{root / 'text.txt'}?start=70'}}\n")
     return root
 
@@ -145,7 +151,8 @@ def test_eval_of_a_checkpoint_checks_that_it_is_this_bond(cli, copy):
     common = ["--tasks", copy / "tasks.yaml", "--factor", "0.5", "--workdir", copy / "work", "--no-progress"]
     cli("train", "eval", "--checkpoint", copy / "ck", *common)  # its own bond, exported under another source id
     projector = ProjectorMixture(ProjectorConfig(24, 16, 8, ("mix",)))  # the same dims, other spaces or kind
-    for name, kind, ends in [("other", "combination", ("some_other", "yet_another")), ("kind", "displacement", ("ex", "base"))]:
+    for name, kind, ends in [("other", "combination", ("some_other", "yet_another")),
+                             ("kind", "displacement", ("ex", "base"))]:
         save_bond_checkpoint(copy / name, projector, kind=kind, source={"id": ends[0], "dim": 24},
                              target={"id": ends[1], "dim": 16}, modalities=["text"])
         one_error_line(cli("train", "eval", "--checkpoint", copy / name, *common, ok=False),
@@ -157,8 +164,8 @@ def test_export_refuses_a_refit_that_did_not_finish(cli, copy):
 
     work = copy / "work"
     shutil.rmtree(work / "fit" / "state")  # as an error message suggests, to start over with other settings
-    cli("train", "fit", "--kind", "combination", "--epochs", "2", "--hidden", "8", "--stop-after", "1", "--workdir", work,
-        "--no-progress")
+    cli("train", "fit", "--kind", "combination", "--epochs", "2", "--hidden", "8", "--stop-after", "1",
+        "--workdir", work, "--no-progress")
     one_error_line(cli("train", "export", "--out", copy / "ck2", "--workdir", work, ok=False), "is not finished")
     one_error_line(cli("train", "eval", "--tasks", copy / "tasks.yaml", "--workdir", work, ok=False), "is not finished")
 
@@ -174,9 +181,10 @@ PAIRS = ["train", "pairs", "--source", "ex", "--target", "base", "--pool", "t", 
     (["train", "eval"], "retrieval:\n  - {name: r, query: \"q=text:x.txt\n", "not valid YAML/JSON at line"),
     (["train", "eval"], "zeroshot:\n  - {name: z, items: 'i=image:x', classes: [red, blue]}\n", "classes must map"),
     (["train", "eval"], "retrieval:\n  - {query: 'q=text:x.txt'}\n", "a retrieval task has no name"),
-    (["train", "embed", "--space", "new", "--encoder", "tiny", "--encoder-option", "bogus=1", "--pool", "t=text:{text}"],
-     None, "encoder 'tiny' does not take the options {'bogus': 1}"),
-    (["train", "embed", "--space", "new", "--encoder", "tiny", "--pool", "e=image:{empty}"], None, "holds no image files"),
+    (["train", "embed", "--space", "new", "--encoder", "tiny", "--encoder-option", "bogus=1",
+      "--pool", "t=text:{text}"], None, "encoder 'tiny' does not take the options {'bogus': 1}"),
+    (["train", "embed", "--space", "new", "--encoder", "tiny", "--pool", "e=image:{empty}"], None,
+     "holds no image files"),
     (["train", "fit", "--kind", "combination", "--device", "cuda"], None, "CUDA is not available"),
     (["train", "fit", "--kind", "combination", "--batch-size", "1"], None, "batch size must be >= 2"),
     (["train", "fit", "--kind", "combination", "--batch-size", "0"], None, "batch size must be >= 2"),

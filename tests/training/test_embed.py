@@ -57,13 +57,15 @@ def test_float16_and_modalities_the_space_lacks(tmp_path, pools):
 def test_other_data_under_the_same_name_is_refused(tmp_path, pools, shared_data):
     embed_pools(tmp_path, TINY, pools[:1], progress=False)
     with pytest.raises(ValueError, match="holds pool"):
-        embed_pools(tmp_path, TINY, [parse_pool(f"en=text:{shared_data}/text/multi30k/train.de.gz?stop=250")], progress=False)
+        embed_pools(tmp_path, TINY, [parse_pool(f"en=text:{shared_data}/text/multi30k/train.de.gz?stop=250")],
+                    progress=False)
     with pytest.raises(ValueError, match="another space spec"):
         embed_pools(tmp_path, SpaceSpec("tiny16", "tiny", {"dim": 8}), pools[:1], progress=False)
 
 
 def test_parse_options():
-    assert parse_options(["dim=16", "role=query", 'modalities=["text"]']) == {"dim": 16, "role": "query", "modalities": ["text"]}
+    assert parse_options(["dim=16", "role=query", 'modalities=["text"]']) == {
+        "dim": 16, "role": "query", "modalities": ["text"]}
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_options(["dim"])
 

@@ -79,7 +79,8 @@ def test_a_displacement_projects_the_photos_into_the_expert(suite):
 def test_suite_files_are_checked(tmp_path):
     recipe = tmp_path / "suite.yaml"
     (tmp_path / "short.json").write_text(json.dumps({"k": ["a", "b"]}))
-    for text, says in [("photos: []\n", "languages"), (f"languages: {{en: {tmp_path}/short.json#k}}\n", "list of 1,000")]:
+    cases = [("photos: []\n", "languages"), (f"languages: {{en: {tmp_path}/short.json#k}}\n", "list of 1,000")]
+    for text, says in cases:
         recipe.write_text(text)
         with pytest.raises(ValueError, match=says):
             eval1k.load_suite(recipe, tmp_path)

@@ -58,7 +58,8 @@ def test_task_files_integer_class_keys_and_conflicting_pools(tmp_path):
                     "classes: {0: red, 1: blue}, templates: ['a {c} thing']}\n")
     (task,) = load_tasks(path, tmp_path)
     assert task.classes == ["0", "1"]  # labels are read as strings, so the keys are too
-    assert zeroshot_metrics(np.eye(2, dtype=np.float32), ["0", "1"], np.eye(2, dtype=np.float32), task.classes)["top1"] == 100
+    eye = np.eye(2, dtype=np.float32)
+    assert zeroshot_metrics(eye, ["0", "1"], eye, task.classes)["top1"] == 100
     path.write_text("retrieval:\n"
                     "  - {name: r1, query: 'q=text:a.txt?stop=25', gallery: 'g=text:a.txt?start=25'}\n"
                     "  - {name: r2, query: 'q=text:b.txt?stop=25', gallery: 'g=text:a.txt?start=25'}\n")
@@ -66,7 +67,8 @@ def test_task_files_integer_class_keys_and_conflicting_pools(tmp_path):
         load_tasks(path, tmp_path)
     (tmp_path / "de.txt").write_text("ein Hund\neine Katze\n\nein Auto\n")  # a blank line the other file lacks
     (tmp_path / "en.txt").write_text("a dog\na cat\na car\na bus\n")
-    path.write_text(f"retrieval:\n  - {{name: r, query: 'q=text:{tmp_path}/de.txt?stop=4', gallery: 'g=text:{tmp_path}/en.txt?stop=3'}}\n")
+    path.write_text(f"retrieval:\n  - {{name: r, query: 'q=text:{tmp_path}/de.txt?stop=4', "
+                    f"gallery: 'g=text:{tmp_path}/en.txt?stop=3'}}\n")
     with pytest.raises(ValueError, match="query line 3 would pair with gallery line 2"):
         load_tasks(path, tmp_path)
     for text, says in [("retrieval:\n  - {name: r, query: \"q=text:a.txt\n", "not valid YAML/JSON at line"),

@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.numpy import save_file
 
+from bonds.vectors import l2_normalize
 from training.fit import FitConfig, fit, info_nce, load_fitted
-from training.pairs import normalize_rows
 from training.state import flatten_optimizer, unflatten_optimizer
 
 
@@ -43,15 +43,15 @@ def write_pairs(workdir, centres: dict[str, tuple[np.ndarray, np.ndarray]]):
     for letter, (s, t) in centres.items():
         save_file({"source": s, "target": t}, str(out / f"{letter}.safetensors"))
     modes = {"mix": list(centres), **({c: [c] for c in centres} if len(centres) > 1 else {})}
-    summary = {"config": {"source": "s", "target": "t"}, "centres": {c: {"pairs": len(v[0])} for c, v in centres.items()},
-               "modes": modes}
+    summary = {"config": {"source": "s", "target": "t"},
+               "centres": {c: {"pairs": len(v[0])} for c, v in centres.items()}, "modes": modes}
     (out / "summary.json").write_text(json.dumps(summary))
 
 
 def synthetic(n=600, d_in=12, d_out=10, seed=0):
     rng = np.random.default_rng(seed)
-    x = normalize_rows(rng.standard_normal((n, d_in)).astype(np.float32))
-    y = normalize_rows(np.tanh(x @ rng.standard_normal((d_in, d_out))).astype(np.float32))
+    x = l2_normalize(rng.standard_normal((n, d_in)).astype(np.float32))
+    y = l2_normalize(np.tanh(x @ rng.standard_normal((d_in, d_out))).astype(np.float32))
     return x, y
 
 
@@ -99,13 +99,13 @@ def test_a_known_linear_relation_is_recovered(tmp_path):
     """target = n(source @ A): retrieval through the fitted bond nearly matches the oracle n(source @ A)."""
     rng = np.random.default_rng(3)
     A = rng.standard_normal((24, 16)).astype(np.float32)
-    x = normalize_rows(rng.standard_normal((5000, 24)).astype(np.float32))
-    y = normalize_rows(x @ A)
+    x = l2_normalize(rng.standard_normal((5000, 24)).astype(np.float32))
+    y = l2_normalize(x @ A)
     write_pairs(tmp_path, {"T": (x[:4000], y[:4000])})
     projector = fit(tmp_path, FitConfig("combination", epochs=10, batch_size=256, hidden=256), progress=False)
     xq, yg = x[4000:], y[4000:]
     through_bond = projector.project(xq)
-    oracle = normalize_rows(xq @ A)
+    oracle = l2_normalize(xq @ A)
 
     def r_at_1(q, g):
         return float((np.argmax(q @ g.T, axis=1) == np.arange(len(q))).mean())

@@ -25,7 +25,8 @@ def test_make_bonds_dry_run(tmp_path, shared_data):
            "HIDDEN": "32", "EPOCHS_C": "2", "EPOCHS_D": "1"}
     subprocess.run(["bash", str(REPO / "scripts" / "make_bonds.sh")], env=env, check=True, cwd=REPO,
                    capture_output=True, timeout=1200)
-    combination, manifest = load_bond_checkpoint(tmp_path / "ckpt" / "e5_into_starter", kind="combination", d_in=24, d_out=32)
+    combination, manifest = load_bond_checkpoint(tmp_path / "ckpt" / "e5_into_starter", kind="combination", d_in=24,
+                                                 d_out=32)
     assert manifest.weights_dtype == "float16" and len(combination.heads) == 7
     load_bond_checkpoint(tmp_path / "ckpt" / "starter_into_e5", kind="displacement", d_in=32, d_out=24)
     report = json.loads((tmp_path / "eval" / "e5_into_starter.json").read_text())

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from bonds.encoders import create_encoder
+from bonds.vectors import l2_normalize
 from training.embed import SpaceSpec, embed_pools, load_embeddings
-from training.pairs import PairsConfig, build_pairs, load_pairs, modes_for, normalize_rows, retrieve, topk_softmax
+from training.pairs import PairsConfig, build_pairs, load_pairs, modes_for, retrieve, topk_softmax
 from training.pools import parse_pool
 
 
@@ -23,7 +24,7 @@ def dense_reference(xq, xb, banks, tau):
 
 
 def unit(rng, n, d):
-    return normalize_rows(rng.standard_normal((n, d)).astype(np.float32))
+    return l2_normalize(rng.standard_normal((n, d)).astype(np.float32))
 
 
 def test_weights_with_k_equal_to_the_bank_are_the_dense_softmax():
@@ -67,7 +68,7 @@ def test_topk_truncation_error_on_a_real_bank(shared_data):
         # the error of w.M is bounded by twice the softmax mass outside the top k
         assert errors[k] <= 2 * missing.max() + 1e-5
     assert errors[16] > errors[64] > errors[256]
-    cosine = (normalize_rows(approx) * normalize_rows(exact.astype(np.float32))).sum(axis=1)
+    cosine = (l2_normalize(approx) * l2_normalize(exact.astype(np.float32))).sum(axis=1)
     assert errors[64] < 5e-3 and errors[256] < 5e-4 and cosine.min() > 1 - 1e-5
 
 
@@ -87,7 +88,7 @@ def test_topk_truncation_error_on_minilm_captions(shared_data):
     missing = 1 - np.sort(w_ref, axis=1)[:, ::-1][:, :64].sum(axis=1)
     assert np.abs(approx - exact).max() <= 2 * missing.max() + 1e-5
     assert np.abs(approx - exact).max() < 2e-2
-    cosine = (normalize_rows(approx) * normalize_rows(exact.astype(np.float32))).sum(axis=1)
+    cosine = (l2_normalize(approx) * l2_normalize(exact.astype(np.float32))).sum(axis=1)
     assert cosine.min() > 0.999
 
 
@@ -104,7 +105,8 @@ def test_pairs_follow_the_modalities_of_each_space(tmp_path, shared_data):
     text = parse_pool(f"en=text:{shared_data}/text/multi30k/train.en.gz?stop=400")
     images = parse_pool(f"cifar=image:{shared_data}/cifar10-train-3k/manifest.jsonl?step=30")
     embed_pools(tmp_path, SpaceSpec("s", "tiny", {"dim": 16}), [text, images], progress=False)
-    embed_pools(tmp_path, SpaceSpec("t", "tiny", {"dim": 12, "seed": 1, "modalities": ["text"]}), [text], progress=False)
+    embed_pools(tmp_path, SpaceSpec("t", "tiny", {"dim": 12, "seed": 1, "modalities": ["text"]}), [text],
+                progress=False)
     for pseudo, n_images in (("own", 100), ("both", 200)):
         summary = build_pairs(tmp_path, PairsConfig("s", "t", ["en", "cifar"], ["en"], k=32,
                                                     pseudo=pseudo), progress=False)
@@ -114,7 +116,7 @@ def test_pairs_follow_the_modalities_of_each_space(tmp_path, shared_data):
     np.testing.assert_array_equal(centres["T"][0], s_text)
     np.testing.assert_array_equal(centres["T"][1], t_text)
     s_img = load_embeddings(tmp_path, "s", "cifar")[1]
-    (ref_t,) = [normalize_rows(a.astype(np.float32)) for a in dense_reference(s_img, s_text, [t_text], 0.01)[1]]
+    (ref_t,) = [l2_normalize(a.astype(np.float32)) for a in dense_reference(s_img, s_text, [t_text], 0.01)[1]]
     np.testing.assert_array_equal(centres["V"][0][:100], s_img)  # the image itself on the side that has images
     np.testing.assert_allclose(centres["V"][1][:100], ref_t, atol=2e-2)  # k = 32 of 400: truncated, close
 
@@ -159,12 +161,14 @@ def test_retrieval_needs_a_bank_and_sane_options(two_spaces):
     with pytest.raises(ValueError, match="add --bank POOL"):
         build_pairs(work, PairsConfig("s", "t", ["en", "v"], []), progress=False)
     for option, says in [({"k": 0}, "k .* must be >= 1"), ({"tau": 0.0}, "tau .* positive"), ({"tau": -1.0}, "tau"),
-                         ({"tau": float("nan")}, "tau"), ({"block": 0}, "block .* >= 1"), ({"bank_limit": 0}, "bank limit")]:
+                         ({"tau": float("nan")}, "tau"), ({"block": 0}, "block .* >= 1"),
+                         ({"bank_limit": 0}, "bank limit")]:
         with pytest.raises(ValueError, match=says):
             build_pairs(work, PairsConfig("s", "t", ["en", "v"], ["en"], **option), progress=False)
     summary = build_pairs(work, PairsConfig("s", "t", ["en", "v"], ["en"], k=8), progress=False)
     _, centres = load_pairs(work)
-    assert summary["centres"]["V"]["pairs"] == 12 and all(np.isfinite(a).all() for pair in centres.values() for a in pair)
+    assert summary["centres"]["V"]["pairs"] == 12
+    assert all(np.isfinite(a).all() for pair in centres.values() for a in pair)
 
 
 def test_text_paired_through_the_class_names_gets_their_mixture_as_target(two_spaces):
@@ -184,7 +188,7 @@ def test_text_paired_through_the_class_names_gets_their_mixture_as_target(two_sp
     (ref,) = dense_reference(x_other, c_s, [c_t], 0.01)[1]
     np.testing.assert_array_equal(centres["T"][1][:20], t_en)
     np.testing.assert_array_equal(centres["T"][0][20:], x_other)
-    np.testing.assert_allclose(centres["T"][1][20:], normalize_rows(ref.astype(np.float32)), atol=1e-5)
+    np.testing.assert_allclose(centres["T"][1][20:], l2_normalize(ref.astype(np.float32)), atol=1e-5)
     with pytest.raises(ValueError, match="must also be given as pools"):
         build_pairs(work, PairsConfig("s", "t", ["en"], [], retrieve=["other"], classes="names"), progress=False)
     with pytest.raises(ValueError, match="need the class-name pool"):

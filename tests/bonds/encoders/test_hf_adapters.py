@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from bonds import media
-from bonds.encoders import create_encoder
+from bonds.encoders import audio_features, create_encoder
 from bonds.encoders.base import Audio
 from bonds.encoders.imagebind import _bytes_to_unicode
 from bonds.errors import CheckpointError
+from tests.bonds.encoders.parity import assert_bf16_parity
 
 transformers = pytest.importorskip("transformers")
 
@@ -34,7 +35,8 @@ def _write_bpe(folder, vocab: list[str], merges: list[tuple[str, str]]) -> tuple
 def clip_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("clip")
     merges = [("d", "o"), ("do", "g</w>"), ("c", "a"), ("ca", "r</w>"), ("b", "i"), ("r", "d</w>"), ("bi", "rd</w>")]
-    vocab = SYMBOLS + [s + "</w>" for s in SYMBOLS] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = SYMBOLS + [s + "</w>" for s in SYMBOLS] + ["".join(m) for m in merges] + ["<|startoftext|>",
+                                                                                      "<|endoftext|>"]
     tokenizer = transformers.CLIPTokenizer(*_write_bpe(folder, vocab, merges))
     end = len(vocab) - 1
     config = transformers.CLIPConfig(
@@ -58,7 +60,8 @@ def siglip_folder(tmp_path_factory):
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>",
                                                      unk_token="<unk>", model_max_length=16)
-    config = transformers.SiglipConfig(text_config=dict(vocab_size=len(words), max_position_embeddings=16, **TINY_LAYER),
+    config = transformers.SiglipConfig(text_config=dict(vocab_size=len(words), max_position_embeddings=16,
+                                                        **TINY_LAYER),
                                        vision_config=dict(image_size=32, patch_size=8, **TINY_LAYER))
     torch.manual_seed(0)
     transformers.SiglipModel(config).save_pretrained(folder)
@@ -116,7 +119,8 @@ def test_clip_embeds_text_and_real_images_with_its_own_processor(clip_folder, sh
     reference = getattr(reference, "pooler_output", reference)
     assert np.allclose(vectors, torch.nn.functional.normalize(reference, dim=-1).numpy(), atol=1e-6)
     photos = [media.load("image", str(shared_data / "imagebind-demo" / f"{n}_image.jpg")) for n in ("dog", "car")]
-    assert encoder.preprocess("image", photos)["pixel_values"].shape == (2, 3, 32, 32)  # the folder's crop size
+    pixels = encoder.preprocess("image", [encoder.prepare("image", p) for p in photos])["pixel_values"]
+    assert pixels.shape == (2, 3, 32, 32)  # the folder's crop size
     image_vectors = encoder.encode("image", photos).vectors
     _unit_rows(image_vectors, 2, 8)
     assert np.array_equal(image_vectors, encoder.encode("image", photos).vectors)
@@ -147,11 +151,11 @@ def test_clap_fusion_model_is_deterministic_on_long_audio(clap_fused, shared_dat
     first = clap_fused.encode("audio", [music]).vectors
     _unit_rows(first, 1, 8)
     assert np.array_equal(first, clap_fused.encode("audio", [music]).vectors)
-    batch = clap_fused.preprocess("audio", [music])
+    batch = clap_fused.preprocess("audio", [clap_fused.prepare("audio", music)])
     assert batch["input_features"].shape == (1, 4, 1001, 64) and batch["is_longer"].tolist() == [[True]]
     # the extractor alone crops at random, which is why the adapter chooses the crops itself ...
     extractor = clap_fused.processor.feature_extractor
-    wave = media.resample(music.samples, music.sample_rate, 48000).astype(np.float64)
+    wave = audio_features.resample(music.samples, music.sample_rate, 48000).astype(np.float64)
     draws = []
     for seed in (0, 1):
         np.random.seed(seed)
@@ -166,10 +170,10 @@ def test_clap_fusion_model_is_deterministic_on_long_audio(clap_fused, shared_dat
 def test_clap_fusion_model_short_audio_and_other_rates(clap_fused, shared_data):
     dog = media.load("audio", str(shared_data / "imagebind-demo" / "dog_audio.wav"))  # 2.6 s, 44.1 kHz
     digit = media.load("audio", str(shared_data / "fsdd-dev" / "recordings" / "0_george_1.wav"))  # 8 kHz
-    batch = clap_fused.preprocess("audio", [dog, digit])
+    batch = clap_fused.preprocess("audio", [clap_fused.prepare("audio", a) for a in (dog, digit)])
     assert batch["input_features"].shape == (2, 4, 1001, 64) and batch["is_longer"].all()
     extractor = clap_fused.processor.feature_extractor
-    wave = media.resample(digit.samples, 8000, 48000).astype(np.float64)  # resampled to the extractor's rate
+    wave = audio_features.resample(digit.samples, 8000, 48000).astype(np.float64)  # resampled to the extractor's rate
     direct = extractor([wave], sampling_rate=48000, return_tensors="np")["input_features"][0]
     assert np.allclose(batch["input_features"][1].numpy(), direct, atol=1e-5)
     vectors = clap_fused.encode("audio", [dog, digit]).vectors
@@ -183,9 +187,9 @@ def test_clap_without_fusion_takes_the_centre_of_long_audio(clap_unfused, shared
     horn = media.load("audio", str(shared_data / "esc50-demo" / "audio" / "car_horn_1-24074-A-43.wav"))
     long = Audio(np.concatenate([horn.samples, horn.samples, horn.samples[:22050]]), 44100)  # 10.5 s
     assert not clap_unfused.fusion
-    batch = clap_unfused.preprocess("audio", [long])
+    batch = clap_unfused.preprocess("audio", [clap_unfused.prepare("audio", long)])
     assert batch["input_features"].shape == (1, 1, 1001, 64)
-    wave = media.resample(long.samples, 44100, 48000).astype(np.float64)
+    wave = audio_features.resample(long.samples, 44100, 48000).astype(np.float64)
     start = (len(wave) - 480000) // 2
     extractor = clap_unfused.processor.feature_extractor
     centre = extractor([wave[start : start + 480000]], sampling_rate=48000, return_tensors="np")["input_features"][0]
@@ -193,3 +197,20 @@ def test_clap_without_fusion_takes_the_centre_of_long_audio(clap_unfused, shared
     vectors = clap_unfused.encode("audio", [long, long]).vectors
     _unit_rows(vectors, 2, 8)
     assert np.array_equal(vectors, clap_unfused.encode("audio", [long, long]).vectors)
+
+
+# ---------------------------------------------------------------- precision
+
+
+@pytest.mark.parametrize("kind", ["clip", "siglip", "clap"])
+def test_bf16_matches_fp32_on_real_media(kind, clip_folder, siglip_folder, tmp_path_factory, shared_data):
+    farm = shared_data / "gcompris-farm"
+    if kind == "clap":
+        folder, encoder_kind = _write_clap(tmp_path_factory.mktemp("clap_bf16"), fusion=True), "clap"
+        items = {"text": ["a dog", "dog"],
+                 "audio": [media.load("audio", str(farm / f"{n}.ogg")) for n in ("dog", "cow")]}
+    else:
+        folder, encoder_kind = (clip_folder if kind == "clip" else siglip_folder), "clip"
+        items = {"text": ["a dog", "a photo of a bird"],
+                 "image": [media.load("image", str(farm / f"{n}.webp")) for n in ("dog", "sheep", "duck")]}
+    assert_bf16_parity(lambda dtype: create_encoder(encoder_kind, path=str(folder), dtype=dtype), items)

@@ -19,12 +19,13 @@ import torch
 from PIL import Image
 
 from bonds import media
-from bonds.encoders import create_encoder
+from bonds.encoders import audio_features, create_encoder
 from bonds.encoders.audio_features import FBANK_MEAN, FBANK_STD, clip_bounds, imagebind_audio_clips, kaldi_fbank
 from bonds.encoders.base import Audio
-from bonds.encoders.imagebind import ClipBpeTokenizer, _bytes_to_unicode, imagebind_image
+from bonds.encoders.imagebind import ClipBpeTokenizer, _bytes_to_unicode, imagebind_image, normalize_pixels
 from bonds.encoders.imagebind_model import ImageBindConfig, ImageBindModel
 from bonds.errors import CheckpointError
+from tests.bonds.encoders.parity import assert_bf16_parity
 
 CORPUS = "a dog . a car . a bird . a photo of a dog barking . the sound of a car engine . birds sing in the trees"
 
@@ -121,7 +122,8 @@ def test_state_dict_follows_the_official_names(user_files):
     assert "modality_trunks.text.pre_transformer_layer.0.weight" not in state  # only vision has the pre-norm
     assert "modality_trunks.vision.blocks.0.attn.bias_k" not in state  # only audio has bias_kv
     assert math.isclose(state["modality_postprocessors.audio.1.log_logit_scale"].exp().item(), 20.0, rel_tol=1e-6)
-    assert torch.isinf(state["modality_preprocessors.text.mask"][0, 1]) and state["modality_preprocessors.text.mask"][1, 0] == 0
+    mask = state["modality_preprocessors.text.mask"]
+    assert torch.isinf(mask[0, 1]) and mask[1, 0] == 0
 
 
 def test_huge_config_has_the_published_sizes():
@@ -132,7 +134,8 @@ def test_huge_config_has_the_published_sizes():
     assert state["modality_heads.vision.2.weight"].shape == (1024, 1280)
     assert state["modality_heads.text.proj.1.weight"].shape == (1024, 1024)
     assert state["modality_heads.audio.2.weight"].shape == (1024, 768)
-    assert "modality_trunks.vision.blocks.31.mlp.fc1.weight" in state and "modality_trunks.vision.blocks.32.norm_1.weight" not in state
+    assert "modality_trunks.vision.blocks.31.mlp.fc1.weight" in state
+    assert "modality_trunks.vision.blocks.32.norm_1.weight" not in state
     assert "modality_trunks.text.blocks.23.attn.in_proj_weight" in state
     assert "modality_trunks.audio.blocks.11.attn.bias_v" in state
     # the audio trunk's stochastic depth ramps from 0 to 0.1 (training only; identity in eval)
@@ -158,13 +161,36 @@ def test_user_checkpoint_loads_and_embeds_every_modality(encoder, user_files, sh
         assert np.array_equal(encoded.vectors, again)
         # the loaded weights are the saved ones: same numbers as the model that wrote the file
         with torch.inference_mode():
-            expected = reference.embed("vision" if modality == "image" else modality, encoder.preprocess(modality, batch)[0])
+            model_input = (torch.stack([imagebind_image(i) for i in batch]) if modality == "image"  # the float path
+                           else encoder.preprocess(modality, [encoder.prepare(modality, i) for i in batch])[0])
+            expected = reference.embed("vision" if modality == "image" else modality, model_input)
         assert np.allclose(encoded.vectors, torch.nn.functional.normalize(expected, dim=-1).numpy(), atol=1e-5)
+
+
+def test_bf16_matches_fp32_on_real_media(user_files, shared_data):
+    folder, _ = user_files
+    demo = shared_data / "imagebind-demo"
+    assert_bf16_parity(
+        lambda dtype: create_encoder("imagebind", checkpoint=str(folder / "imagebind_tiny.pth"), config="tiny",
+                                     dtype=dtype),
+        {"text": ["A dog.", "A car", "A bird", "Two people on a bench by the river at dusk."],
+         "image": [_load(demo / f"{n}_image.jpg") for n in ("dog", "car", "bird")],
+         "audio": [_load(demo / "dog_audio.wav"), _load(shared_data / "fsdd-dev" / "recordings" / "0_george_0.wav")]})
+
+
+def test_images_cross_to_the_device_as_bytes_and_normalise_there(encoder, shared_data):
+    """Prepared images are uint8 (4x less to copy to a GPU); normalising them on the device gives the
+    float input the official pipeline computes on the CPU."""
+    photo = _load(shared_data / "imagebind-demo" / "dog_image.jpg")
+    pixels = encoder.prepare("image", photo)
+    assert pixels.dtype == torch.uint8 and pixels.shape == (3, 224, 224)
+    reference = imagebind_image(photo)[:, 0]
+    assert torch.equal(normalize_pixels(pixels.unsqueeze(0))[0], reference)
 
 
 def test_audio_embedding_is_the_mean_of_normalised_clip_embeddings(encoder, shared_data):
     audio = _load(shared_data / "esc50-demo" / "audio" / "car_horn_1-24074-A-43.wav")
-    clips = encoder.preprocess("audio", [audio])[0]  # (1, 3, 1, 128, 204)
+    clips = encoder.preprocess("audio", [encoder.prepare("audio", audio)])[0]  # (1, 3, 1, 128, 204)
     with torch.inference_mode():
         per_clip = torch.nn.functional.normalize(encoder.model.embed("audio", clips[0]), dim=-1)
     expected = torch.nn.functional.normalize(per_clip.mean(0), dim=-1).numpy()
@@ -212,18 +238,20 @@ def test_tokenizer_matches_transformers_clip_tokenizer(user_files, merges, tmp_p
     folder, _ = user_files
     ours = ClipBpeTokenizer(folder / "bpe_simple_vocab_16e6.txt.gz")
     symbols = list(_bytes_to_unicode().values())
-    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges] + ["<|startoftext|>",
+                                                                                      "<|endoftext|>"]
     (tmp_path / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
     (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
     reference = transformers.CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
-    for text in ["A dog.", "a photo of a DOG barking!!", "  birds   sing\tin the trees ", "car's engine: 42 dB", "café"]:
+    for text in ["A dog.", "a photo of a DOG barking!!", "  birds   sing\tin the trees ", "car's engine: 42 dB",
+                 "café"]:
         ids, _ = ours([text])
         row = ids[0].tolist()[: ids[0].tolist().index(ours.end) + 1]  # padding is id 0, which is also "!"
         assert row == reference(text).input_ids, text
 
 
 def test_tokenizer_layout_truncation_and_end_token(encoder):
-    ids, notes = encoder.preprocess("text", ["A  Dog.", "dog " * 200])
+    ids, notes = encoder.preprocess("text", [encoder.prepare("text", t) for t in ["A  Dog.", "dog " * 200]])
     assert ids.shape == (2, 77) and ids.dtype == torch.int64
     start, end = encoder.tokenizer.start, encoder.tokenizer.end
     assert ids[0, 0] == start and ids[0].argmax() == int((ids[0] != 0).sum()) - 1 and ids[0].max() == end
@@ -293,7 +321,7 @@ def numpy_kaldi_fbank(wave: np.ndarray, rate: int = 16000, bins: int = 128) -> n
 
 def test_kaldi_fbank_matches_an_independent_reference(shared_data):
     audio = _load(shared_data / "esc50-demo" / "audio" / "car_horn_1-24074-A-43.wav")
-    wave = media.resample(audio.samples, audio.sample_rate, 16000)[16000:48000]
+    wave = audio_features.resample(audio.samples, audio.sample_rate, 16000)[16000:48000]
     ours = kaldi_fbank(torch.from_numpy(wave)).numpy()
     reference = numpy_kaldi_fbank(wave)
     assert ours.shape == reference.shape == (198, 128)  # 1 + (32000 - 400) // 160 frames
@@ -317,7 +345,7 @@ def test_audio_clips_on_real_recordings(shared_data, path):
     assert clips.shape == (3, 1, 128, 204) and clips.dtype == torch.float32 and torch.isfinite(clips).all()
     assert torch.equal(clips, imagebind_audio_clips(audio))
     resampled = math.ceil(len(audio.samples) * 16000 / audio.sample_rate)
-    assert len(media.resample(audio.samples, audio.sample_rate, 16000)) == resampled
+    assert len(audio_features.resample(audio.samples, audio.sample_rate, 16000)) == resampled
     frames = 1 + (min(resampled, 32000) - 400) // 160
     padded = torch.tensor((0.0 - FBANK_MEAN) / FBANK_STD)  # frames past the clip: zeros, then normalised
     assert torch.allclose(clips[0, 0, :, frames:], padded)
@@ -327,9 +355,9 @@ def test_audio_clips_on_real_recordings(shared_data, path):
 def test_resampling_to_16k_from_other_rates(shared_data):
     speech = _load(shared_data / "fsdd-dev" / "recordings" / "0_george_1.wav")  # 8 kHz
     horn = _load(shared_data / "esc50-demo" / "audio" / "car_horn_1-24074-A-43.wav")  # 44.1 kHz
-    studio = Audio(media.resample(horn.samples, 44100, 48000), 48000)  # the same sound at 48 kHz
+    studio = Audio(audio_features.resample(horn.samples, 44100, 48000), 48000)  # the same sound at 48 kHz
     for audio in (speech, horn, studio):
-        out = media.resample(audio.samples, audio.sample_rate, 16000)
+        out = audio_features.resample(audio.samples, audio.sample_rate, 16000)
         assert len(out) == math.ceil(len(audio.samples) * 16000 / audio.sample_rate)
     from_48k, from_44k = imagebind_audio_clips(studio), imagebind_audio_clips(horn)
     assert from_48k.shape == from_44k.shape == (3, 1, 128, 204)
@@ -338,7 +366,7 @@ def test_resampling_to_16k_from_other_rates(shared_data):
 
 def test_non_overlapping_clips_are_independent(shared_data):
     audio = _load(shared_data / "gcompris-music" / "africa.ogg")  # 12.6 s: clips 3.5 s apart do not overlap
-    wave = torch.from_numpy(media.resample(audio.samples, audio.sample_rate, 16000).copy())
+    wave = torch.from_numpy(audio_features.resample(audio.samples, audio.sample_rate, 16000).copy())
     clips = imagebind_audio_clips(audio)
     for k, (start, end) in enumerate(clip_bounds(len(wave))):
         segment = wave[start:end] - wave[start:end].mean()

@@ -9,6 +9,7 @@ from PIL import Image
 
 from bonds.encoders import create_encoder
 from bonds.errors import CheckpointError
+from tests.bonds.encoders.parity import assert_bf16_parity
 from tests.bonds.encoders.tiny_internvl import write_tiny_internvl
 
 
@@ -37,3 +38,10 @@ def test_text_and_image_embeddings_follow_the_model_card(internvl_folder, shared
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="no config.json"):
         create_encoder("internvl_c", path=str(tmp_path))
+
+
+def test_bf16_matches_fp32_on_real_photos(internvl_folder, shared_data):
+    photos = [
+        Image.open(shared_data / "imagebind-demo" / f"{n}_image.jpg").convert("RGB") for n in ("dog", "car", "bird")]
+    assert_bf16_parity(lambda dtype: create_encoder("internvl_c", path=str(internvl_folder), dtype=dtype),
+                       {"text": ["a photo of a dog", "a car on a road"], "image": photos})

@@ -96,7 +96,8 @@ def test_export_is_cached_and_keyed_on_the_weights(folder):
     _save_tiny_bert(folder, seed=1)  # the user replaces the weights: the key, hence the file, changes
     retrained = onnx_text.load(folder, load_model, probe, threads=1)
     assert len(loads) == 2 and retrained.path != first.path
-    assert not first.path.exists()  # the old export, no longer reachable, went with the new one
+    assert onnx_text.weights_path(retrained.path).is_file()  # the weights sit beside the graph, mapped by ORT
+    assert not first.path.exists() and not onnx_text.weights_path(first.path).exists()  # the old export went
     batch = _batch()
     assert np.allclose(retrained.pooled(batch), _torch_pooled(_load(folder), batch), atol=1e-5)
 

@@ -1,4 +1,5 @@
-"""The offline starter encoders on real data: MiniLM, EfficientNet-Lite0, and the label-bridged "starter" space.
+"""The offline starter encoders on real data: MiniLM, EfficientNet-Lite0, Whisper, and the label-bridged
+"starter" space that composes them.
 
 Every model loads once per session (the fixtures below and the encoders' process-wide model cache).
 """
@@ -15,6 +16,7 @@ from PIL import Image
 
 from bonds.encoders import Audio, create_encoder, list_encoders
 from bonds.media import decode_audio
+from tests.bonds.encoders.parity import assert_bf16_parity
 
 pytestmark = pytest.mark.models
 
@@ -101,13 +103,12 @@ def test_minilm_runtimes_agree_on_real_captions(minilm, shared_data):
 
 
 def test_minilm_falls_back_to_torch_when_the_export_fails(minilm, monkeypatch):
-    from bonds.encoders import onnx_text
-    from bonds.encoders import starter as starter_module
+    from bonds.encoders import onnx_text, shared
 
     def broken(*args, **kwargs):
         raise RuntimeError("no onnx package")
 
-    monkeypatch.setattr(starter_module, "_MODELS", {})  # a fresh process: nothing loaded yet
+    monkeypatch.setattr(shared, "_MODELS", {})  # a fresh process: nothing loaded yet
     monkeypatch.setattr(onnx_text, "load", broken)
     fallback = create_encoder("minilm")
     assert fallback.runtime == "torch"
@@ -118,7 +119,7 @@ def test_minilm_falls_back_to_torch_when_the_export_fails(minilm, monkeypatch):
 
 
 def test_efficientnet_classifies_real_photos(starter, shared_data):
-    from bonds.encoders.starter import imagenet_classnames
+    from bonds.encoders.conse import imagenet_classnames
 
     names = imagenet_classnames()
     assert len(names) == 1000 and names[0] == "tench"
@@ -184,12 +185,12 @@ def test_clips_transcribed_side_by_side_match_one_by_one(starter, shared_data):
 def test_a_numeral_transcript_embeds_as_its_words_and_the_note_keeps_it(starter, shared_data, monkeypatch):
     """Whisper writes spoken "seven" as "seven." or "7." depending on the CPU's int8 kernels (MKL on Intel,
     oneDNN on AMD): both must give the vector of "seven.", and the note what was heard."""
-    import bonds.encoders.starter as starter_module
+    import bonds.encoders.whisper as whisper_module
 
     clip = _audio(shared_data / "fsdd-dev" / "recordings" / "7_george_0.wav")
     vectors = {}
     for heard in ("7.", "seven."):
-        monkeypatch.setattr(starter_module, "transcribe", lambda model, wave, vad=True, heard=heard: heard)
+        monkeypatch.setattr(whisper_module, "transcribe", lambda model, wave, vad=True, heard=heard: heard)
         encoded = starter.encode("audio", [clip])
         assert encoded.notes == [f"transcript: {heard}"]
         vectors[heard] = encoded.vectors[0]
@@ -198,7 +199,7 @@ def test_a_numeral_transcript_embeds_as_its_words_and_the_note_keeps_it(starter,
 
 
 def test_loading_whisper_leaves_torch_threads_alone():
-    from bonds.encoders.starter import _load_whisper
+    from bonds.encoders.whisper import _load_whisper
 
     before = torch.get_num_threads()
     try:
@@ -225,8 +226,8 @@ def test_silence_and_animal_sounds_are_not_passed_off_as_speech(starter, shared_
 def test_each_modality_is_called_in_its_own_batch_size(starter, monkeypatch):
     """Texts and images in MiniLM's and EfficientNet's own sizes; speech one clip per Whisper worker."""
     sizes: list[tuple[str, int]] = []
-    chunk = starter._encode_chunk
-    monkeypatch.setattr(starter, "_encode_chunk", lambda m, items: sizes.append((m, len(items))) or chunk(m, items))
+    chunk = starter.encode_prepared
+    monkeypatch.setattr(starter, "encode_prepared", lambda m, items: sizes.append((m, len(items))) or chunk(m, items))
     starter.encode("text", ["a cat"] * (starter.text.max_batch_size + 1))
     starter.encode("audio", [Audio(np.zeros(1600, dtype=np.float32), 16000)] * 3)
     per_call = starter.batch_size("audio")
@@ -234,7 +235,8 @@ def test_each_modality_is_called_in_its_own_batch_size(starter, monkeypatch):
     assert sizes == [("text", starter.text.max_batch_size), ("text", 1),
                      *(("audio", min(per_call, 3 - start)) for start in range(0, 3, per_call))]
     # on CPU: MiniLM on ONNX takes large batches, EfficientNet small ones (cache-sized activations)
-    assert starter.text.max_batch_size > starter.max_batch_size > starter.batch_size("image") == starter.image.max_batch_size
+    assert (starter.text.max_batch_size > starter.max_batch_size > starter.batch_size("image")
+            == starter.image.max_batch_size)
 
 
 def test_same_input_gives_identical_vectors(starter, shared_data):
@@ -246,3 +248,21 @@ def test_same_input_gives_identical_vectors(starter, shared_data):
         assert np.array_equal(first.vectors, second.vectors), modality
         assert first.notes == second.notes
     assert starter.encode("audio", [clip]).notes[0].startswith("transcript: ")
+
+
+def test_bf16_matches_fp32_on_real_media(starter, shared_data):
+    """As the starter space runs on CUDA under dtype auto: MiniLM on torch in bf16; images (EfficientNet and
+    the class prototypes they mix) stay in float32, whose ConSE vectors fell to cosine 0.9987 in bf16."""
+    from bonds.encoders.efficientnet import efficientnet_precision
+
+    captions = [json.loads(line)["captions"][0] for line in
+                (shared_data / "coco-mini" / "captions.jsonl").read_text().splitlines()[:6]]
+    assert_bf16_parity(lambda dtype: create_encoder("minilm", runtime="torch", dtype=dtype), {"text": captions})
+    photos = [_photo(shared_data / "gcompris-farm" / f"{n}.webp") for n in ("dog", "sheep", "duck")]
+    fast = create_encoder("starter", runtime="torch", dtype="bfloat16")
+    assert fast.info()["precision"] == {"text": "bfloat16", "image": "float32", "audio": "int8"}
+    exact = create_encoder("starter", runtime="torch")
+    assert np.array_equal(fast.encode("image", photos).vectors, exact.encode("image", photos).vectors)
+    assert efficientnet_precision("auto", torch.device("cuda")) == "float32"
+    with pytest.raises(ValueError, match="runtime='torch'"):
+        create_encoder("minilm", runtime="onnx", dtype="bfloat16")

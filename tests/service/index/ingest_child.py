@@ -14,7 +14,8 @@ from tests.service.index.synthetic import BATCH, SPACE_ID, deleted_in, open_stor
 def main() -> None:
     data_dir, batch = sys.argv[1], int(sys.argv[2])
     milvus_uri = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else None
-    store = open_store(data_dir, snapshot_every=23, milvus_uri=milvus_uri)  # snapshots happen mid-run, so a kill can land in one
+    # snapshots happen mid-run, so a kill can land in one
+    store = open_store(data_dir, snapshot_every=23, milvus_uri=milvus_uri)
     collection = store.get("crash")
     while True:
         collection.upsert(SPACE_ID, records_for_batch(batch))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from service.index.ann import Ann
-from service.index.settings import IndexSettings
+from service.index.index_settings import IndexSettings
 
 
 def data(n=300, d=8, seed=0):

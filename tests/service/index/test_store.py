@@ -6,6 +6,7 @@ milvus-lite engine; both must give the same results.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from service.index import (
     InvalidFilterError,
     Record,
     SpaceMismatchError,
+    StorageFullError,
 )
 from tests.service.index.synthetic import (
     BATCH,
@@ -100,7 +102,8 @@ def test_sigkill_mid_ingestion_loses_no_acknowledged_write(tmp_path, backend):
     next_batch = 0
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for stop_after in (7, 31, 18):
-        child = subprocess.Popen([sys.executable, "-m", "tests.service.index.ingest_child", str(tmp_path), str(next_batch),
+        child = subprocess.Popen([sys.executable, "-m", "tests.service.index.ingest_child", str(tmp_path),
+                                  str(next_batch),
                                   backend.uri or ""],
                                  stdout=subprocess.PIPE, text=True, cwd=REPO, env=env)
         seen = 0
@@ -174,7 +177,8 @@ def test_concurrent_adds_deletes_and_searches(tmp_path, backend):
     for t in readers:
         t.join()
     assert not errors, errors
-    expected = {f"{p}{i}-{j}" for p in "abc" for i in range(60) for j in range(3)} - {f"{p}{i}-0" for p in "abc" for i in range(0, 60, 4)}
+    expected = {f"{p}{i}-{j}" for p in "abc" for i in range(60) for j in range(3)} - {
+        f"{p}{i}-0" for p in "abc" for i in range(0, 60, 4)}
     assert collection.info()["count"] == len(expected)
     store.close()
     again = open_store(tmp_path, milvus_uri=backend.uri)
@@ -246,8 +250,8 @@ def test_errors_say_what_is_wrong(tmp_path):
         store.create("crash", "synthetic", SPACE_ID, 8)
     with pytest.raises(InvalidCollectionError, match="collection name"):
         store.create("../escape", "synthetic", SPACE_ID, 8)
-    with pytest.raises(CollectionNotFoundError, match="crash"):
-        store.get("nope")  # the message lists the collections there are
+    with pytest.raises(CollectionNotFoundError, match="^unknown collection 'nope'$"):
+        store.get("nope")  # and not the names of others: they are not the caller's to learn from a typo
     collection = store.get("crash")
     with pytest.raises(SpaceMismatchError, match="re-create"):
         collection.upsert("another-space-id", [record("a")])
@@ -259,6 +263,34 @@ def test_errors_say_what_is_wrong(tmp_path):
     assert not (tmp_path / "collections" / "crash").exists()
     with pytest.raises(CollectionNotFoundError):
         collection.search(PLANS, vector("q"), 3)  # a handle held across the delete
+    store.close()
+
+
+def test_a_full_disk_rolls_a_write_back_whole_and_leaves_nothing_half_made(tmp_path, monkeypatch, caplog):
+    """Issue 19, D9: on a full tmpfs writes answered 500, the log showed a second error from ROLLBACK (SQLite
+    had rolled back already) and half-created `.name.creating-*` folders stayed until a restart. SQLite's
+    max_page_count gives the same SQLITE_FULL as a full disk, deterministically."""
+    store = open_store(tmp_path)
+    collection = store.get("crash")
+    collection.upsert(SPACE_ID, [record(f"kept{i}") for i in range(5)])
+    pages = collection._conn.execute("PRAGMA page_count").fetchone()[0]
+    collection._conn.execute(f"PRAGMA max_page_count = {pages}")
+    big = [record(f"big{i}", blob="x" * 4000) for i in range(50)]
+    with pytest.raises(StorageFullError, match="disk is full"):
+        collection.upsert(SPACE_ID, big)
+    assert "ROLLBACK" not in caplog.text
+    assert collection.info()["count"] == 5 and collection.get("big0") is None and collection.get("kept4") is not None
+    collection._conn.execute("PRAGMA max_page_count = 1073741823")
+    assert collection.upsert(SPACE_ID, big) == 50  # room again: the same write goes through
+    import service.index.store as store_module
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store_module.Collection, "create", full_disk)
+    with pytest.raises(StorageFullError):
+        store.create("another", "synthetic", SPACE_ID, 8)
+    assert sorted(p.name for p in (tmp_path / "collections").iterdir() if p.is_dir()) == ["crash"]
     store.close()
 
 
@@ -289,13 +321,23 @@ def test_a_snapshot_cut_short_leaves_the_previous_state_whole(tmp_path, monkeypa
     again.close()
 
 
-def test_search_hits_carry_their_metadata_non_finite_numbers_too(tmp_path):
+def test_non_finite_metadata_is_refused_and_rows_stored_so_before_are_repaired_at_open(tmp_path):
     store = open_store(tmp_path)
     collection = store.get("crash")
-    collection.upsert(SPACE_ID, [record("plain", n=1), record("odd", n=float("nan")), record("big", n=float("inf"))])
-    hits = {h.key: h.metadata for h in collection.search(PLANS, vector("query"), 3)}
-    assert hits["plain"]["n"] == 1 and np.isnan(hits["odd"]["n"]) and hits["big"]["n"] == float("inf")
+    with pytest.raises(InvalidCollectionError, match="finite"):
+        collection.upsert(SPACE_ID, [record("odd", n=float("nan"))])
+    collection.upsert(SPACE_ID, [record("plain", n=1), record("odd", n=2), record("big", n=3)])
+    # what versions before 2026-12 stored: Python's json writes NaN and Infinity, SQLite calls them malformed,
+    # and every filtered search of the collection failed
+    for key, text in (("odd", '{"n": NaN, "m": [Infinity, 1]}'), ("big", '{"n": -Infinity}')):
+        collection._conn.execute("UPDATE items SET metadata = ? WHERE key = ?", (text, key))
     store.close()
+    again = open_store(tmp_path)
+    repaired = again.get("crash")
+    hits = {h.key: h.metadata for h in repaired.search(PLANS, vector("query"), 3, filter_={"n": {"ne": 5}})}
+    assert hits == {"plain": {"key": "plain", "n": 1}, "odd": {"n": None, "m": [None, 1]}, "big": {"n": None}}
+    assert sorted(h.key for h in repaired.search(PLANS, vector("query"), 3, filter_={"n": None})) == ["big", "odd"]
+    again.close()
 
 
 @pytest.mark.parametrize("index", [{"type": "flat"}, {"type": "hnsw"}, {"type": "ivf", "nlist": 8, "nprobe": 8}])

@@ -1,5 +1,5 @@
 """Real server processes on loopback: `freebind serve` for end-to-end tests, and the start/ready/stop
-steps every real-process harness shares (tests/reliability/servers.py and bench/servers.py use them)."""
+steps every real-process harness shares (harness/servers.py and bench/servers.py use them)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 FREEBIND = Path(sys.executable).parent / "freebind"
 
 

@@ -1,29 +1,23 @@
-"""The tiny bonded space on disk, and real servers on loopback to kill, restart and load.
+"""Real servers on loopback to kill, restart and load (the tests and bench/soak.py serve harness.tiny_space).
 
-`write_space(folder)` writes the service tests' tiny space (16-d `tiny` base for text, image and audio
-plus a combination bond `aux` from an 8-d tiny expert). `Server` starts `freebind serve` (the real CLI,
-`launcher="cli"`) or the same app and uvicorn call in a process forked from a forkserver that has
-imported the service already (`launcher="fork"`: a start in well under a second instead of the CLI's
-torch import), stops it, or kills it with SIGKILL.
+`Server` starts `freebind serve` (the real CLI, `launcher="cli"`) or the same app and uvicorn call in a
+process forked from a forkserver that has imported the service already (`launcher="fork"`: a start in
+well under a second instead of the CLI's torch import), stops it, or kills it with SIGKILL. An upstream
+that trickles its answer tests URL inputs (`trickling_upstream`).
 """
 
 from __future__ import annotations
 
+import http.server
 import multiprocessing
 import os
 import signal
 import subprocess
-import sys
+import threading
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.server import free_port, wait_until_ready
-from tests.service.tiny_space import DIM, SPACE, write_space  # noqa: F401  (re-exported for the tests and bench/soak.py)
-
-REPO = Path(__file__).resolve().parents[2]
-FREEBIND = Path(sys.executable).parent / "freebind"
-
-
+from harness.processes import FREEBIND, REPO, free_port, wait_until_ready
 
 
 def _serve_forked(env: dict[str, str], port: int, log_path: str) -> None:
@@ -49,7 +43,7 @@ def _fork_context() -> multiprocessing.context.BaseContext:
     global _FORK
     if _FORK is None:
         _FORK = multiprocessing.get_context("forkserver")
-        _FORK.set_forkserver_preload(["service.app", "service.cli", "uvicorn", "tests.reliability.servers"])
+        _FORK.set_forkserver_preload(["service.app", "service.cli", "uvicorn", "harness.servers"])
     return _FORK
 
 
@@ -135,3 +129,31 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def trickling_upstream(interval: float, stop: threading.Event,
+                       arrived: threading.Event | None = None) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """An upstream for URL inputs that answers 200 and then one byte every `interval` s until `stop` is set
+    (sets `arrived` when a fetch comes in): the server (`shutdown()` it) and its URL."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if arrived is not None:
+                arrived.set()
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()
+            while not stop.wait(interval):
+                try:
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                except OSError:  # the fetcher hung up
+                    return
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_port}/slow.png"

@@ -30,7 +30,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from tests.reliability.servers import DIM, Server
+from harness.servers import Server
+from harness.tiny_space import DIM
 
 
 def content(item_id: str) -> dict[str, Any]:
@@ -108,7 +109,8 @@ def _write(base: str, collection: str, writer: int, ledger: Ledger, stop: thread
                         batch = [(f"{collection}-w{writer}-{seq + k}", 1) for k in range(rng.randint(1, 6))]
                         seq += len(batch)
                     items = [{"id": item_id, **content(item_id),
-                              "metadata": {"uid": item_id, "version": version, "writer": writer, "pad": "x" * rng.randint(0, 300)}}
+                              "metadata": {"uid": item_id, "version": version, "writer": writer,
+                                           "pad": "x" * rng.randint(0, 300)}}
                              for item_id, version in batch]
                     for item in items:
                         ledger.sending(item["id"], item["metadata"])

@@ -39,7 +39,8 @@ class IndexSettings(BaseModel):
     backend: Literal["faiss", "milvus"] = Field("faiss", description="where the components live: the service's "
                                                 "memory (faiss) or a Milvus server (milvus)")
     milvus_uri: str | None = Field(None, description="library use only (the HTTP API refuses it): a milvus-lite "
-                                   "file (path ending in .db) or http://host:19530; default: the service's FREEBIND_MILVUS_URI")
+                                   "file (path ending in .db) or http://host:19530; default: the service's "
+                                   "FREEBIND_MILVUS_URI")
 
     @model_validator(mode="after")
     def _milvus_defaults(self) -> IndexSettings:

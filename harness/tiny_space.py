@@ -23,7 +23,8 @@ def write_space(folder: Path) -> Path:
     torch.manual_seed(0)
     projector = ProjectorMixture(ProjectorConfig(8, DIM, hidden=32, heads=("mix",))).eval()
     save_bond_checkpoint(folder / "checkpoints" / "aux_into_base", projector, kind="combination",
-                         source={"id": "aux", "dim": 8}, target={"id": "base", "dim": DIM}, modalities=["text", "audio"])
+                         source={"id": "aux", "dim": 8}, target={"id": "base", "dim": DIM},
+                         modalities=["text", "audio"])
     description = {
         "format_version": 1,
         "name": SPACE,
@@ -32,7 +33,8 @@ def write_space(folder: Path) -> Path:
             "aux": {"kind": "tiny", "options": {"dim": 8, "seed": 1, "modalities": ["text", "audio"], "name": "aux"}},
         },
         "base": "base",
-        "bonds": [{"name": "aux", "kind": "combination", "experts": {"aux": {"checkpoint": "checkpoints/aux_into_base"}},
+        "bonds": [{"name": "aux", "kind": "combination",
+                   "experts": {"aux": {"checkpoint": "checkpoints/aux_into_base"}},
                    "factors": {"text": 0.3, "audio": 0.5}}],
         "presets": {"strong": {"aux": {"text": 0.8, "audio": 0.8}}},
     }
