@@ -69,7 +69,8 @@ def eval_1k_command(
                                envvar="FREEBIND_TRAIN_1K_TASKS",
                                help="the 1,000-class recipe: languages' name files and held-out photo sets"),
     checkpoint: Path = typer.Option(None, "--checkpoint", envvar="FREEBIND_TRAIN_CHECKPOINT",
-                                    help="evaluate an exported bond folder instead of the work folder's fit"),
+                                    help="evaluate an exported bond folder instead of the work folder's fit (a "
+                                         "fresh work folder embeds in the spaces its manifest names)"),
     factor: list[float] = typer.Option([], "--factor", envvar="FREEBIND_TRAIN_FACTOR", help="factors (default 0..1)"),
     preset: list[str] = typer.Option([], "--preset", envvar="FREEBIND_TRAIN_PRESET",
                                      help="NAME=FACTOR rows of the printed table (default: every factor)"),
@@ -82,7 +83,7 @@ def eval_1k_command(
     """ImageNet-1k zero-shot in five languages for the base, the bonded space and ConSE built in the expert."""
     from training import eval1k
     from training.evaluate import DEFAULT_FACTORS
-    from training.export import load_bond
+    from training.export import load_bond, trained_spaces
 
     try:
         presets = {name: float(value) for name, _, value in (p.partition("=") for p in preset)}
@@ -90,8 +91,9 @@ def eval_1k_command(
         source, target, kind, projector = load_bond(workdir, checkpoint)
         suite = eval1k.load_suite(tasks, workdir)
         factors = tuple(sorted(set(factor) | set(presets.values()))) or DEFAULT_FACTORS
+        specs = trained_spaces(checkpoint) if checkpoint else None
         result = eval1k.evaluate_1k(workdir, suite, projector, source=source, target=target, kind=kind,
-                                    factors=factors, device=device, progress=not no_progress)
+                                    factors=factors, device=device, progress=not no_progress, specs=specs)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         fail(str(exc))
     eval1k.write(result, report or workdir / "eval" / "report-1k.json")

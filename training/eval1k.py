@@ -144,11 +144,18 @@ def space_presets(path: Path) -> dict[str, float]:
 
 
 def evaluate_1k(workdir: Path, suite: Suite, projector, *, source: str, target: str, kind: str,
-                factors=DEFAULT_FACTORS, device: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Embed and classify what is missing, then score every part and language in every space."""
+                factors=DEFAULT_FACTORS, device: str | None = None, progress: bool = True,
+                specs: dict[str, SpaceSpec] | None = None) -> dict[str, Any]:
+    """Embed and classify what is missing, then score every part and language in every space. `specs`
+    build a space the work folder has not embedded in yet (a checkpoint's manifest names them)."""
     workdir = Path(workdir)
     for space in (source, target):
-        spec = SpaceSpec(**read_space_info(workdir, space)["spec"])
+        try:
+            spec = SpaceSpec(**read_space_info(workdir, space)["spec"])
+        except FileNotFoundError:
+            if space not in (specs or {}):
+                raise
+            spec = specs[space]
         embed_pools(workdir, spec, suite.pools(), device=device, progress=progress)
     for photo in suite.photos:
         classify_pool(workdir, photo.pool, ViewConfig(), device=device or "cpu", progress=progress)

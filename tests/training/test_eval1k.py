@@ -84,3 +84,27 @@ def test_suite_files_are_checked(tmp_path):
         recipe.write_text(text)
         with pytest.raises(ValueError, match=says):
             eval1k.load_suite(recipe, tmp_path)
+
+
+def test_a_checkpoint_alone_is_evaluated_in_a_fresh_work_folder(suite, cli):
+    """`eval-1k --checkpoint` where the work folder has no pairs and no embeddings: the manifest names the
+    spaces the bond was trained between and how to build them; the result is the same as in the folder
+    they were embedded in."""
+    from bonds.checkpoint import save_bond_checkpoint
+
+    work, recipe, loaded = suite
+    bond = projector(20, 24)
+    specs = {"source": SpaceSpec("e", "tiny", {"dim": 20, "seed": 1, "modalities": ["text"]}).to_dict(),
+             "target": SpaceSpec("s", "tiny", {"dim": 24}).to_dict()}
+    save_bond_checkpoint(work / "ckpt", bond, kind="combination", source={"id": "e", "dim": 20},
+                         target={"id": "s", "dim": 24}, modalities=["text", "image"],
+                         data={"pairs": {"source": "e", "target": "s"}, "spaces": specs})
+    fresh = work / "fresh"
+    out = cli("train", "eval-1k", "--tasks", recipe, "--checkpoint", work / "ckpt", "--workdir", fresh,
+              "--preset", "english=0.5", "--report", fresh / "r.json", "--plot", fresh / "p.png", "--no-progress")
+    assert "english (f=0.5)" in out.output and (fresh / "p.png").is_file()
+    report = json.loads((fresh / "r.json").read_text())
+    expected = eval1k.evaluate_1k(work, loaded, bond, source="e", target="s", kind="combination", factors=(0.5,),
+                                  progress=False)
+    assert report["parts"] == expected["parts"]
+    assert cli("train", "eval-1k", "--tasks", recipe, "--workdir", work / "empty", ok=False).exit_code == 2
