@@ -71,7 +71,8 @@ def eval_1k_command(
     checkpoint: Path = typer.Option(None, "--checkpoint", envvar="FREEBIND_TRAIN_CHECKPOINT",
                                     help="evaluate an exported bond folder instead of the work folder's fit (a "
                                          "fresh work folder embeds in the spaces its manifest names)"),
-    factor: list[float] = typer.Option([], "--factor", envvar="FREEBIND_TRAIN_FACTOR", help="factors (default 0..1)"),
+    factor: list[float] = typer.Option([], "--factor", envvar="FREEBIND_TRAIN_FACTOR",
+                                       help="factors to sweep (default 0, 0.1, ..., 1); presets are added"),
     preset: list[str] = typer.Option([], "--preset", envvar="FREEBIND_TRAIN_PRESET",
                                      help="NAME=FACTOR rows of the printed table (default: every factor)"),
     space: Path = typer.Option(None, "--space", envvar="FREEBIND_TRAIN_1K_SPACE",
@@ -90,7 +91,7 @@ def eval_1k_command(
         presets.update(eval1k.space_presets(space) if space else {})
         source, target, kind, projector = load_bond(workdir, checkpoint)
         suite = eval1k.load_suite(tasks, workdir)
-        factors = tuple(sorted(set(factor) | set(presets.values()))) or DEFAULT_FACTORS
+        factors = tuple(sorted(set(factor or DEFAULT_FACTORS) | set(presets.values())))  # presets: rows of the sweep
         specs = trained_spaces(checkpoint) if checkpoint else None
         result = eval1k.evaluate_1k(workdir, suite, projector, source=source, target=target, kind=kind,
                                     factors=factors, device=device, progress=not no_progress, specs=specs)

@@ -10,6 +10,7 @@ import pytest
 from bonds.projector import ProjectorConfig, ProjectorMixture
 from training import eval1k
 from training.embed import SpaceSpec, embed_pools
+from training.evaluate import DEFAULT_FACTORS
 
 
 def test_top1_needs_a_strict_best_among_the_allowed_classes():
@@ -101,10 +102,12 @@ def test_a_checkpoint_alone_is_evaluated_in_a_fresh_work_folder(suite, cli):
                          data={"pairs": {"source": "e", "target": "s"}, "spaces": specs})
     fresh = work / "fresh"
     out = cli("train", "eval-1k", "--tasks", recipe, "--checkpoint", work / "ckpt", "--workdir", fresh,
-              "--preset", "english=0.5", "--report", fresh / "r.json", "--plot", fresh / "p.png", "--no-progress")
-    assert "english (f=0.5)" in out.output and (fresh / "p.png").is_file()
+              "--preset", "english=0.55", "--report", fresh / "r.json", "--plot", fresh / "p.png", "--no-progress")
+    assert "english (f=0.55)" in out.output and (fresh / "p.png").is_file()
     report = json.loads((fresh / "r.json").read_text())
-    expected = eval1k.evaluate_1k(work, loaded, bond, source="e", target="s", kind="combination", factors=(0.5,),
+    factors = sorted((*DEFAULT_FACTORS, 0.55))  # a preset is a row of the whole sweep
+    assert report["factors"] == factors
+    expected = eval1k.evaluate_1k(work, loaded, bond, source="e", target="s", kind="combination", factors=factors,
                                   progress=False)
     assert report["parts"] == expected["parts"]
     assert cli("train", "eval-1k", "--tasks", recipe, "--workdir", work / "empty", ok=False).exit_code == 2
