@@ -66,6 +66,7 @@ def test_reference_base_and_bonded_spaces_are_scored(suite):
     assert set(names["bonded"]) == {"0.0", "0.5", "1.0"}
     text = eval1k.table(report, {"english": 0.5})
     assert "reference: ConSE in e" in text and "english (f=0.5)" in text and "% of reference" in text
+    assert text.startswith("combination e -> s: zero-shot top-1 among the 1,000 ImageNet class names")
 
 
 def test_a_displacement_projects_the_photos_into_the_expert(suite):
