@@ -2,7 +2,8 @@
 
 All stages share a work folder (`--workdir`); each stage reads what the one before wrote and skips
 what is already done, so any command can be re-run after an interruption. Every option also reads
-an environment variable `FREEBIND_TRAIN_<OPTION>`.
+an environment variable `FREEBIND_TRAIN_<OPTION>`. The commands about the starter classifier's 1,000
+ImageNet classes (prepare-classes, posteriors, eval-1k) live in training.cli_imagenet.
 """
 
 from __future__ import annotations
@@ -13,20 +14,13 @@ from pathlib import Path
 
 import typer
 
+from training import cli_imagenet
+from training.cli_options import DEVICE, NO_PROGRESS, WORKDIR, fail
+
 app = typer.Typer(help="Train a bond: embed -> pairs -> fit -> eval -> export.", no_args_is_help=True,
                   add_completion=False)
+app.add_typer(cli_imagenet.app)  # prepare-classes, posteriors, eval-1k: commands at this level, no group
 log = logging.getLogger(__name__)
-
-WORKDIR = typer.Option(Path("artifacts/train"), "--workdir", envvar="FREEBIND_TRAIN_WORKDIR",
-                       help="work folder shared by all stages (embeddings/, pairs/, fit/, eval/)")
-NO_PROGRESS = typer.Option(False, "--no-progress", envvar="FREEBIND_TRAIN_NO_PROGRESS",
-                           help="turn the progress bars off (logs still say what happened)")
-DEVICE = typer.Option(None, "--device", envvar="FREEBIND_TRAIN_DEVICE", help="torch device for models (cpu, cuda)")
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 @app.command("embed")
@@ -61,9 +55,9 @@ def embed_command(
     from training.pools import parse_pool
 
     if dtype not in ("float32", "float16"):
-        _fail(f"--dtype must be float32 or float16, got {dtype!r}")
+        fail(f"--dtype must be float32 or float16, got {dtype!r}")
     if bool(encoder) == bool(description):
-        _fail("give exactly one of --encoder or --description")
+        fail("give exactly one of --encoder or --description")
     try:
         spec = SpaceSpec(space, encoder, parse_options(encoder_option), description)
         pools = [parse_pool(p) for p in pool]
@@ -75,7 +69,7 @@ def embed_command(
                                   num_shards=num_shards, shard_index=shard_index, dtype=dtype, device=device,
                                   progress=not no_progress)
     except (ValueError, FileNotFoundError, KeyError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(json.dumps({"space": space, "written": written}))
 
 
@@ -96,16 +90,25 @@ def pairs_command(
                                help="own: (item, n(w.M)) pairs; both: also (n(w.M_s), n(w.M_t))"),
     mode: list[str] = typer.Option([], "--mode", envvar="FREEBIND_TRAIN_MODE",
                                    help="data modes to keep (default: all present)"),
+    conse: list[str] = typer.Option([], "--conse", envvar="FREEBIND_TRAIN_CONSE",
+                                    help="classified image pool (`posteriors`): ConSE pairs over --classes, "
+                                         "repeatable"),
+    classes: str = typer.Option(None, "--classes", envvar="FREEBIND_TRAIN_CLASSES",
+                                help="the class-name text pool the posteriors index (line i = class i)"),
+    retrieve: list[str] = typer.Option([], "--retrieve", envvar="FREEBIND_TRAIN_RETRIEVE",
+                                       help="a --pool paired through the class names (--classes): its softmax over "
+                                            "them in the source gives its target, a mixture of them; repeatable"),
     workdir: Path = WORKDIR, no_progress: bool = NO_PROGRESS,
 ) -> None:
-    """Build FreeBind pseudo-pairs (same-item pairs and top-k softmax retrieval through a memory bank)."""
+    """Build FreeBind pseudo-pairs (same-item pairs, top-k softmax retrieval through a memory bank, ConSE)."""
     from training.pairs import PairsConfig, build_pairs
 
-    config = PairsConfig(source, target, list(pool), list(bank), k, tau, block, bank_limit, pseudo, list(mode))
+    config = PairsConfig(source, target, list(pool), list(bank), k, tau, block, bank_limit, pseudo, list(mode),
+                         conse=list(conse), classes=classes, retrieve=list(retrieve))
     try:
         summary = build_pairs(workdir, config, progress=not no_progress)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(json.dumps({"centres": summary["centres"], "modes": summary["modes"]}))
 
 
@@ -130,12 +133,12 @@ def fit_command(
     from training.fit import FitConfig, fit
 
     if kind not in ("displacement", "combination"):
-        _fail(f"--kind must be displacement or combination, got {kind!r}")
+        fail(f"--kind must be displacement or combination, got {kind!r}")
     config = FitConfig(kind, epochs, lr, batch_size, temperature, hidden, seed, list(mode))
     try:
         fit(workdir, config, progress=not no_progress, stop_after=stop_after, device=device or "cpu")
     except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     report = json.loads((workdir / "fit" / "fit.json").read_text())
     typer.echo(json.dumps({k: report[k] for k in ("epochs_done", "finished", "samples_per_second_this_run")}))
 
@@ -158,15 +161,16 @@ def eval_command(
 ) -> None:
     """R@1/5/10 both ways and zero-shot top-1 for source, target and bonded space over a factor sweep."""
     from training import evaluate as ev
+    from training.export import load_bond
 
     try:
-        source, target, kind, projector = _bond_to_evaluate(workdir, checkpoint)
+        source, target, kind, projector = load_bond(workdir, checkpoint)
         task_list = ev.load_tasks(tasks, workdir)
         result = ev.evaluate(workdir, task_list, projector, source=source, target=target, kind=kind,
                              factors=tuple(factor) or ev.DEFAULT_FACTORS, batch_size=batch_size, device=device,
                              progress=not no_progress)
     except (ValueError, FileNotFoundError, KeyError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     groups = {t["group"] for t in result["tasks"].values()}
     if {"english", "multilingual"} <= groups:
         result["suggested_presets"] = ev.suggest_presets(result)
@@ -175,35 +179,6 @@ def eval_command(
     report.write_text(json.dumps(result, indent=2) + "\n")
     ev.plot(result, plot or workdir / "eval" / "plot.png")
     typer.echo(json.dumps({"report": str(report), "suggested_presets": result.get("suggested_presets")}))
-
-
-def _bond_to_evaluate(workdir: Path, checkpoint: Path | None):
-    summary_path = workdir / "pairs" / "summary.json"
-    if not summary_path.is_file():
-        raise FileNotFoundError(f"no pairs in {summary_path.parent} (eval reads the bond's spaces from them); "
-                                "run `pairs` first or pass the right --workdir")
-    pairs = json.loads(summary_path.read_text())["config"]
-    if checkpoint is None:
-        from training.fit import load_fitted
-
-        projector, report = load_fitted(workdir)
-        return pairs["source"], pairs["target"], report["config"]["kind"], projector
-    from bonds.checkpoint import load_bond_checkpoint, read_manifest
-    from training.embed import read_space_info
-
-    manifest = read_manifest(checkpoint)
-    # The spaces it was trained between (export records the pairs config; `--source-id` may rename the ids).
-    trained = manifest.data.get("pairs") or {}
-    ends = (trained.get("source", manifest.source.get("id")), trained.get("target", manifest.target.get("id")))
-    fit_report = workdir / "fit" / "fit.json"
-    kind = json.loads(fit_report.read_text())["config"]["kind"] if fit_report.is_file() else manifest.kind
-    if ends != (pairs["source"], pairs["target"]) or manifest.kind != kind:
-        raise ValueError(f"{checkpoint} holds a {manifest.kind} bond {ends[0]} -> {ends[1]}, but the bond of "
-                         f"{workdir} is a {kind} bond {pairs['source']} -> {pairs['target']}; pass that bond's "
-                         "checkpoint, or the work folder it was trained in")
-    dims = [read_space_info(workdir, space)["dim"] for space in (pairs["source"], pairs["target"])]
-    projector, manifest = load_bond_checkpoint(checkpoint, kind=kind, d_in=dims[0], d_out=dims[1])
-    return pairs["source"], pairs["target"], manifest.kind, projector
 
 
 @app.command("export")
@@ -223,7 +198,7 @@ def export_command(
     try:
         manifest = export(workdir, out, dtype=dtype, source_id=source_id, target_id=target_id)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(json.dumps({"out": str(out), "kind": manifest.kind, "sha256": manifest.weights_sha256}))
 
 
@@ -241,7 +216,7 @@ def prepare_wordnet_command(
     try:
         typer.echo(json.dumps({"out": str(out), "lines": wordnet_glosses(out, source)}))
     except FileNotFoundError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @app.command("prepare-speech")
@@ -263,5 +238,5 @@ def prepare_speech_command(
         texts = list_pool(parse_pool(pool)).sources
         manifest = synthesize_speech(texts, out, voice=voice, workers=workers, progress=not no_progress)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(json.dumps({"manifest": str(manifest), "clips": len(texts)}))

@@ -1,7 +1,14 @@
-"""Real training pools made from system packages: WordNet glosses and espeak-ng speech.
+"""Real training pools made from system packages and shipped data: WordNet, espeak-ng speech, ImageNet names.
 
 - WordNet (Debian `wordnet-base`): every noun synset of `data.noun` becomes one text line
-  "lemma, lemma: gloss" (English definitions of ~82k concepts: a broad vocabulary beyond captions).
+  "lemma, lemma: gloss" (English definitions of ~82k concepts: a broad vocabulary beyond captions);
+  `wordnet_lemmas` writes just the synonyms ("great white shark, white shark, man-eater") of the synsets
+  of things a photo can show (animals, artifacts, foods, natural objects, plants: the ImageNet classes'
+  own lexicographer files), without taxonomic groups ("genus Tinca") or Latin names: short noun phrases
+  like the class names a 1,000-class query is made of.
+- ImageNet-1k (the label set shipped for `/classify`): the 1,000 English class names, line i = class i
+  (the classifier's class order, so posteriors index them), and their descriptions (prompt templates and
+  WordNet glosses).
 - espeak-ng: English sentences read aloud into WAV files (22.05 kHz mono) plus a `manifest.jsonl` that keeps the
   text, so speech items exist for spaces with an audio route (the starter's Whisper) at no download.
 Both are deterministic for a given package version, and both skip what is already written.
@@ -33,6 +40,70 @@ def parse_wordnet_line(line: str) -> str | None:
     lemmas = [parts[4 + 2 * i].replace("_", " ") for i in range(count)]
     lemmas = [lemma.split("(")[0] for lemma in lemmas]  # adjective markers such as "(a)" only occur rarely
     return f"{', '.join(dict.fromkeys(lemmas))}: {gloss.strip()}"
+
+
+# noun.animal, noun.artifact, noun.food, noun.object, noun.plant (WordNet's lexicographer file numbers)
+PICTURABLE = frozenset({"05", "06", "13", "17", "20"})
+TAXON_WORDS = frozenset({"genus", "family", "order", "class", "subfamily", "suborder", "phylum", "subclass", "tribe",
+                         "superfamily", "division", "subgenus", "subdivision", "superorder", "infraorder", "subphylum",
+                         "superclass", "kingdom", "subkingdom"})
+
+
+def parse_wordnet_lemmas(line: str) -> str | None:
+    """One `data.noun` synset line -> "lemma, lemma" for a picturable synset that is not a taxon, else None.
+
+    Capitalised lemmas of animals and plants are Latin names ("Carcharodon carcharias") and are left out.
+    """
+    if line.startswith("  ") or "|" not in line:
+        return None
+    parts = line.partition(" | ")[0].split()
+    if parts[1] not in PICTURABLE:
+        return None
+    lemmas = [parts[4 + 2 * i].replace("_", " ").split("(")[0] for i in range(int(parts[3], 16))]
+    if any(lemma.split()[0] in TAXON_WORDS for lemma in lemmas):
+        return None
+    if parts[1] in ("05", "20"):
+        lemmas = [lemma for lemma in lemmas if not lemma[:1].isupper()]
+    return ", ".join(dict.fromkeys(lemmas)) or None
+
+
+def wordnet_lemmas(out: Path, source: Path = WORDNET_NOUNS) -> int:
+    """Write the lemmas of every picturable noun synset to `out`, one synset a line; returns the lines."""
+    return _write_lines(out, _wordnet_lines(source, parse_wordnet_lemmas), "WordNet lemma lines")
+
+
+def imagenet_names(out: Path) -> int:
+    """Write the 1,000 ImageNet class names the starter's prototypes embed, line i = class i."""
+    from bonds.encoders.conse import imagenet_classnames
+
+    return _write_lines(out, imagenet_classnames(), "ImageNet class names")
+
+
+def imagenet_descriptions(out: Path) -> int:
+    """Write the descriptions of the shipped ImageNet label set (five a class), one a line."""
+    from bonds.classify import load_labelset
+
+    return _write_lines(out, list(load_labelset("imagenet1k").descriptions), "ImageNet class descriptions")
+
+
+def _wordnet_lines(source: Path, parse) -> list[str]:
+    if not source.is_file():
+        raise FileNotFoundError(f"{source} is missing; install the Debian package wordnet-base")
+    return [g for g in (parse(raw) for raw in source.open(encoding="utf-8")) if g]
+
+
+def _write_lines(out: Path, lines: list[str], what: str) -> int:
+    """Write `lines` to `out` unless it already holds exactly them; returns the number of lines."""
+    out = Path(out)
+    text = "\n".join(lines) + "\n"
+    if out.is_file() and out.read_text(encoding="utf-8") == text:
+        return len(lines)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
+    log.info("wrote %d %s to %s", len(lines), what, out)
+    return len(lines)
 
 
 def wordnet_glosses(out: Path, source: Path = WORDNET_NOUNS) -> int:

@@ -119,14 +119,7 @@ def load_tasks(path: Path, workdir: Path) -> list[Task]:
             raise ValueError(f"{path}: zero-shot task {name!r}: two class keys are the same label ({sorted(classes)})")
         labels = list(classes)
         prompts = [t.replace("{c}", classes[label]) for label in labels for t in templates]
-        blob = "\n".join(prompts)
-        # Beside the (possibly shared, symlinked) embeddings folder, named by content: work folders that
-        # share embeddings share prompt pools too, and changed prompts are a new pool, never a stale one.
-        prompt_dir = (Path(workdir) / "embeddings").resolve().parent / "prompts"
-        prompt_file = prompt_dir / f"{hashlib.sha256(blob.encode()).hexdigest()[:12]}.txt"
-        prompt_file.parent.mkdir(parents=True, exist_ok=True)
-        prompt_file.write_text(blob + "\n")
-        prompt_pool = PoolSpec(f"prompts-{prompt_file.stem}", "text", str(prompt_file))
+        prompt_pool = write_prompt_pool(workdir, prompts)
         tasks.append(Task(str(name), "zeroshot", str(spec.get("group", "default")),
                           {"items": parse_pool(spec["items"]), "prompts": prompt_pool}, labels, len(templates)))
     if not tasks:
@@ -137,6 +130,18 @@ def load_tasks(path: Path, workdir: Path) -> list[Task]:
         raise ValueError(f"{path}: task names must be unique; repeated: {repeated}")
     eval_pools(tasks)
     return tasks
+
+
+def write_prompt_pool(workdir: Path, prompts: list[str]) -> PoolSpec:
+    """A text pool of prompts, one a line, written beside the (possibly shared, symlinked) embeddings folder
+    and named by content: work folders that share embeddings share prompt pools too, and changed prompts
+    are a new pool, never a stale one."""
+    blob = "\n".join(prompts)
+    prompt_dir = (Path(workdir) / "embeddings").resolve().parent / "prompts"
+    prompt_file = prompt_dir / f"{hashlib.sha256(blob.encode()).hexdigest()[:12]}.txt"
+    prompt_file.parent.mkdir(parents=True, exist_ok=True)
+    prompt_file.write_text(blob + "\n")
+    return PoolSpec(f"prompts-{prompt_file.stem}", "text", str(prompt_file))
 
 
 def _check_line_aligned(name: str, query: PoolSpec, gallery: PoolSpec, path: Path) -> None:

@@ -51,6 +51,9 @@ class PairsConfig:
     bank_limit: int | None = None
     pseudo: str = "own"
     modes: list[str] = field(default_factory=list)  # empty: every mode the data has
+    conse: list[str] = field(default_factory=list)  # classified image pools (training.conse): image-centred pairs
+    classes: str | None = None  # the class-name pool their posteriors index, embedded in both spaces
+    retrieve: list[str] = field(default_factory=list)  # source pools paired through the class names (text ConSE)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,8 +71,18 @@ class PairsConfig:
             raise ValueError(f"block (queries per retrieval block) must be >= 1, got {self.block}")
         if self.bank_limit is not None and self.bank_limit < 1:
             raise ValueError(f"bank limit must be >= 1 (or left out for the whole bank), got {self.bank_limit}")
-        if not self.pools:
+        if not self.pools and not self.conse:
             raise ValueError("give at least one pool")
+        if set(self.conse) & set(self.pools):
+            raise ValueError(f"pools {sorted(set(self.conse) & set(self.pools))} are given both as embedded and as "
+                             "classified pools; give the classified ones other names")
+        if set(self.retrieve) - set(self.pools):
+            missing = sorted(set(self.retrieve) - set(self.pools))
+            raise ValueError(f"retrieved pools {missing} must also be given as pools")
+        if self.conse and not self.classes:
+            raise ValueError("ConSE pairs need the class-name pool their posteriors index (--classes)")
+        if self.retrieve and not self.classes:
+            raise ValueError("pools paired through the class names (--retrieve) need the class-name pool (--classes)")
 
 
 def topk_softmax(xq_nd: np.ndarray, index, k: int, tau: float) -> tuple[np.ndarray, np.ndarray]:
@@ -186,6 +199,8 @@ def build_pairs(workdir: Path, config: PairsConfig, *, progress: bool = True) ->
     by_centre: dict[str, list[str]] = {}
     for name in config.pools:
         by_centre.setdefault(pool_modality(workdir, config, name), []).append(name)
+    if config.conse:
+        by_centre.setdefault("image", []).extend(config.conse)
     banks: dict[str, np.ndarray] = {}
     summary = {"config": config.to_dict(), "centres": {}, "source_dim": spaces["source"]["dim"],
                "target_dim": spaces["target"]["dim"]}
@@ -218,6 +233,12 @@ def build_pairs(workdir: Path, config: PairsConfig, *, progress: bool = True) ->
 
 
 def _pairs_of_pool(workdir, config, name, modality, spaces, banks, progress) -> tuple[np.ndarray, np.ndarray]:
+    if name in config.conse:  # a classified pool: its ConSE over the class names in both spaces
+        from training.conse import conse_pairs
+
+        return conse_pairs(workdir, name, *load_both(workdir, config, config.classes, "class-name pool"))
+    if name in config.retrieve:  # the source's softmax over the class names gives the target's mixture of them
+        return _through_classes(workdir, config, name, progress)
     has_s, has_t = (modality in spaces[side]["modalities"] for side in ("source", "target"))
     if has_s and has_t:  # the same item in both spaces; it must be embedded in both
         missing = [space for space in (config.source, config.target) if not has_embeddings(workdir, space, name)]
@@ -247,6 +268,21 @@ def _pairs_of_pool(workdir, config, name, modality, spaces, banks, progress) -> 
     if config.pseudo == "both":
         return np.concatenate([src, agg_s]), np.concatenate([tgt, agg_t])
     return src, tgt
+
+
+def _through_classes(workdir, config, name, progress) -> tuple[np.ndarray, np.ndarray]:
+    """(x, n(w . C_target)), `w` the top-k softmax of `x . C_source^T / tau` over the class names: text ConSE.
+
+    A photo's starter vector is its classifier's mixture of class names; a text pool paired this way teaches
+    the projector the same snap onto the nearest names in the source, in the target's coordinates, which is
+    what a query in any language needs to land on the right photos (its own target embedding would not)."""
+    if not has_embeddings(workdir, config.source, name):
+        raise FileNotFoundError(f"pool {name!r} is paired through the class names from {config.source}, where it "
+                                f"is not embedded; run `embed --space {config.source}` with that pool first")
+    _, xq = load_embeddings(workdir, config.source, name)
+    classes_s, classes_t = load_both(workdir, config, config.classes, "class-name pool")
+    (agg,) = retrieve(xq, classes_s, [classes_t], k=config.k, tau=config.tau, block=config.block, progress=progress)
+    return xq, l2_normalize(agg)
 
 
 def load_pairs(workdir: Path) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray]]]:

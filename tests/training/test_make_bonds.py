@@ -17,7 +17,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_make_bonds_dry_run(tmp_path, shared_data):
+    names = shared_data / "text/imagenet-classnames"
+    tasks_1k = tmp_path / "imagenet1k.yaml"  # two languages, no photos: nothing for the real classifier to do
+    tasks_1k.write_text(f"languages:\n  en: {names}/en_classnames.json#imagenet1k\n"
+                        f"  it: {names}/it_classnames.json#imagenet1k\nphotos: []\n")
     env = {**os.environ, "WORK": str(tmp_path / "work"), "OUT": str(tmp_path / "ckpt"), "EVAL": str(tmp_path / "eval"),
+           "TASKS_1K": str(tasks_1k),
            "BIN": str(Path(sys.executable).parent), "DATA": str(shared_data), "PROGRESS": "0",
            "STARTER_ENCODER": "tiny", "STARTER_OPTIONS": "--encoder-option dim=32",
            "E5_ENCODER": "tiny", "E5_OPTIONS": '--encoder-option dim=24 --encoder-option modalities=["text"]',
@@ -31,5 +36,8 @@ def test_make_bonds_dry_run(tmp_path, shared_data):
     load_bond_checkpoint(tmp_path / "ckpt" / "starter_into_e5", kind="displacement", d_in=32, d_out=24)
     report = json.loads((tmp_path / "eval" / "e5_into_starter.json").read_text())
     assert {"m30k_de_en", "cifar10_ar", "fsdd_de"} <= set(report["tasks"]) and "suggested_presets" in report
+    report_1k = json.loads((tmp_path / "eval" / "starter_into_e5-1k.json").read_text())
+    assert report_1k["languages"] == ["en", "it"] and set(report_1k["parts"]["names"]) >= {"reference", "bonded"}
+    assert (tmp_path / "eval" / "e5_into_starter-1k.png").is_file()
     timings = (tmp_path / "work" / "timings.txt").read_text()
-    assert "fit-e5_into_starter" in timings and "total" in timings
+    assert "fit-e5_into_starter" in timings and "eval-1k-starter_into_e5" in timings and "total" in timings

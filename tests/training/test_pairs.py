@@ -169,3 +169,27 @@ def test_retrieval_needs_a_bank_and_sane_options(two_spaces):
     _, centres = load_pairs(work)
     assert summary["centres"]["V"]["pairs"] == 12
     assert all(np.isfinite(a).all() for pair in centres.values() for a in pair)
+
+
+def test_text_paired_through_the_class_names_gets_their_mixture_as_target(two_spaces):
+    """`retrieve`: a source text pool's softmax over the class names in the source weights the class names in the
+    target (text ConSE), even though the target embeds text too; the other pools keep their own pairs."""
+    work, s, t = two_spaces
+    names, en, other = (parse_pool(f"{name}=text:{work / 'text.txt'}?{cut}")
+                        for name, cut in (("names", "stop=20"), ("en", "start=20&stop=40"), ("other", "start=40")))
+    embed_pools(work, s, [names, en, other], progress=False)
+    embed_pools(work, t, [names, en], progress=False)
+    config = PairsConfig("s", "t", ["en", "other"], [], k=20, retrieve=["other"], classes="names")
+    summary = build_pairs(work, config, progress=False)
+    assert summary["centres"]["T"]["pools"] == {"en": 20, "other": 20}
+    _, centres = load_pairs(work)
+    x_other, c_s = load_embeddings(work, "s", "other")[1], load_embeddings(work, "s", "names")[1]
+    c_t, t_en = load_embeddings(work, "t", "names")[1], load_embeddings(work, "t", "en")[1]
+    (ref,) = dense_reference(x_other, c_s, [c_t], 0.01)[1]
+    np.testing.assert_array_equal(centres["T"][1][:20], t_en)
+    np.testing.assert_array_equal(centres["T"][0][20:], x_other)
+    np.testing.assert_allclose(centres["T"][1][20:], l2_normalize(ref.astype(np.float32)), atol=1e-5)
+    with pytest.raises(ValueError, match="must also be given as pools"):
+        build_pairs(work, PairsConfig("s", "t", ["en"], [], retrieve=["other"], classes="names"), progress=False)
+    with pytest.raises(ValueError, match="need the class-name pool"):
+        build_pairs(work, PairsConfig("s", "t", ["other"], [], retrieve=["other"]), progress=False)
