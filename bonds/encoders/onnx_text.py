@@ -9,23 +9,16 @@ of at most `CHUNK_TOKENS` padded tokens keep each run's activations in cache: ba
 went from 245-315 texts/s (one chunk per core) to 330-415, and ~90-token texts from 25-40 to 56-60.
 
 The export goes through torch's exporter (it needs the `onnx` package) the first time a model folder
-is seen; the graph and its weights (`<graph>.data`, mapped by ONNX Runtime rather than copied) are
-cached under `cache_dir()/onnx/`, keyed by the weight files' path, size and mtime (or by a digest of a
-weights file the caller names, as the e5 encoder does) and the torch version, and checked against PyTorch
-on probe inputs before they are used. A later process with a cached export never loads the PyTorch model
-at all; a new export replaces the folder's earlier ones.
+is seen, checked against PyTorch on probe inputs, and cached as bonds.encoders.onnx_files says (keyed by
+the folder's weight files, or by a digest of a weights file the caller names, as the e5 encoder does). A
+later process with a cached export never loads the PyTorch model at all; a new export replaces the
+folder's earlier ones.
 """
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import logging
 import math
-import os
-import shutil
-import threading
-import time
 import warnings
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -33,48 +26,24 @@ from pathlib import Path
 
 import numpy as np
 
+from bonds.encoders.onnx_files import (  # noqa: F401 - cache_dir, onnxruntime_available, weights_path: this module's API too
+    PROBE_MIN_COSINE,
+    cache_dir,
+    export_path,
+    onnxruntime_available,
+    prune,
+    rows_cosine,
+    session,
+    weights_path,
+    write_checked,
+)
+
 log = logging.getLogger(__name__)
 
-EXPORT_FORMAT = 2  # bump when the exported graph's inputs/outputs or files change (2: weights beside the graph)
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 MIN_CHUNK = 4  # below this many texts a chunk's fixed cost outweighs running it beside another
 # padded tokens per chunk at most (a longer text runs alone): small chunks keep activations in the core's cache
 CHUNK_TOKENS = 128
-PROBE_MIN_COSINE = 0.99999
-
-
-def cache_dir() -> Path:
-    """Where derived artefacts (exported graphs) live: `FREEBIND_CACHE_DIR`, else the XDG cache."""
-    explicit = os.environ.get("FREEBIND_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "freebind"
-
-
-def onnxruntime_available() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def export_key(model_dir: str | Path, content_digest: str | None = None) -> str:
-    """Names the exported file: changes when the weights or the exporter change. The weights are known by
-    `content_digest` where the caller has one (a hash of their file), else by the folder's weight files'
-    path, size and mtime."""
-    import torch
-
-    digest = hashlib.sha256(f"{EXPORT_FORMAT}|{torch.__version__}".encode())
-    if content_digest:
-        digest.update(f"|{content_digest}".encode())
-        return digest.hexdigest()[:24]
-    folder = Path(model_dir).resolve()
-    for weights in sorted([*folder.glob("*.safetensors"), *folder.glob("*.bin"), folder / "config.json"]):
-        if weights.is_file():
-            stat = weights.stat()
-            digest.update(f"|{weights}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:24]
 
 
 def mean_pool(hidden_btd: np.ndarray, mask_bt: np.ndarray) -> np.ndarray:
@@ -100,41 +69,24 @@ def export(load_model: Callable[[], object], path: Path, probe: Mapping[str, np.
 
     wrapped = _Hidden(model).eval()
     tensors = tuple(torch.from_numpy(np.asarray(probe[name], dtype=np.int64)) for name in INPUTS)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.partial")  # a folder
-    graph = partial / path.name
-    try:
-        partial.mkdir(parents=True)
+
+    def write_graph(graph: Path) -> None:
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes on Python branches it fixes for this graph
             torch.onnx.export(wrapped, tensors, str(graph), input_names=list(INPUTS),
                               output_names=["last_hidden_state"], opset_version=17, dynamo=False,
                               dynamic_axes={name: {0: "batch", 1: "tokens"} for name in (*INPUTS, "last_hidden_state")})
+
+    def check(graph: Path) -> None:
+        with torch.no_grad():
             expected = mean_pool(wrapped(*tensors).numpy(), probe["attention_mask"])
-        got = OnnxTextModel._run(_session(graph, threads=1), probe, np.arange(len(probe["input_ids"])))
-        cosine = _rows_cosine(expected, got)
+        got = OnnxTextModel._run(session(graph, threads=1), probe, np.arange(len(probe["input_ids"])))
+        cosine = rows_cosine(expected, got)
         if cosine.min() < PROBE_MIN_COSINE:
             raise RuntimeError(f"the exported graph disagrees with PyTorch (min cosine {cosine.min():.6f})")
-        _move_weights_out(graph)
-        os.replace(weights_path(graph), weights_path(path))
-        os.replace(graph, path)  # readers see a whole graph, its weights already in place, or none
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+
+    write_checked(path, write_graph, check)
     log.info("exported %s to %s", type(model).__name__, path)
-
-
-def weights_path(graph: Path) -> Path:
-    """The weights file beside a graph (`<graph>.data`, the name written inside the graph)."""
-    return graph.with_name(f"{graph.name}.data")
-
-
-def _move_weights_out(graph: Path) -> None:
-    """Rewrite `graph` with its weights in `weights_path(graph)`. ONNX Runtime maps such a file instead of
-    copying the weights into each session: e5's two sessions (470 MB of weights) held 1,011 MiB of RSS with
-    the weights inside the graph, 226 MiB with them beside it, and processes share the mapped pages."""
-    import onnx
-
-    onnx.save_model(onnx.load(str(graph)), str(graph), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=weights_path(graph).name, size_threshold=1024)
 
 
 class OnnxTextModel:
@@ -145,8 +97,8 @@ class OnnxTextModel:
         self.path, self.threads = Path(path), max(1, int(threads))
         # one session using every thread for small batches (latency), one single-thread session shared by
         # the parallel chunks of larger ones (ORT sessions take concurrent runs)
-        self._wide = _session(self.path, threads=self.threads)
-        self._narrow = _session(self.path, threads=1) if self.threads > 1 else self._wide
+        self._wide = session(self.path, threads=self.threads)
+        self._narrow = session(self.path, threads=1) if self.threads > 1 else self._wide
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnx-text") if self.threads > 1 else None
 
     def pooled(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -196,14 +148,6 @@ def balanced_chunks(lengths: np.ndarray, chunks: int, max_tokens: int | None = N
     return split(min(low, max_tokens) if max_tokens else low)
 
 
-def export_path(model_dir: str | Path, content_digest: str | None = None) -> Path:
-    """`<folder name>-<hash of its path>-<export key>.onnx`: exports of one folder share everything up to the
-    key. `model_dir` may also be a weights file (named by `content_digest`)."""
-    folder = Path(model_dir).resolve()
-    where = hashlib.sha256(str(folder).encode()).hexdigest()[:8]
-    return cache_dir() / "onnx" / f"{folder.name}-{where}-{export_key(folder, content_digest)}.onnx"
-
-
 def load(model_dir: str | Path, load_model: Callable[[], object], probe: Mapping[str, np.ndarray],
          threads: int, content_digest: str | None = None) -> OnnxTextModel:
     """The cached export of `model_dir` (made now if missing), ready to run with `threads` threads."""
@@ -214,40 +158,3 @@ def load(model_dir: str | Path, load_model: Callable[[], object], probe: Mapping
     return OnnxTextModel(path, threads)
 
 
-def prune(current: Path, stale_partial_s: float = 3600.0) -> list[Path]:
-    """Delete the folder's earlier exports (older weights or torch: each is the model's full size and nothing
-    reads it again; a running session keeps its mapping of a deleted file) and partial exports that no
-    export is still writing."""
-    family = glob.escape(current.name.rsplit("-", 1)[0])
-    removed = [file for old in current.parent.glob(f"{family}-*.onnx") if old != current
-               for file in (old, weights_path(old)) if file.exists()]
-    now = time.time()
-    for partial in current.parent.glob(f"{family}-*.partial"):
-        try:
-            if now - partial.stat().st_mtime > stale_partial_s:
-                removed.append(partial)
-        except FileNotFoundError:  # its export just finished or gave up
-            continue
-    for path in removed:
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-        log.info("removed %s, an earlier export", path.name)
-    return removed
-
-
-def _session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # idle intra-op threads that spin steal the cores from request threads and the other chunks' runs
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def _rows_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
