@@ -16,7 +16,7 @@ $(VENV)/.installed-%: locks/%.txt pyproject.toml scripts/install.sh
 	VENV=$(VENV) FREEBIND_PROFILE=$* bash scripts/install.sh
 
 lint: install-test
-	$(BIN)/ruff check bonds training service tests bench harness
+	$(BIN)/ruff check bonds training service tests bench harness deploy
 
 test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -49,7 +49,8 @@ class ForwardCollections:
         body = await _read(receive, self.max_body_bytes + 1)  # past the limit: the owner's app says 413
         if not touches_collections(path, body):
             return await self.app(scope, _replay(body), send)  # an /embed without enhance: answered here
-        answer = await self.owner(Forwarded(method=scope["method"], path=path, query_string=scope.get("query_string", b""),
+        answer = await self.owner(Forwarded(method=scope["method"], path=path,
+                                            query_string=scope.get("query_string", b""),
                                             headers=list(scope.get("headers", [])), body=body))
         headers = [*(answer.headers or []), (b"x-freebind-forwarded-by", self.replica.encode())]
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
