@@ -1,11 +1,12 @@
 """Part 2: image and speech embedding: `freebind serve` against the bare encoder called in-process.
 
-The bare figure is the ceiling a service could reach on this machine: the starter encoder (EfficientNet-Lite0 + ConSE
-for images, Whisper tiny.en + MiniLM for speech) called directly in batches of its own size and of 32, whichever is
-faster, decoding included (the service decodes too). The service gets the same files as base64 JSON, one item per
-request, from the shared load generator at concurrency 1, 8 and 32, and batches them itself. Inputs are real: the 80
-COCO-mini photos and FSDD spoken digits.
-"""
+The bare figure is the starter encoder (EfficientNet-Lite0 + ConSE for images, Whisper tiny.en + MiniLM for
+speech) called directly in batches of its own size and of 32, whichever is faster, decoding included (the
+service decodes too), one step after another. The service gets the same files as base64 JSON, one item per
+request, from the shared load generator at concurrency 1, 8 and 32, and batches them itself; as it decodes
+and prepares the next items while the model runs, it can pass the bare figure. Inputs are real: the 80
+COCO-mini photos and FSDD spoken digits. The target (the GPU-pipeline issue's CPU target) is a share of the
+bare figure at 32 clients, per modality."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from bench.servers import freebind
 from bench.text import median_cells
 
 CONCURRENCY = (1, 8, 32)
-TARGET_SHARE, TARGET_CONCURRENCY = 0.7, 32
+TARGET_SHARE, TARGET_CONCURRENCY = 0.9, 32
 ROUNDS = 3
 BATCH = 32  # besides the encoder's own size: the bare figure is the faster of the two
 

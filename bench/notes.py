@@ -21,19 +21,20 @@ NOTES: dict[str, str] = {  # part -> a paragraph on the figures of the run it na
         "elsewhere; this part serves MiniLM alone on ONNX Runtime, as then. The machine is another EPYC than on "
         "2026-12-02 (infinity read 215 texts/s here against 70 then), so only ratios within a run compare."),
     "media": (
-        "*Reading of the 2026-12-05 09:14 run* (three rounds, bare then served in each; load average 0.4 before, "
-        "1.8 after). Images **missed**: 67% of the bare encoder at 32 clients (52.7 vs 82.4 images/s; rounds "
-        "88 / 62 / 67%); the GPU-pipeline issue's CPU target (>= 90%) is missed too. Speech **met** against this "
-        "page's 70% (97%; rounds 97 / 98 / 97%), short of the issue's 100%. With the pipeline (preparation on "
-        "worker threads while the model runs, one forward path) and TCP_NODELAY on served connections (see part "
-        "1), one client reads 27 images/s at 37 ms p50 (10.2 at 94 ms on 2026-12-02 on a slower EPYC, where the "
-        "bare encoder read 28.6). The gap at 32 clients is what the bare loop does not pay: the load generator "
-        "runs on the same two cores, each request carries a ~150 KB base64 JSON body parsed and decoded in "
-        "Python, and the model's two intra-op threads share the cores with that work; EfficientNet-Lite0 takes "
-        "~12 ms for 4 images here, so the per-request overhead is most of an image's cost. Not done: "
-        "EfficientNet on ONNX Runtime. Speech: Whisper transcribes with 0.2 s of silence each side (issue 16's "
-        "accuracy fix), one single-thread worker per core, clips side by side (6.0 clips/s bare); served speech "
-        "at 32 clients is 5.9."),
+        "*Reading of the 2026-12-05 14:12 run* (three rounds, bare then served in each; load average 0.7 before, "
+        "1.7 after), the first with EfficientNet-Lite0 on ONNX Runtime (one-thread runs side by side, 4 images "
+        "each). The target is now the GPU-pipeline issue's CPU one: >= 90% of the bare encoder at 32 clients. "
+        "Images **met**: 104% (117.3 vs 112.2 images/s; rounds 104 / 106 / 102%): the service decodes and "
+        "prepares the next photos while the model runs, which the bare loop does one after the other. On "
+        "PyTorch, the 09:14 run read 67% (52.7 vs 82.4), and A/B runs at 13:10-13:21 served 44-58 images/s "
+        "where ONNX Runtime serves 113-121: PyTorch's two intra-op threads wait for each other whenever a "
+        "request thread takes a core. One client: 63-69 images/s at 14-16 ms p50 (27 at 37 ms at 09:14). "
+        "Speech **missed**: 84% (5.2 vs 6.2 clips/s; rounds 81 / 84 / 87%); a run at 14:06 on the same code "
+        "read 102% (110 / 102 / 90%), the 09:14 run 97%. The bare figure is Whisper's best batch, 32 clips a "
+        "call (6.2; 5.9 at its own 2), which balances the clips over the two one-thread workers; the service "
+        "keeps 2 clips a call so that a text waits behind at most one short call (see part 3's reading of "
+        "2026-12-02), and a call lasts as long as its longer clip. Against the bare figure at 2 clips a call "
+        "the service reads 88%."),
     "batching": (
         "*Reading of the 2026-12-02 07:11 run* (MiniLM on ONNX Runtime in chunks of at most 128 tokens, "
         "EfficientNet 4 images a call). Batching gives single texts 1.78x the throughput (161 vs 90 texts/s; "
