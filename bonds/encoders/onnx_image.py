@@ -13,12 +13,11 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from bonds.encoders.onnx_files import export_path, prune, session, write_checked
+from bonds.encoders.onnx_files import SideBySideSessions, export_path, prune, session, write_checked
 
 log = logging.getLogger(__name__)
 
@@ -54,23 +53,19 @@ def export(module, outputs: Sequence[str], path: Path, probe: np.ndarray) -> Non
     log.info("exported %s to %s", type(module).__name__, path)
 
 
-class OnnxImageModel:
+class OnnxImageModel(SideBySideSessions):
     """A batch of pixels through the exported graph: one run on every thread for a lone image (latency),
     otherwise the batch split into `threads` parts run side by side, one thread each."""
 
-    def __init__(self, path: str | Path, threads: int):
-        self.path, self.threads = Path(path), max(1, int(threads))
-        self._wide = session(self.path, threads=self.threads)
-        self._narrow = session(self.path, threads=1) if self.threads > 1 else self._wide
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnx-image") if self.threads > 1 else None
+    thread_name = "onnx-image"
 
     def run(self, pixels: np.ndarray) -> list[np.ndarray]:
         """The graph's outputs for `(n, 3, h, w)` float32 pixels, rows in input order."""
         pixels = np.ascontiguousarray(pixels, dtype=np.float32)
-        if self._pool is None or len(pixels) < 2:
-            return self._wide.run(None, {INPUT: pixels})
+        if self.threads == 1 or len(pixels) < 2:
+            return self.wide.run(None, {INPUT: pixels})
         parts = np.array_split(pixels, min(self.threads, len(pixels)))
-        results = list(self._pool.map(lambda part: self._narrow.run(None, {INPUT: part}), parts))
+        results = self.side_by_side(lambda session, part: session.run(None, {INPUT: part}), parts)
         return [np.concatenate(outputs) for outputs in zip(*results, strict=True)]
 
 

@@ -21,13 +21,13 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from bonds.encoders.onnx_files import (  # noqa: F401 - cache_dir, onnxruntime_available, weights_path: this module's API too
     PROBE_MIN_COSINE,
+    SideBySideSessions,
     cache_dir,
     export_path,
     onnxruntime_available,
@@ -89,26 +89,20 @@ def export(load_model: Callable[[], object], path: Path, probe: Mapping[str, np.
     log.info("exported %s to %s", type(model).__name__, path)
 
 
-class OnnxTextModel:
+class OnnxTextModel(SideBySideSessions):
     """Mean-pooled hidden states of token batches, a batch split into chunks of similar-length texts that
     `threads` one-thread runs take in turn, longest first."""
 
-    def __init__(self, path: str | Path, threads: int):
-        self.path, self.threads = Path(path), max(1, int(threads))
-        # one session using every thread for small batches (latency), one single-thread session shared by
-        # the parallel chunks of larger ones (ORT sessions take concurrent runs)
-        self._wide = session(self.path, threads=self.threads)
-        self._narrow = session(self.path, threads=1) if self.threads > 1 else self._wide
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnx-text") if self.threads > 1 else None
+    thread_name = "onnx-text"
 
     def pooled(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         """`(n, d)` float32 mean-pooled last hidden states of a tokenized, padded batch."""
         n = len(batch["input_ids"])
         chunks = min(self.threads, math.ceil(n / MIN_CHUNK)) if n else 1
-        if chunks <= 1:  # always so with one thread (no pool)
-            return self._run(self._wide, batch, np.arange(n))
+        if chunks <= 1:  # always so with one thread
+            return self._run(self.wide, batch, np.arange(n))
         parts = balanced_chunks(batch["attention_mask"].sum(1), chunks, max_tokens=CHUNK_TOKENS)
-        results = list(self._pool.map(lambda rows: self._run(self._narrow, batch, rows), parts))
+        results = self.side_by_side(lambda session, rows: self._run(session, batch, rows), parts)
         out = np.empty((n, results[0].shape[1]), dtype=np.float32)
         for rows, result in zip(parts, results, strict=True):
             out[rows] = result
