@@ -2,9 +2,9 @@
 # Reproduce the shipped bonds from scratch with the training pipeline (`freebind train ...`):
 #   e5_into_starter  combination, multilingual e5 (text) -> starter (text, image, audio); served default
 #   starter_into_e5  displacement, starter -> e5
-# Both are trained on the same real, unpaired pools, embedded once in each space (2-core CPU: ~21 min), then
-# scored on held-out data (shipped_eval.yaml) and on 1,000 ImageNet classes in five languages beside ConSE
-# built in e5, the ceiling (eval-1k: ~4.5 min more, most of it classifying the 909 held-out photos once).
+# Both are trained on the same real, unpaired pools, embedded once in each space, then scored on held-out
+# data (shipped_eval.yaml) and on 1,000 ImageNet classes in five languages beside ConSE built in e5, the
+# ceiling (eval-1k). From scratch on a 2-core CPU (2026-12-05): 20 min, 3 of them embedding, 14 fitting.
 #
 #   WORK   work folder (default artifacts/bonds; everything there is resumable and can be deleted)
 #   DATA   the shared data (default ../shared/data)
