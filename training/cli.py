@@ -98,13 +98,17 @@ def pairs_command(
     retrieve: list[str] = typer.Option([], "--retrieve", envvar="FREEBIND_TRAIN_RETRIEVE",
                                        help="a --pool paired through the class names (--classes): its softmax over "
                                             "them in the source gives its target, a mixture of them; repeatable"),
+    via_bank: list[str] = typer.Option([], "--via-bank", envvar="FREEBIND_TRAIN_VIA_BANK",
+                                       help="a --pool embedded in only the space that reads it (text in a language "
+                                            "the other's encoder does not know): paired through --bank; repeatable"),
     workdir: Path = WORKDIR, no_progress: bool = NO_PROGRESS,
 ) -> None:
     """Build FreeBind pseudo-pairs (same-item pairs, top-k softmax retrieval through a memory bank, ConSE)."""
     from training.pairs import PairsConfig, build_pairs
 
     config = PairsConfig(source, target, list(pool), list(bank), k, tau, block, bank_limit, pseudo, list(mode),
-                         conse=list(conse), classes=classes, retrieve=list(retrieve))
+                         conse=list(conse), classes=classes, retrieve=list(retrieve),
+                         via_bank=list(via_bank))
     try:
         summary = build_pairs(workdir, config, progress=not no_progress)
     except (ValueError, FileNotFoundError) as exc:

@@ -7,6 +7,8 @@ space that has it retrieves from a memory bank of an overlapping modality (embed
     pseudo embedding in the other space = n(w . M_t)
 
 with the same weights `w` in both spaces (`pseudo="both"` also adds the pair (n(w.M_s), n(w.M_t))).
+A pool of a modality both spaces have but only one of them can read (text in languages the other space's
+encoder does not know: `via_bank`) is embedded in that one only and paired the same way, through the bank.
 Aggregates are L2-normalised because every encoder output the projector sees at inference is.
 
 Memory stays bounded: the softmax runs over the top-k neighbours FAISS finds (IndexFlatIP, exact inner
@@ -54,6 +56,7 @@ class PairsConfig:
     conse: list[str] = field(default_factory=list)  # classified image pools (training.conse): image-centred pairs
     classes: str | None = None  # the class-name pool their posteriors index, embedded in both spaces
     retrieve: list[str] = field(default_factory=list)  # source pools paired through the class names (text ConSE)
+    via_bank: list[str] = field(default_factory=list)  # pools embedded in one space only, paired through the bank
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,6 +82,12 @@ class PairsConfig:
         if set(self.retrieve) - set(self.pools):
             missing = sorted(set(self.retrieve) - set(self.pools))
             raise ValueError(f"retrieved pools {missing} must also be given as pools")
+        if set(self.via_bank) - set(self.pools):
+            missing = sorted(set(self.via_bank) - set(self.pools))
+            raise ValueError(f"pools paired through the bank {missing} must also be given as pools")
+        if set(self.via_bank) & set(self.retrieve):
+            raise ValueError(f"pools {sorted(set(self.via_bank) & set(self.retrieve))} are paired both through the "
+                             "bank (--via-bank) and through the class names (--retrieve); give each one way")
         if self.conse and not self.classes:
             raise ValueError("ConSE pairs need the class-name pool their posteriors index (--classes)")
         if self.retrieve and not self.classes:
@@ -240,7 +249,13 @@ def _pairs_of_pool(workdir, config, name, modality, spaces, banks, progress) -> 
     if name in config.retrieve:  # the source's softmax over the class names gives the target's mixture of them
         return _through_classes(workdir, config, name, progress)
     has_s, has_t = (modality in spaces[side]["modalities"] for side in ("source", "target"))
-    if has_s and has_t:  # the same item in both spaces; it must be embedded in both
+    if name in config.via_bank:  # only one space reads it (say German text and an English encoder)
+        has_s, has_t = (has_embeddings(workdir, space, name) for space in (config.source, config.target))
+        if has_s == has_t:
+            where = "both spaces" if has_s else "neither space"
+            raise ValueError(f"pool {name!r} is paired through the bank (--via-bank), so it must be embedded in the "
+                             f"one space that reads it; it is embedded in {where}")
+    elif has_s and has_t:  # the same item in both spaces; it must be embedded in both
         missing = [space for space in (config.source, config.target) if not has_embeddings(workdir, space, name)]
         if len(missing) == 1:
             raise ValueError(f"pool {name!r} ({modality}) is not embedded in {missing[0]}, which also embeds "

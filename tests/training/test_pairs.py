@@ -193,3 +193,30 @@ def test_text_paired_through_the_class_names_gets_their_mixture_as_target(two_sp
         build_pairs(work, PairsConfig("s", "t", ["en"], [], retrieve=["other"], classes="names"), progress=False)
     with pytest.raises(ValueError, match="need the class-name pool"):
         build_pairs(work, PairsConfig("s", "t", ["other"], [], retrieve=["other"]), progress=False)
+
+
+def test_text_only_one_space_reads_is_paired_through_the_bank(two_spaces):
+    """`via_bank`: a text pool embedded only in the source (say German, the target's encoder English) pairs with
+    the target bank's mixture its own softmax over the source bank picks, as an image would; embedding it in
+    both spaces or in neither is an error that says so, and it must be one of the pools."""
+    work, s, t = two_spaces
+    bank, foreign = (parse_pool(f"{name}=text:{work / 'text.txt'}?{cut}")
+                     for name, cut in (("bank", "stop=40"), ("foreign", "start=40")))
+    embed_pools(work, s, [bank, foreign], progress=False)
+    embed_pools(work, t, [bank], progress=False)
+    config = PairsConfig("s", "t", ["bank", "foreign"], ["bank"], k=40, via_bank=["foreign"])
+    summary = build_pairs(work, config, progress=False)
+    assert summary["centres"]["T"]["pools"] == {"bank": 40, "foreign": 20}
+    _, centres = load_pairs(work)
+    x, b_s, b_t = (load_embeddings(work, space, name)[1] for space, name in (("s", "foreign"), ("s", "bank"),
+                                                                              ("t", "bank")))
+    (ref,) = dense_reference(x, b_s, [b_t], 0.01)[1]
+    np.testing.assert_array_equal(centres["T"][0][40:], x)
+    np.testing.assert_allclose(centres["T"][1][40:], l2_normalize(ref.astype(np.float32)), atol=1e-5)
+    with pytest.raises(ValueError, match="must also be given as pools"):
+        build_pairs(work, PairsConfig("s", "t", ["bank"], ["bank"], via_bank=["foreign"]), progress=False)
+    with pytest.raises(ValueError, match="embedded in both spaces"):
+        build_pairs(work, PairsConfig("s", "t", ["bank"], ["bank"], via_bank=["bank"]), progress=False)
+    with pytest.raises(ValueError, match="both through the bank .* and through the class names"):
+        build_pairs(work, PairsConfig("s", "t", ["foreign"], ["bank"], via_bank=["foreign"], retrieve=["foreign"],
+                                      classes="bank"), progress=False)
