@@ -129,6 +129,9 @@ def fit_command(
     seed: int = typer.Option(0, "--seed", envvar="FREEBIND_TRAIN_SEED", help="seed of the init and the shuffles"),
     mode: list[str] = typer.Option([], "--mode", envvar="FREEBIND_TRAIN_FIT_MODE",
                                    help="heads to train (default: every mode)"),
+    input_noise: float = typer.Option(0.0, "--input-noise", envvar="FREEBIND_TRAIN_INPUT_NOISE",
+                                      help="std of Gaussian noise added to each source vector in training (then "
+                                           "re-normalised): a smoother map for inputs unlike the pairs; 0 off"),
     stop_after: int = typer.Option(None, "--stop-after", envvar="FREEBIND_TRAIN_STOP_AFTER",
                                    help="stop this run after N epochs (the next run resumes)"),
     workdir: Path = WORKDIR, device: str = DEVICE, no_progress: bool = NO_PROGRESS,
@@ -138,7 +141,7 @@ def fit_command(
 
     if kind not in ("displacement", "combination"):
         fail(f"--kind must be displacement or combination, got {kind!r}")
-    config = FitConfig(kind, epochs, lr, batch_size, temperature, hidden, seed, list(mode))
+    config = FitConfig(kind, epochs, lr, batch_size, temperature, hidden, seed, list(mode), input_noise)
     try:
         fit(workdir, config, progress=not no_progress, stop_after=stop_after, device=device or "cpu")
     except (ValueError, FileNotFoundError) as exc:

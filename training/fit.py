@@ -45,6 +45,10 @@ class FitConfig:
     hidden: int = 2048
     seed: int = 0
     modes: list[str] = field(default_factory=list)  # empty: every mode the pairs have
+    # Gaussian noise (this std per coordinate) added to each source vector, then re-normalised, fresh every
+    # step: a smoother map, so inputs unlike the training text (e5's vectors of other languages, which sit
+    # off the English ones it learnt) land nearer to where their English neighbours go. 0: off.
+    input_noise: float = 0.0
 
     def resolved_epochs(self) -> int:
         if self.epochs is not None:
@@ -68,6 +72,9 @@ class FitConfig:
                 raise ValueError(f"{name} must be a positive number, got {value}")
         if self.hidden < 1:
             raise ValueError(f"hidden width must be >= 1, got {self.hidden}")
+        if not (math.isfinite(self.input_noise) and 0 <= self.input_noise <= 1):
+            raise ValueError(f"input noise must be a number in [0, 1] (a std per coordinate of unit vectors), got "
+                             f"{self.input_noise}")
 
 
 def info_nce(projected_nd: torch.Tensor, target_nd: torch.Tensor, temperature: float = 1 / 50) -> torch.Tensor:
@@ -185,8 +192,11 @@ def _train_epoch(model, optimizers, generator, modes, pairs, config: FitConfig, 
             bar.update(1)
             if len(batch) < 2:  # BatchNorm needs two rows; only a 1-row tail is dropped
                 continue
-            loss = info_nce(model.heads[mode](source[batch].to(device)), target[batch].to(device),
-                            config.temperature)
+            x = source[batch]
+            if config.input_noise:  # drawn from the seeded generator: a resumed run stays bit-identical
+                x = torch.nn.functional.normalize(x + config.input_noise * torch.randn(x.shape, generator=generator),
+                                                  dim=-1)
+            loss = info_nce(model.heads[mode](x.to(device)), target[batch].to(device), config.temperature)
             value = loss.item()
             if not math.isfinite(value):
                 bar.close()

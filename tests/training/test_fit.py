@@ -55,9 +55,10 @@ def synthetic(n=600, d_in=12, d_out=10, seed=0):
     return x, y
 
 
-def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("input_noise", [0.0, 0.05])
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, input_noise):
     x, y = synthetic()
-    config = FitConfig("displacement", epochs=4, batch_size=128, hidden=32, seed=7)
+    config = FitConfig("displacement", epochs=4, batch_size=128, hidden=32, seed=7, input_noise=input_noise)
     for name in ("whole", "resumed"):
         write_pairs(tmp_path / name, {"T": (x[:400], y[:400]), "V": (x[400:], y[400:])})
     whole = fit(tmp_path / "whole", config, progress=False)
@@ -143,7 +144,9 @@ def test_bad_settings_and_a_diverging_loss_are_errors(tmp_path, monkeypatch):
                          (FitConfig("displacement", batch_size=0), "batch size must be >= 2"),
                          (FitConfig("displacement", epochs=0), "epochs must be >= 1"),
                          (FitConfig("displacement", lr=0.0), "learning rate"),
-                         (FitConfig("displacement", temperature=-1.0), "temperature")]:
+                         (FitConfig("displacement", temperature=-1.0), "temperature"),
+                         (FitConfig("displacement", input_noise=-0.1), "input noise"),
+                         (FitConfig("displacement", input_noise=float("nan")), "input noise")]:
         with pytest.raises(ValueError, match=says):
             fit(tmp_path, config, progress=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -159,3 +162,25 @@ def test_bad_settings_and_a_diverging_loss_are_errors(tmp_path, monkeypatch):
     write_pairs(tmp_path / "nan", {"T": (x, y)})
     with pytest.raises(ValueError, match="centre T hold NaN"):
         fit(tmp_path / "nan", FitConfig("displacement", epochs=1, hidden=8), progress=False)
+
+
+def test_input_noise_makes_the_map_ignore_directions_the_pairs_never_use(tmp_path):
+    """The case noise is for: sources that all lie in one subspace (English text) and inputs shifted out of it
+    by one common offset (a language's own direction). Trained with noise, the projector moves those inputs
+    less (their projections stay nearer to the unshifted ones') than trained without it, from the same seed."""
+    rng = np.random.default_rng(0)
+    n, used, d = 800, 8, 16
+    x = np.zeros((n, d), np.float32)
+    x[:, :used] = rng.standard_normal((n, used))
+    x = l2_normalize(x)
+    y = l2_normalize(np.tanh(x[:, :used] @ rng.standard_normal((used, 10))).astype(np.float32))
+    offsets = np.zeros((5, d), np.float32)
+    offsets[:, used:] = rng.standard_normal((5, d - used))
+    projectors = {}
+    for noise in (0.0, 0.1):
+        write_pairs(tmp_path / str(noise), {"T": (x, y)})
+        projectors[noise] = fit(tmp_path / str(noise), FitConfig("combination", epochs=8, batch_size=128, hidden=64,
+                                                                   input_noise=noise), progress=False)
+    kept = {noise: np.mean([np.sum(p.project(x) * p.project(l2_normalize(x + 0.3 * l2_normalize(o[None]))), axis=1)
+                            for o in offsets]) for noise, p in projectors.items()}
+    assert kept[0.1] > kept[0.0] + 0.005
