@@ -74,14 +74,16 @@ NOTES: dict[str, str] = {  # part -> a paragraph on the figures of the run it na
         "FAISS loaded its generic build here (no AVX2 module), so a machine with the AVX2 build does the search part "
         "faster."),
     "quality": (
-        "*Reading of the shipped reports* (bonds of 2026-12-05: class names, descriptions and WordNet synonyms in the "
-        "pools, 20 epochs each). At its default preset (`multilingual`, f = 0.9) the combination bond e5 -> starter "
-        "takes multilingual caption retrieval from 6-31 to 72-93 mean R@1 and multilingual zero-shot CIFAR-10 from "
-        "6-16% to 30-36%, while English CIFAR-10 moves 42.6 -> 41.7 and English FSDD stays at 80.7. The displacement "
-        "bond starter -> e5 (results in e5's space, f = 0.1) keeps or passes e5's retrieval (de 93.6 against 92.7) "
-        "and reads English CIFAR-10 38.8 and FSDD 83.3 (28.6 and 55.3 with the bonds before, at f = 0.4). The "
-        "`english` presets (0.8 and 0.7) are the sweeps' best for English CIFAR-10 (43.2, 41.1). The sweeps are the "
-        "bonds' own eval runs; nothing here was retrained."),
+        "*Reading of the shipped reports* (bonds of 2026-12-06: class names, descriptions and WordNet synonyms in the "
+        "pools; the combination also German, French and Czech captions through e5's English neighbours and input "
+        "noise 0.02; the displacement 40 epochs at temperature 1/25). At its default preset (`multilingual`, f = "
+        "0.9) the combination bond e5 -> starter takes multilingual caption retrieval from 6-31 to 72-94 mean R@1 "
+        "and multilingual zero-shot CIFAR-10 from 6-16% to 29-37%, while English CIFAR-10 moves 42.6 -> 41.7 and "
+        "English FSDD 80.7 -> 80.0. The displacement bond starter -> e5 (results in e5's space, f = 0.1) keeps or "
+        "passes e5's retrieval (de 93.3 against 92.7) and reads English CIFAR-10 39.3 and FSDD 82.7 (28.6 and 55.3 "
+        "with the bonds before 2026-12-05, at f = 0.4). The `english` presets (0.7 both) are within 0.3 of the "
+        "sweeps' best English CIFAR-10 (43.5 of 43.6, 41.2 of 41.5). The sweeps are the bonds' own eval runs; "
+        "nothing here was retrained."),
     "e5": (
         "*Reading of the 2026-12-05 17:15 run* on an idle machine (load average 0.1 before; this session's AMD "
         "EPYC has AVX-512, the 2026-12-04 one had AVX2 only, so figures are not comparable across the two days; "
