@@ -26,13 +26,18 @@ def test_make_bonds_dry_run(tmp_path, shared_data):
            "BIN": str(Path(sys.executable).parent), "DATA": str(shared_data), "PROGRESS": "0",
            "STARTER_ENCODER": "tiny", "STARTER_OPTIONS": "--encoder-option dim=32",
            "E5_ENCODER": "tiny", "E5_OPTIONS": '--encoder-option dim=24 --encoder-option modalities=["text"]',
-           "N_M30K": "400", "WORDNET_STEP": "400", "N_SPEECH": "6", "FSDD_STEP": "50", "CIFAR_STEP": "30",
-           "HIDDEN": "32", "EPOCHS_C": "2", "EPOCHS_D": "1"}
+           "N_M30K": "400", "N_FOREIGN": "50", "WORDNET_STEP": "400", "N_SPEECH": "6", "FSDD_STEP": "50",
+           "CIFAR_STEP": "30", "HIDDEN": "32", "EPOCHS_C": "2", "EPOCHS_D": "1"}
     subprocess.run(["bash", str(REPO / "scripts" / "make_bonds.sh")], env=env, check=True, cwd=REPO,
                    capture_output=True, timeout=1200)
     combination, manifest = load_bond_checkpoint(tmp_path / "ckpt" / "e5_into_starter", kind="combination", d_in=24,
                                                  d_out=32)
     assert manifest.weights_dtype == "float16" and len(combination.heads) == 7
+    text_pools = {name: json.loads((tmp_path / "work" / name / "pairs" / "summary.json").read_text())["centres"]["T"]
+                  ["pools"] for name in ("e5_into_starter", "starter_into_e5")}
+    # the foreign captions, embedded in e5 only and paired through the bank, train the combination alone
+    assert {text_pools["e5_into_starter"][f"m30k_{lang}"] for lang in ("de", "fr", "cs")} == {50}
+    assert "m30k_de" not in text_pools["starter_into_e5"]
     load_bond_checkpoint(tmp_path / "ckpt" / "starter_into_e5", kind="displacement", d_in=32, d_out=24)
     report = json.loads((tmp_path / "eval" / "e5_into_starter.json").read_text())
     assert {"m30k_de_en", "cifar10_ar", "fsdd_de"} <= set(report["tasks"]) and "suggested_presets" in report
