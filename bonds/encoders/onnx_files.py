@@ -79,12 +79,14 @@ def move_weights_out(graph: Path) -> None:
                     location=weights_path(graph).name, size_threshold=1024)
 
 
-def export_path(model_dir: str | Path, content_digest: str | None = None) -> Path:
-    """`<folder name>-<hash of its path>-<export key>.onnx`: exports of one folder share everything up to the
-    key. `model_dir` may also be a weights file (named by `content_digest`)."""
+def export_path(model_dir: str | Path, content_digest: str | None = None, variant: str | None = None) -> Path:
+    """`<folder name>[.<variant>]-<hash of its path>-<export key>.onnx`: exports of one folder share everything
+    up to the key (`prune` keeps the newest of them). `model_dir` may also be a weights file (named by
+    `content_digest`); a `variant` (another graph of the same weights) is a family of its own."""
     folder = Path(model_dir).resolve()
     where = hashlib.sha256(str(folder).encode()).hexdigest()[:8]
-    return cache_dir() / "onnx" / f"{folder.name}-{where}-{export_key(folder, content_digest)}.onnx"
+    name = f"{folder.name}.{variant}" if variant else folder.name
+    return cache_dir() / "onnx" / f"{name}-{where}-{export_key(folder, content_digest)}.onnx"
 
 
 def prune(current: Path, stale_partial_s: float = 3600.0) -> list[Path]:

@@ -151,10 +151,11 @@ def balanced_chunks(lengths: np.ndarray, chunks: int, max_tokens: int | None = N
 
 def load(model_dir: str | Path, load_model: Callable[[], object], probe: Mapping[str, np.ndarray],
          threads: int, content_digest: str | None = None, rewrite: Callable[[Path], None] | None = None,
-         min_cosine: float | None = None) -> OnnxTextModel:
+         min_cosine: float | None = None, variant: str | None = None) -> OnnxTextModel:
     """The cached export of `model_dir` (made now if missing, with `export`'s `rewrite` and `min_cosine`),
-    ready to run with `threads` threads. `content_digest` must name the rewrite too: it keys the cache."""
-    path = export_path(model_dir, content_digest)
+    ready to run with `threads` threads. A graph that `rewrite` changes is a `variant` of the plain export:
+    it is cached beside it, not instead of it."""
+    path = export_path(model_dir, content_digest, variant)
     if not path.is_file():
         export(load_model, path, probe, rewrite=rewrite, min_cosine=min_cosine)
         prune(path)

@@ -58,6 +58,15 @@ def test_onnx_and_torch_runtimes_give_the_same_vectors(tiny):
     assert np.allclose(alone, a[2], atol=1e-5)
 
 
+def test_float_weights_on_onnx_are_torchs_and_cached_beside_the_4_bit_graph(tiny, fresh):
+    four_bit = create_encoder("e5", weights=tiny).encode("text", TINY_TEXTS).vectors
+    plain = create_encoder("e5", weights=tiny, onnx_weights="float").encode("text", TINY_TEXTS).vectors
+    eager = create_encoder("e5", weights=tiny, runtime="torch").encode("text", TINY_TEXTS).vectors
+    assert _cosine(plain, eager).min() >= 0.99999 and not np.array_equal(plain, four_bit)
+    graphs = sorted(path.name for path in (fresh / "cache" / "onnx").glob("*.onnx"))
+    assert len(graphs) == 2 and sum(e5.ONNX_GRAPH in name for name in graphs) == 1  # neither pruned the other
+
+
 def test_a_long_text_is_its_windows_means_averaged_by_token_count(tiny):
     from bonds.encoders import e5_bert
 
@@ -121,6 +130,8 @@ def test_options_are_checked(tiny):
         create_encoder("e5", weights=tiny, role="document")
     with pytest.raises(ValueError, match="runtime must be one of"):
         create_encoder("e5", weights=tiny, runtime="tensorrt")
+    with pytest.raises(ValueError, match="onnx_weights must be one of q4, float"):
+        create_encoder("e5", weights=tiny, onnx_weights="int8")
     with pytest.raises(ValueError, match="float32 only"):
         create_encoder("e5", weights=tiny, runtime="onnx", dtype="bfloat16")
     assert create_encoder("e5", weights=tiny, dtype="bfloat16").runtime == "torch"  # auto picks what can run it
