@@ -79,12 +79,10 @@ class PairsConfig:
         if set(self.conse) & set(self.pools):
             raise ValueError(f"pools {sorted(set(self.conse) & set(self.pools))} are given both as embedded and as "
                              "classified pools; give the classified ones other names")
-        if set(self.retrieve) - set(self.pools):
-            missing = sorted(set(self.retrieve) - set(self.pools))
-            raise ValueError(f"retrieved pools {missing} must also be given as pools")
-        if set(self.via_bank) - set(self.pools):
-            missing = sorted(set(self.via_bank) - set(self.pools))
-            raise ValueError(f"pools paired through the bank {missing} must also be given as pools")
+        for what, names in (("retrieved pools", self.retrieve), ("pools paired through the bank", self.via_bank)):
+            missing = sorted(set(names) - set(self.pools))
+            if missing:
+                raise ValueError(f"{what} {missing} must also be given as pools")
         if set(self.via_bank) & set(self.retrieve):
             raise ValueError(f"pools {sorted(set(self.via_bank) & set(self.retrieve))} are paired both through the "
                              "bank (--via-bank) and through the class names (--retrieve); give each one way")
