@@ -190,8 +190,11 @@ def load_space(
     dtype: str | None = None,
     encoder_cache: MutableMapping[str, Any] | None = None,
     extra_dirs: list[Path] | None = None,
+    encoders: Mapping[str, Any] | None = None,
 ) -> Space:
-    """Build the space a description file describes. `encoder_cache` shares encoders between spaces.
+    """Build the space a description file describes. `encoder_cache` shares encoders between spaces;
+    `encoders` (name -> Encoder) stand in for the description's encoders of those names, unbuilt (training
+    scores a served space from vectors it has: training.space_side).
 
     `device` and `dtype` are defaults for every encoder that takes them (an encoder's own options win);
     neither is part of a space's identity, so vectors compare across devices and precisions (within the
@@ -204,7 +207,7 @@ def load_space(
     data = _substitute(raw, root, str(path))
     cache = encoder_cache if encoder_cache is not None else {}
     try:
-        return _build(data, path, {"device": device, "dtype": dtype}, cache)
+        return _build(data, path, {"device": device, "dtype": dtype}, cache, dict(encoders or {}))
     except FreeBindError as exc:
         if isinstance(exc, DescriptionError) and str(path) in exc.message:
             raise
@@ -243,8 +246,10 @@ def _checkpoint(folder: str, root: Path) -> Path:
     return path if path.is_absolute() else (root / path)
 
 
-def _build(data: Mapping[str, Any], path: Path, defaults: Mapping[str, str | None], cache) -> Space:
-    """The space of a description that passed `validate_description` (keys and bond kinds are not re-checked)."""
+def _build(data: Mapping[str, Any], path: Path, defaults: Mapping[str, str | None], cache,
+           given: Mapping[str, Any]) -> Space:
+    """The space of a description that passed `validate_description` (keys and bond kinds are not re-checked);
+    `given` encoders replace the description's of the same name."""
     root = path.parent
     encoders_spec = data["encoders"]
     built: dict[str, Space] = {}
@@ -253,6 +258,8 @@ def _build(data: Mapping[str, Any], path: Path, defaults: Mapping[str, str | Non
         """Encoders are built when a bond first uses them: an unused entry costs no memory."""
         if name not in encoders_spec:
             raise DescriptionError(f"{where} names unknown encoder {name!r}; valid: {', '.join(encoders_spec)}")
+        if name not in built and name in given:
+            built[name] = EncoderSpace(given[name], name=name, identity={"given": encoders_spec[name]["kind"]})
         if name not in built:
             built[name] = _encoder_space(name, encoders_spec[name], defaults, cache)
         return built[name]

@@ -113,10 +113,15 @@ bond() {
     --input-noise "$noise" --temperature "$temperature" "${QUIET[@]}"
   stage "export-$name" $FT export --workdir "$work" --out "$OUT/$name" --dtype float16 \
     --source-id "$source" --target-id "$target"
+  # scored as SPACE serves the bond (every bond of its description in order), its checkpoints read from OUT
+  mkdir -p "$WORK/spaces"
+  ln -sfn "$(cd "$OUT" && pwd)" "$WORK/spaces/checkpoints"
+  cp "bonds/spaces/$space.yaml" "$WORK/spaces/$space.yaml"
   stage "eval-$name" $FT eval --workdir "$work" --tasks training/recipes/shipped_eval.yaml \
-    --checkpoint "$OUT/$name" --report "$EVAL/$name.json" --plot "$EVAL/$name.png" "${QUIET[@]}"
+    --checkpoint "$OUT/$name" --space "$WORK/spaces/$space.yaml" --report "$EVAL/$name.json" \
+    --plot "$EVAL/$name.png" "${QUIET[@]}"
   stage "eval-1k-$name" $FT eval-1k --workdir "$work" --tasks "$TASKS_1K" --checkpoint "$OUT/$name" \
-    --space "bonds/spaces/$space.yaml" --report "$EVAL/$name-1k.json" --plot "$EVAL/$name-1k.png" "${QUIET[@]}"
+    --space "$WORK/spaces/$space.yaml" --report "$EVAL/$name-1k.json" --plot "$EVAL/$name-1k.png" "${QUIET[@]}"
 }
 
 bond combination e5 starter e5_into_starter starter_e5 "$EPOCHS_C" "$NOISE_C" "$TEMP_C" "${FOREIGN_PAIRS[@]}"

@@ -164,18 +164,23 @@ def eval_command(
                               help="PNG plot path (default workdir/eval)"),
     batch_size: int = typer.Option(64, "--batch-size", envvar="FREEBIND_TRAIN_BATCH_SIZE",
                                    help="items per encoder call"),
+    space: Path = typer.Option(None, "--space", envvar="FREEBIND_TRAIN_SPACE",
+                               help="score the bonded side as this space description serves the bond (all its "
+                                    "bonds in order, the others at its default preset)"),
     workdir: Path = WORKDIR, device: str = DEVICE, no_progress: bool = NO_PROGRESS,
 ) -> None:
     """R@1/5/10 both ways and zero-shot top-1 for source, target and bonded space over a factor sweep."""
     from training import evaluate as ev
     from training.export import load_bond
+    from training.space_side import load_side
 
     try:
         source, target, kind, projector = load_bond(workdir, checkpoint)
+        through = load_side(space, projector, workdir, (source, target)) if space else None
         task_list = ev.load_tasks(tasks, workdir)
         result = ev.evaluate(workdir, task_list, projector, source=source, target=target, kind=kind,
                              factors=tuple(factor) or ev.DEFAULT_FACTORS, batch_size=batch_size, device=device,
-                             progress=not no_progress)
+                             progress=not no_progress, through=through)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         fail(str(exc))
     groups = {t["group"] for t in result["tasks"].values()}

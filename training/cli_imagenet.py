@@ -76,7 +76,8 @@ def eval_1k_command(
     preset: list[str] = typer.Option([], "--preset", envvar="FREEBIND_TRAIN_PRESET",
                                      help="NAME=FACTOR rows of the printed table (default: every factor)"),
     space: Path = typer.Option(None, "--space", envvar="FREEBIND_TRAIN_1K_SPACE",
-                               help="a space description whose presets (text factor of its bond) are table rows"),
+                               help="score the bonded side as this space description serves the bond (all its "
+                                    "bonds in order); its presets are the table's rows"),
     report: Path = typer.Option(None, "--report", envvar="FREEBIND_TRAIN_REPORT", help="JSON report path"),
     plot: Path = typer.Option(None, "--plot", envvar="FREEBIND_TRAIN_PLOT", help="PNG plot path"),
     workdir: Path = WORKDIR, device: str = DEVICE, no_progress: bool = NO_PROGRESS,
@@ -85,16 +86,19 @@ def eval_1k_command(
     from training import eval1k
     from training.evaluate import DEFAULT_FACTORS
     from training.export import load_bond, trained_spaces
+    from training.space_side import load_side
 
     try:
         presets = {name: float(value) for name, _, value in (p.partition("=") for p in preset)}
-        presets.update(eval1k.space_presets(space) if space else {})
         source, target, kind, projector = load_bond(workdir, checkpoint)
+        through = load_side(space, projector, workdir, (source, target)) if space else None
+        presets.update(through.preset_factors() if through else {})
         suite = eval1k.load_suite(tasks, workdir)
         factors = tuple(sorted(set(factor or DEFAULT_FACTORS) | set(presets.values())))  # presets: rows of the sweep
         specs = trained_spaces(checkpoint) if checkpoint else None
         result = eval1k.evaluate_1k(workdir, suite, projector, source=source, target=target, kind=kind,
-                                    factors=factors, device=device, progress=not no_progress, specs=specs)
+                                    factors=factors, device=device, progress=not no_progress, specs=specs,
+                                    through=through)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         fail(str(exc))
     eval1k.write(result, report or workdir / "eval" / "report-1k.json")

@@ -18,8 +18,10 @@ Each is scored in three spaces: the reference (ConSE built directly in e5: photo
 the English names, names in e5; what binding e5 could reach), the base space alone, and the bonded
 space at every factor. The bonded space embeds photos as the space serving the bond does: a
 combination (base = starter) keeps the starter photo, a displacement projects it into e5 (`n(P(x))`).
-A tie with the right class counts against it (duplicate names, such as the two "missile" classes, never
-score). The recipe file names the languages' name files and the photo sets.
+With `through` (a training.space_side.SpaceSide, `--space FILE`) the bonded space is the whole served
+space, every bond of its description in order, and the factor is the evaluated bond's. A tie with the
+right class counts against it (duplicate names, such as the two "missile" classes, never score). The recipe
+file names the languages' name files and the photo sets.
 """
 
 from __future__ import annotations
@@ -122,6 +124,8 @@ class Sides:
         if which in SPACES:
             return conse(idx, w, self.banks[which])
         base = conse(idx, w, self.banks["base"])
+        if self.leaves.through is not None:  # the serving space's photos, as its default preset embeds them
+            return self.leaves.through.vectors("image", {self.spaces["base"]: base}.__getitem__)
         if self.leaves.kind == "combination":
             return base  # the base space keeps its photos
         return l2_normalize(self.leaves.projector.project(base, normalize=False))
@@ -133,21 +137,12 @@ class Sides:
         return self.leaves.side("bonded", pool, f)
 
 
-def space_presets(path: Path) -> dict[str, float]:
-    """{preset name: the text factor it gives the space's one bond} of a space description; the default
-    preset is marked, so the printed table shows the factors the space ships."""
-    import yaml
-
-    description = yaml.safe_load(Path(path).read_text())
-    return {name + (" (default)" if name == description.get("default_preset") else ""): float(
-        next(iter(factors.values()))["text"]) for name, factors in description.get("presets", {}).items()}
-
-
 def evaluate_1k(workdir: Path, suite: Suite, projector, *, source: str, target: str, kind: str,
                 factors=DEFAULT_FACTORS, device: str | None = None, progress: bool = True,
-                specs: dict[str, SpaceSpec] | None = None) -> dict[str, Any]:
+                specs: dict[str, SpaceSpec] | None = None, through=None) -> dict[str, Any]:
     """Embed and classify what is missing, then score every part and language in every space. `specs`
-    build a space the work folder has not embedded in yet (a checkpoint's manifest names them)."""
+    build a space the work folder has not embedded in yet (a checkpoint's manifest names them); `through`
+    (a training.space_side.SpaceSide) scores the bonded side as the space that serves the bond."""
     workdir = Path(workdir)
     for space in (source, target):
         try:
@@ -159,11 +154,13 @@ def evaluate_1k(workdir: Path, suite: Suite, projector, *, source: str, target: 
         embed_pools(workdir, spec, suite.pools(), device=device, progress=progress)
     for photo in suite.photos:
         classify_pool(workdir, photo.pool, ViewConfig(), device=device or "cpu", progress=progress)
-    sides = Sides(workdir, suite, Leaves(workdir, source, target, projector, kind))
+    sides = Sides(workdir, suite, Leaves(workdir, source, target, projector, kind, through))
     parts = ["names"] + [p.pool.name for p in suite.photos]
     report: dict[str, Any] = {"kind": kind, "source": source, "target": target, "base": sides.spaces["base"],
                               "expert": sides.spaces["reference"], "factors": list(factors),
                               "languages": list(suite.languages), "parts": {}}
+    if through is not None:
+        report["space"] = through.summary()
     for part in parts:
         images = {which: sides.images(which, part) for which in SPACES}
         bonded_images = sides.images("bonded", part)
@@ -188,6 +185,10 @@ def table(report: dict[str, Any], presets: dict[str, float] | None = None) -> st
              "check is ~0.82x it);",
              "other parts: held-out photos through their real posteriors. Reference: ConSE built in "
              f"{report['expert']}, the most a bond into it could give."]
+    if "space" in report:
+        served = report["space"]
+        lines.append(f"Bonded: space {served['name']} (bonds in order: {', '.join(served['bonds'])}); f is "
+                     f"{served['swept']}'s factor, the others as its default preset has them.")
     for part, entry in report["parts"].items():
         lines.append(f"{part} ({entry['items']} items), top-1 %: " + " ".join(f"{lang:>6}" for lang in langs))
         lines.append(f"  {'reference: ConSE in ' + report['expert']:<34}" + _cells(entry["reference"], langs))
@@ -225,7 +226,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.set_ylabel("top-1 among 1,000 names, %")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{report['kind']} {report['source']} -> {report['target']}: 1,000 classes "
+    served = f" in {report['space']['name']}" if "space" in report else ""
+    fig.suptitle(f"{report['kind']} {report['source']} -> {report['target']}{served}: 1,000 classes "
                  f"(dashed: ConSE in {report['expert']})", fontsize=10)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -212,8 +212,10 @@ def _read_json_ref(value: Any, root: Path) -> Any:
 class Leaves:
     """A task's embeddings in each space and their projections, cached for the whole sweep."""
 
-    def __init__(self, workdir: Path, source: str, target: str, projector, kind: str):
+    def __init__(self, workdir: Path, source: str, target: str, projector, kind: str, through=None):
+        """`through`: a training.space_side.SpaceSide, to score the bonded side as the space serving the bond."""
         self.workdir, self.source, self.target, self.projector, self.kind = workdir, source, target, projector, kind
+        self.through = through
         self.info = {s: read_space_info(workdir, s) for s in (source, target)}
 
     def has(self, space: str, modality: str) -> bool:
@@ -228,6 +230,8 @@ class Leaves:
         if which in ("source", "target"):
             space = self.source if which == "source" else self.target
             return self.vectors(space, pool) if self.has(space, m) else None
+        if self.through is not None:
+            return self.through.vectors(m, lambda space: self.vectors(space, pool), f)
         has_s, has_t = self.has(self.source, m), self.has(self.target, m)
         projected = self.projector.project(self.vectors(self.source, pool), normalize=False) if has_s else None
         if self.kind == "combination":  # source = expert, target = base
@@ -272,18 +276,22 @@ def headline(metrics: dict[str, float] | None) -> float | None:
 
 
 def evaluate(workdir: Path, tasks: list[Task], projector, *, source: str, target: str, kind: str,
-             factors=DEFAULT_FACTORS, batch_size: int = 64, device: str | None = None, progress: bool = True) -> dict:
-    """Embed what is missing, score every task in every space and at every factor; returns the report."""
+             factors=DEFAULT_FACTORS, batch_size: int = 64, device: str | None = None, progress: bool = True,
+             through=None) -> dict:
+    """Embed what is missing, score every task in every space and at every factor; returns the report.
+    `through` (a SpaceSide) scores the bonded side as the space that serves the bond."""
     workdir = Path(workdir)
     pools = eval_pools(tasks)
     for space in (source, target):
         spec = SpaceSpec(**read_space_info(workdir, space)["spec"])
         embed_pools(workdir, spec, pools, batch_size=batch_size, device=device, progress=progress)
-    leaves = Leaves(workdir, source, target, projector, kind)
+    leaves = Leaves(workdir, source, target, projector, kind, through)
     report: dict[str, Any] = {"kind": kind, "source": source, "target": target,
                               "base": target if kind == "combination" else source,
                               "expert": source if kind == "combination" else target,
                               "factors": list(factors), "tasks": {}}
+    if through is not None:
+        report["space"] = through.summary()
     for task in tasks:
         entry = {"kind": task.kind, "group": task.group, "pools": {k: p.to_string() for k, p in task.pools.items()},
                  "source": score(task, leaves, "source"), "target": score(task, leaves, "target"),
@@ -338,7 +346,8 @@ def plot(report: dict, path: Path) -> None:
             ax.axhline(expert, color=colour, linestyle="--", linewidth=1)
     ax.set_xlabel("factor f (weight of the projected term)")
     ax.set_ylabel("R@1 (mean of both directions) / zero-shot top-1, %")
-    ax.set_title(f"{report['kind']} {report['source']} -> {report['target']} (dotted: base, dashed: expert)")
+    served = f" in {report['space']['name']}" if "space" in report else ""
+    ax.set_title(f"{report['kind']} {report['source']} -> {report['target']}{served} (dotted: base, dashed: expert)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()

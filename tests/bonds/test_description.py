@@ -69,6 +69,27 @@ def test_json_descriptions_and_shared_encoder_cache(tmp_path):
     assert a.encoder_spaces()["base"].encoder is b.encoder_spaces()["base"].encoder
 
 
+def test_given_encoders_stand_in_for_the_described_ones(tmp_path):
+    """`encoders=`: an encoder of that name is used as given and the described one never built (training scores
+    a served space from vectors it already has); the others are built as described."""
+    from bonds.encoders import create_encoder
+
+    _checkpoint(tmp_path / "e5", 8, 16, "combination")
+    path = _write(tmp_path, [{"name": "e5", "kind": "combination", "experts": {"e5": {"checkpoint": "e5"}}}])
+    described = "kind: tiny\n    options:\n      dim: 8"
+    path.write_text(path.read_text().replace(described, described.replace("tiny", "nowhere")))
+    with pytest.raises(UnknownNameError, match="nowhere"):
+        load_space(path)
+    given = create_encoder("tiny", dim=8, seed=1, modalities=["text"])
+    space = load_space(path, encoders={"e5": given})
+    assert space.encoder_spaces()["e5"].encoder is given
+    assert space.encoder_spaces()["base"].encoder.dim == 16
+    reference = load_space(_write(tmp_path, [{"name": "e5", "kind": "combination",
+                                              "experts": {"e5": {"checkpoint": "e5"}}}], name="plain"))
+    np.testing.assert_allclose(space.embed("text", TEXTS, {"factors": {"e5": {"text": 0.5}}}),
+                               reference.embed("text", TEXTS, {"factors": {"e5": {"text": 0.5}}}), atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "bonds, error, message",
     [
