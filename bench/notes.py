@@ -76,14 +76,17 @@ NOTES: dict[str, str] = {  # part -> a paragraph on the figures of the run it na
     "quality": (
         "*Reading of the shipped reports* (bonds of 2026-12-06: class names, descriptions and WordNet synonyms in the "
         "pools; the combination also German, French and Czech captions through e5's English neighbours and input "
-        "noise 0.02; the displacement 40 epochs at temperature 1/25). At its default preset (`multilingual`, f = "
-        "0.9) the combination bond e5 -> starter takes multilingual caption retrieval from 6-31 to 72-94 mean R@1 "
-        "and multilingual zero-shot CIFAR-10 from 6-16% to 29-37%, while English CIFAR-10 moves 42.6 -> 41.7 and "
-        "English FSDD 80.7 -> 80.0. The displacement bond starter -> e5 (results in e5's space, f = 0.1) keeps or "
-        "passes e5's retrieval (de 93.3 against 92.7) and reads English CIFAR-10 39.3 and FSDD 82.7 (28.6 and 55.3 "
-        "with the bonds before 2026-12-05, at f = 0.4). The `english` presets (0.7 both) are within 0.3 of the "
-        "sweeps' best English CIFAR-10 (43.5 of 43.6, 41.2 of 41.5). The sweeps are the bonds' own eval runs; "
-        "nothing here was retrained."),
+        "noise 0.02; the displacement 40 epochs at temperature 1/25; reports re-made 2026-12-06 as served: e5 on "
+        "its 4-bit graph, each bond scored as its shipped space serves it). At its default preset (`multilingual`, "
+        "f = 0.9) the combination bond e5 -> starter takes multilingual caption retrieval from 6-31 to 72-94 mean "
+        "R@1 and multilingual zero-shot CIFAR-10 from 6-16% to 29-37%, while English CIFAR-10 moves 42.6 -> 41.7 "
+        "and English FSDD 80.0 -> 79.3 (one clip). The displacement bond starter -> e5 is served behind the "
+        "combination (`starter_in_e5`: text through e5_into_starter at 0.9, then displaced): at its default f = "
+        "0.3 it passes e5's retrieval (de 94.0 against 92.8, cs 75.5 against 71.7) and reads English CIFAR-10 "
+        "40.2 and FSDD 80.0; the displacement alone read 39.3 at its old default 0.1, and its old `english` preset "
+        "(0.7) cost Multi30k de->en 62 points, which the sequence does not (92.3 at the new `english`, 0.5). The "
+        "`english` presets are within 0.2 of the sweeps' best English CIFAR-10 (43.4 of 43.5 at 0.7, 40.8 of 41.0 "
+        "at 0.5). The sweeps are the bonds' own eval runs; nothing here was retrained."),
     "e5": (
         "*Reading of the 2026-12-06 04:44 run* (load average 1.5 before; an AMD EPYC with AVX-512, slower than "
         "2026-12-05's: the float graph ran 301-317 texts/s in process here against 334-357 then; the shared "

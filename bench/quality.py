@@ -20,10 +20,11 @@ REPORTS = {"e5_into_starter": "starter_e5", "starter_into_e5": "starter_in_e5"} 
 SPACES = REPO / "bonds" / "spaces"
 
 
-def shipped_presets(space: str) -> tuple[dict[str, float], str]:
-    """The space's presets as {name: text factor of its one bond}, and its default preset's name."""
+def shipped_presets(space: str, bond: str) -> tuple[dict[str, float], str]:
+    """The space's presets as {name: text factor of `bond`, the one its report sweeps}, and its default preset's
+    name (a space of two bonds, starter_in_e5, keeps the other at its default in every preset)."""
     description = yaml.safe_load((SPACES / f"{space}.yaml").read_text())
-    presets = {name: next(iter(factors.values()))["text"] for name, factors in description["presets"].items()}
+    presets = {name: factors[bond]["text"] for name, factors in description["presets"].items()}
     return presets, description["default_preset"]
 
 
@@ -40,7 +41,7 @@ def sides(report: dict[str, Any], task: dict[str, Any]) -> tuple[dict | None, di
 
 def table(name: str) -> dict[str, Any]:
     report = json.loads((EVAL / f"{name}.json").read_text())
-    presets, default = shipped_presets(REPORTS[name])
+    presets, default = shipped_presets(REPORTS[name], report["space"]["swept"])
     preset = presets[default]
     rows = []
     for task_name, task in report["tasks"].items():

@@ -43,6 +43,10 @@ def test_make_bonds_dry_run(tmp_path, shared_data):
     assert {"m30k_de_en", "cifar10_ar", "fsdd_de"} <= set(report["tasks"]) and "suggested_presets" in report
     report_1k = json.loads((tmp_path / "eval" / "starter_into_e5-1k.json").read_text())
     assert report_1k["languages"] == ["en", "it"] and set(report_1k["parts"]["names"]) >= {"reference", "bonded"}
+    # each bond is scored as its shipped space serves it, with the checkpoints just trained: the displacement
+    # behind the combination, swept on its own factor
+    served = json.loads((tmp_path / "eval" / "starter_into_e5.json").read_text())["space"]
+    assert (served["bonds"], served["swept"]) == (report_1k["space"]["bonds"], "e5") == (["e5_in_starter", "e5"], "e5")
     assert (tmp_path / "eval" / "e5_into_starter-1k.png").is_file()
     timings = (tmp_path / "work" / "timings.txt").read_text()
     assert "fit-e5_into_starter" in timings and "eval-1k-starter_into_e5" in timings and "total" in timings
