@@ -24,6 +24,8 @@ from training.embed import read_space_info
 
 
 class SpaceSide:
+    """A served space around one of its bonds: the vectors of a pool under a sweep of that bond's factor."""
+
     def __init__(self, space: Space, projector: ProjectorMixture, path: Path | str = "",
                  spaces: Mapping[str, str] | None = None):
         """`spaces`: the work folder space of each of the description's encoders, where the names differ."""
