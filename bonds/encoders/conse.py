@@ -1,16 +1,28 @@
 """ConSE (Norouzi et al. 2014): an image classifier's posterior turned into a text-space vector, the
 top-k classes' renormalised probabilities weighting the embeddings of those classes' prototype texts.
+
+`ConseImages` gives a text encoder an image modality this way: the starter's EfficientNet-Lite0 classifies the
+photo and the encoder's own embeddings of the class names are mixed. The starter embeds photos so in MiniLM's
+space; the e5 encoder can (`conse_images=True`), which is the ConSE-in-e5 photo the 1,000-class evaluation
+takes as its reference, and what lets a combination bond mix photos as it mixes text (docs/training.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from importlib import resources
+from typing import Any
 
 import numpy as np
 import torch
 
 from bonds.encoders.base import Encoder
+from bonds.encoders.efficientnet import EfficientNetLite0Encoder
+from bonds.encoders.shared import shared_model
 from bonds.vectors import l2_normalize
 
 # Prototype recipes: the English text(s) each ImageNet class is embedded as (several are averaged).
@@ -47,3 +59,85 @@ def conse(logits_bk: torch.Tensor, prototypes_cd: torch.Tensor, topk: int) -> to
     top_p, top_i = probs_bk.topk(topk, dim=-1)
     weights_bk = top_p / top_p.sum(dim=-1, keepdim=True)
     return torch.einsum("bk,bkd->bd", weights_bk, prototypes_cd[top_i])
+
+
+class ConseImages:
+    """The image modality of a text encoder: photos classified by EfficientNet-Lite0, the top-k classes'
+    renormalised probabilities weighting `text_encoder`'s embeddings of the class prototypes (`recipe`).
+
+    The prototypes are embedded once per process (`key` names the text encoder's weights and options), in
+    whatever precision the text encoder runs; an encoder whose own precision is lower passes a float32 twin
+    as `exact` so that its photos do not depend on it. Logits are shared through a `LogitsMemo`: a space whose
+    starter and e5 both embed a photo classifies it once.
+    """
+
+    def __init__(self, text_encoder: Encoder, key: str, *, device: Any = "cpu", topk: int = 10,
+                 recipe: str = DEFAULT_RECIPE, runtime: str = "auto", exact: Encoder | None = None):
+        if not 1 <= int(topk) <= 1000:
+            raise ValueError(f"topk must be between 1 and 1000, got {topk!r}")
+        self.topk = int(topk)
+        # the classifier keeps its own precision rule (float32: see efficientnet_precision)
+        self.classifier = EfficientNetLite0Encoder(device=str(device), output="logits", runtime=runtime)
+        self.device = self.classifier.device
+        texts = exact or text_encoder
+        self.prototypes_cd = torch.from_numpy(
+            shared_model(f"prototypes:{key}:{recipe}", str(self.device), lambda: class_prototypes(texts, recipe))
+        ).to(self.device)
+        # one memo per classifier that computes alike (its runtime and precision), whoever embeds with it
+        self.memo = shared_model(f"logits-memo:{self.classifier.runtime}:{self.classifier.precision}",
+                                 str(self.device), LogitsMemo)
+
+    @property
+    def precision(self) -> str:
+        return self.classifier.precision
+
+    @property
+    def batch_size(self) -> int:
+        return self.classifier.max_batch_size
+
+    def prepare(self, item: Any) -> tuple[torch.Tensor, bytes]:
+        """The classifier's pixels and their digest, on the pipeline's CPU workers (the model thread only looks up)."""
+        pixels = self.classifier.prepare("image", item)
+        return pixels, LogitsMemo.digest(pixels)
+
+    def preprocess(self, items: Sequence[tuple[torch.Tensor, bytes]]) -> tuple[torch.Tensor, list[bytes]]:
+        return self.classifier.preprocess("image", [pixels for pixels, _ in items]), [digest for _, digest in items]
+
+    def forward(self, batch: tuple[torch.Tensor, list[bytes]]) -> torch.Tensor:
+        pixels, digests = batch
+        logits = self.memo.logits(pixels, digests, lambda rows: self.classifier.forward("image", rows))
+        return conse(logits.to(self.device), self.prototypes_cd, self.topk)
+
+
+class LogitsMemo:
+    """The classifier's logits of the last `size` photos, by the digest of their pixels: two encoders of one
+    space that both embed a photo through ConSE (the starter, and e5 with `conse_images`) run the network once
+    for it. Logits are a pure function of the pixels, so a hit is the same row the network would give; a race
+    between two threads only computes a row twice. 1,024 rows of 1,000 float32 logits: 4 MB."""
+
+    def __init__(self, size: int = 1024):
+        self.size = size
+        self._rows: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def digest(pixels: torch.Tensor) -> bytes:
+        return hashlib.blake2b(pixels.contiguous().numpy().tobytes(), digest_size=16).digest()
+
+    def logits(self, pixels: torch.Tensor, digests: Sequence[bytes],
+               network: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """`(n, 1000)` logits on the CPU: the memo's rows, the network run on the rest only."""
+        with self._lock:
+            rows = [self._rows.get(d) for d in digests]
+            for d, row in zip(digests, rows, strict=True):
+                if row is not None:
+                    self._rows.move_to_end(d)
+        missing = [i for i, row in enumerate(rows) if row is None]
+        if missing:
+            computed = network(pixels[missing]).detach().float().cpu()
+            with self._lock:
+                for i, row in zip(missing, computed, strict=True):
+                    rows[i] = self._rows[digests[i]] = row
+                while len(self._rows) > self.size:
+                    self._rows.popitem(last=False)
+        return torch.stack(rows)

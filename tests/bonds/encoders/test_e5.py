@@ -118,6 +118,43 @@ def test_the_export_is_cached_by_the_file_hash_and_rebuilt_when_it_changes(tiny,
     assert _cosine(changed, reference).min() >= 0.9995
 
 
+@pytest.mark.models
+def test_conse_images_are_the_classifiers_top_classes_over_its_own_class_name_vectors(tiny, shared_data):
+    """`conse_images`: a photo is ConSE in e5, the classifier's top-k probabilities renormalised over this
+    encoder's own vectors of the 1,000 class names; without the option e5 embeds text alone."""
+    from PIL import Image
+
+    from bonds.encoders.conse import imagenet_classnames
+    from bonds.encoders.efficientnet import EfficientNetLite0Encoder
+    from bonds.errors import ModalityError
+
+    photos = [Image.open(shared_data / f"imagebind-demo/{name}_image.jpg").convert("RGB") for name in ("dog", "car")]
+    with pytest.raises(ModalityError, match="does not embed 'image'"):
+        create_encoder("e5", weights=tiny).encode("image", photos)
+    encoder = create_encoder("e5", weights=tiny, conse_images=True, topk=5)
+    assert encoder.modalities == ("text", "image")
+    names = encoder.encode("text", imagenet_classnames()).vectors
+    probs = EfficientNetLite0Encoder(output="logits").classify(photos)
+    top = np.argsort(-probs, axis=1)[:, :5]
+    weights = np.take_along_axis(probs, top, axis=1)
+    expected = np.einsum("nk,nkd->nd", weights / weights.sum(1, keepdims=True), names[top])
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(encoder.encode("image", photos).vectors, expected, atol=1e-5)
+    # the starter classifies the same photos through the same memo: the network does not run again
+    rows = []
+    network = encoder.images.classifier.forward
+    encoder.images.classifier.forward = lambda modality, batch: rows.append(len(batch)) or network(modality, batch)
+    starter = create_encoder("starter")
+    starter.images.classifier.forward = encoder.images.classifier.forward
+    starter.encode("image", photos)
+    np.testing.assert_allclose(encoder.encode("image", photos).vectors, expected, atol=1e-5)
+    assert rows == []
+    encoder.encode("image", [photos[0].rotate(90)])
+    assert rows == [1]
+    with pytest.raises(ValueError, match="conse_images must be true or false"):
+        create_encoder("e5", weights=tiny, conse_images="yes")
+
+
 def test_a_bad_file_is_a_clear_error(fresh):
     path = fresh / "not-e5.bin"
     path.write_bytes(b"PK\x03\x04 a zip file, say")
