@@ -151,6 +151,22 @@ def load_posteriors(workdir: Path, name: str) -> tuple[dict, np.ndarray, np.ndar
     return json.loads((folder / f"{name}.json").read_text()), tensors["indices"], tensors["weights"]
 
 
+def conse_vectors(workdir: Path, space: str, spec: PoolSpec, *, topk: int = TOPK, device: str = "cpu",
+                  progress: bool = False) -> np.ndarray:
+    """An image pool's photos as an encoder with ConSE images embeds them in `space` (the e5 encoder's
+    `conse_images`), from the work folder alone: the starter classifier's posteriors (classified once, then
+    cached) over `space`'s embeddings of the 1,000 class names, a pool the space embeds here if it has not."""
+    from bonds.encoders.conse import imagenet_classnames
+    from training.embed import SpaceSpec, embed_pools, load_embeddings, read_space_info
+    from training.evaluate import write_prompt_pool
+
+    classify_pool(workdir, spec, ViewConfig(topk=topk), device=device, progress=progress)
+    names = write_prompt_pool(workdir, imagenet_classnames())
+    embed_pools(workdir, SpaceSpec(**read_space_info(workdir, space)["spec"]), [names], progress=progress)
+    _, idx, w = load_posteriors(workdir, spec.name)
+    return conse(idx, w, load_embeddings(workdir, space, names.name)[1])
+
+
 def conse_pairs(workdir: Path, name: str, classes_s: np.ndarray,
                 classes_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The pseudo-pairs of a classified pool: its ConSE over the class names in the source and the target."""

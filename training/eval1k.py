@@ -125,7 +125,9 @@ class Sides:
             return conse(idx, w, self.banks[which])
         base = conse(idx, w, self.banks["base"])
         if self.leaves.through is not None:  # the serving space's photos, as its default preset embeds them
-            return self.leaves.through.vectors("image", {self.spaces["base"]: base}.__getitem__)
+            # (an expert encoder with ConSE images, e5's `conse_images`, embeds them as the reference does)
+            photos = {self.spaces["base"]: base, self.spaces["reference"]: conse(idx, w, self.banks["reference"])}
+            return self.leaves.through.vectors("image", photos.__getitem__)
         if self.leaves.kind == "combination":
             return base  # the base space keeps its photos
         return l2_normalize(self.leaves.projector.project(base, normalize=False))

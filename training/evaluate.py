@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from bonds.reference import combine, displace, normalize
+from training.conse import conse_vectors
 from training.embed import SpaceSpec, embed_pools, load_embeddings, read_space_info
 from training.pools import PoolSpec, list_pool, parse_pool
 
@@ -217,11 +218,19 @@ class Leaves:
         self.workdir, self.source, self.target, self.projector, self.kind = workdir, source, target, projector, kind
         self.through = through
         self.info = {s: read_space_info(workdir, s) for s in (source, target)}
+        self._conse: dict[tuple[str, str], np.ndarray] = {}
 
     def has(self, space: str, modality: str) -> bool:
         return modality in self.info[space]["modalities"]
 
     def vectors(self, space: str, pool: PoolSpec) -> np.ndarray:
+        if pool.modality == "image" and not self.has(space, "image"):
+            # only a served space asks for these (`through`): its description gives this space's encoder ConSE
+            # images (training.space_side.Embedded), which the work folder's posteriors and names stand in for
+            key = (space, pool.to_string())
+            if key not in self._conse:
+                self._conse[key] = conse_vectors(self.workdir, space, pool)
+            return self._conse[key]
         return load_embeddings(self.workdir, space, pool.name)[1]
 
     def side(self, which: str, pool: PoolSpec, f: float | None = None) -> np.ndarray | None:

@@ -44,8 +44,10 @@ class SpaceSide:
                 "swept": self.bond, "default_preset": self.space.default_preset}
 
     def mixing(self, modality: str, f: float | None = None, preset: str | None = None):
-        """The default preset (or `preset`), with the evaluated bond's factor on `modality` set to `f`."""
-        factors = {self.bond: {modality: f}} if f is not None and modality in self.controls.modalities else {}
+        """The default preset (or `preset`), with the evaluated bond's text factor set to `f`. The sweep moves
+        text alone, whichever modality is scored: a photo keeps its preset mixing while the names it is
+        classified among move (a bond whose expert embeds photos too has an image factor of its own)."""
+        factors = {self.bond: {"text": f}} if f is not None and "text" in self.controls.modalities else {}
         return self.space.resolve({"preset": preset, "factors": factors})
 
     def vectors(self, modality: str, embedded: Callable[[str], np.ndarray], f: float | None = None) -> np.ndarray:
@@ -64,12 +66,16 @@ class SpaceSide:
         found = {}
         for name in self.space.presets:
             resolved = self.space.resolve({"preset": name})
-            others = {b: v for b, v in resolved.factors.items() if b != self.bond}
-            if others != {b: v for b, v in base.factors.items() if b != self.bond} or resolved.off != base.off:
-                raise ValueError(f"{self.where}: preset {name!r} changes bonds other than {self.bond!r} from the "
-                                 f"default preset {default!r}, so it is no point of {self.bond!r}'s sweep")
+            if _beside(resolved.factors, self.bond) != _beside(base.factors, self.bond) or resolved.off != base.off:
+                raise ValueError(f"{self.where}: preset {name!r} changes more than {self.bond!r}'s text factor from "
+                                 f"the default preset {default!r}, so it is no point of {self.bond!r}'s sweep")
             found[name + (" (default)" if name == default else "")] = resolved.factor(self.bond, modality)
         return found
+
+
+def _beside(factors: dict[str, dict[str, float]], bond: str) -> dict:
+    """Every factor of a mixing but `bond`'s text factor, the one the sweep moves."""
+    return {b: {m: v for m, v in per.items() if (b, m) != (bond, "text")} for b, per in factors.items()}
 
 
 def _same_weights(a: ProjectorMixture, b: ProjectorMixture) -> bool:
@@ -85,9 +91,13 @@ class Embedded(Encoder):
     """A work folder space standing in for a description's encoder: its name, dim and modalities, never run
     (the vectors are the work folder's)."""
 
-    def __init__(self, workdir: Path, name: str, space: str | None = None):
+    def __init__(self, workdir: Path, name: str, space: str | None = None, conse_images: bool = False):
+        """`conse_images`: the encoder embeds photos as ConSE (the e5 encoder's option of that name), which a
+        work folder space of text alone stands in for from its posteriors (training.conse.conse_vectors)."""
         info = read_space_info(workdir, space or name)
         self.name, self.dim, self.modalities = name, int(info["dim"]), tuple(info["modalities"])
+        if conse_images and "image" not in self.modalities:
+            self.modalities = (*self.modalities, "image")
 
     def preprocess(self, modality: str, items):
         raise RuntimeError(f"space {self.name!r} stands in for an encoder: its vectors come from the work folder")
@@ -104,12 +114,16 @@ def load_side(path: Path | str, projector: ProjectorMixture, workdir: Path, avai
 
     try:
         spaces = dict(spaces or {})
-        names = {name: spaces.get(name, name) for name in read_description(Path(path)).get("encoders") or {}}
+        encoders = read_description(Path(path)).get("encoders") or {}
+        names = {name: spaces.get(name, name) for name in encoders}
         missing = sorted(set(names.values()) - set(available))
         if missing:
             raise ValueError(f"{path}: encoder(s) {', '.join(missing)} are not spaces of the work folder (it has "
                              f"{', '.join(sorted(available))}); the description must name its encoders alike")
-        space = load_space(path, encoders={name: Embedded(workdir, name, space) for name, space in names.items()})
+        conse_images = {name: bool(((spec or {}).get("options") or {}).get("conse_images"))
+                        for name, spec in encoders.items()}
+        space = load_space(path, encoders={name: Embedded(workdir, name, space, conse_images[name])
+                                           for name, space in names.items()})
     except FreeBindError as exc:
         raise ValueError(str(exc)) from None
     return SpaceSide(space, projector, path, spaces)

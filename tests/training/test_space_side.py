@@ -94,6 +94,33 @@ def test_a_displacement_behind_a_combination_is_both_formulas_in_sequence(work):
     assert inner.bond == "c" and inner.mixing("text", 0.5).factors == {"c": {"text": 0.5}, "d": {"text": 0.3}}
 
 
+@pytest.mark.models
+def test_an_expert_with_conse_images_mixes_photos_at_their_own_factor(work):
+    """An expert encoder that embeds photos as ConSE (e5's `conse_images`) stands in from the work folder's
+    posteriors and class names: the combination mixes photos at the image factor, which the text sweep leaves."""
+    from training.conse import conse_vectors
+
+    folder, projectors, pools = work
+    expert = json.dumps({**EXPERT["options"], "conse_images": True})
+    (folder / "photos.yaml").write_text(
+        f"format_version: 1\nname: photos\nencoders:\n  s: {{kind: tiny, options: {json.dumps(BASE['options'])}}}\n"
+        f"  e: {{kind: tiny, options: {expert}}}\nbase: s\nbonds:\n"
+        "  - {name: c, kind: combination, experts: {e: {checkpoint: comb}}, factors: {text: 0.8, image: 0.4}}\n")
+    side = load_side(folder / "photos.yaml", projectors["comb"], folder, ("s", "e"))
+    through = Leaves(folder, "e", "s", projectors["comb"], "combination", side)
+    photos_e = conse_vectors(folder, "e", pools["farm"])
+    expected = combine(load_embeddings(folder, "s", "farm")[1], projectors["comb"].project(photos_e, normalize=False),
+                       0.4)
+    for f in (0.0, 1.0):  # the sweep moves text alone
+        np.testing.assert_allclose(through.side("bonded", pools["farm"], f), expected, atol=2e-6)
+    alone = Leaves(folder, "e", "s", projectors["comb"], "combination")  # the bond alone: e has no photos here
+    np.testing.assert_array_equal(alone.side("bonded", pools["farm"], 0.5), load_embeddings(folder, "s", "farm")[1])
+    text = (folder / "photos.yaml").read_text()
+    (folder / "image_preset.yaml").write_text(text + "presets:\n  more: {c: {text: 0.8, image: 0.9}}\n")
+    with pytest.raises(ValueError, match="preset 'more' changes more than 'c''s text factor"):
+        load_side(folder / "image_preset.yaml", projectors["comb"], folder, ("s", "e")).preset_factors()
+
+
 def test_descriptions_that_cannot_stand_in_are_refused(work):
     folder, projectors, _ = work
     with pytest.raises(ValueError, match=r"no bond of space 'alone' has the evaluated projector.*its bonds: d"):
@@ -103,7 +130,7 @@ def test_descriptions_that_cannot_stand_in_are_refused(work):
     text = (folder / "sequence.yaml").read_text().replace("english: {d: {text: 0.6}}",
                                                            "english: {d: {text: 0.6}, c: {text: 0.2}}")
     (folder / "moved.yaml").write_text(text)
-    with pytest.raises(ValueError, match="preset 'english' changes bonds other than 'd'"):
+    with pytest.raises(ValueError, match="preset 'english' changes more than 'd''s text factor"):
         load_side(folder / "moved.yaml", projectors["disp"], folder, ("s", "e")).preset_factors()
     with pytest.raises(ValueError, match="missing.yaml"):
         load_side(folder / "missing.yaml", projectors["disp"], folder, ("s", "e"))
