@@ -86,6 +86,7 @@ class ConseImages:
         # one memo per classifier that computes alike (its runtime and precision), whoever embeds with it
         self.memo = shared_model(f"logits-memo:{self.classifier.runtime}:{self.classifier.precision}",
                                  str(self.device), LogitsMemo)
+        self.memo.register()
 
     @property
     def precision(self) -> str:
@@ -110,15 +111,24 @@ class ConseImages:
 
 
 class LogitsMemo:
-    """The classifier's logits of the last `size` photos, by the digest of their pixels: two encoders of one
-    space that both embed a photo through ConSE (the starter, and e5 with `conse_images`) run the network once
-    for it. Logits are a pure function of the pixels, so a hit is the same row the network would give; a race
-    between two threads only computes a row twice. 1,024 rows of 1,000 float32 logits: 4 MB."""
+    """The classifier's logits by the digest of the pixels, handed from the encoder that classified a photo to
+    the others that embed it too: in a space whose starter and e5 (`conse_images`) both embed photos, the
+    network runs once per photo. Each encoder using the memo registers; a row is kept until every other one
+    has read it once (or `size` newer rows push it out), so it shares one photo's work between sibling
+    encoders, never caches a photo for later requests, and a process with one such encoder stores nothing
+    (encoders register for the process's life: one built and dropped leaves rows to the size bound).
+    Logits are a pure function of the pixels, so a hit is the row the network would give; two threads that
+    miss alike only compute it twice. At most 1,024 rows of 1,000 float32 logits: 4 MB."""
 
     def __init__(self, size: int = 1024):
         self.size = size
-        self._rows: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        self.readers = 0
+        self._rows: OrderedDict[bytes, list] = OrderedDict()  # digest -> [logits, reads left]
         self._lock = threading.Lock()
+
+    def register(self) -> None:
+        with self._lock:
+            self.readers += 1
 
     @staticmethod
     def digest(pixels: torch.Tensor) -> bytes:
@@ -126,18 +136,24 @@ class LogitsMemo:
 
     def logits(self, pixels: torch.Tensor, digests: Sequence[bytes],
                network: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """`(n, 1000)` logits on the CPU: the memo's rows, the network run on the rest only."""
+        """`(n, 1000)` logits on the CPU: rows another encoder left, the network run on the rest only."""
+        rows: list[torch.Tensor | None] = []
         with self._lock:
-            rows = [self._rows.get(d) for d in digests]
-            for d, row in zip(digests, rows, strict=True):
-                if row is not None:
-                    self._rows.move_to_end(d)
+            for d in digests:
+                entry = self._rows.get(d)
+                if entry is not None:
+                    entry[1] -= 1
+                    if entry[1] <= 0:
+                        del self._rows[d]
+                rows.append(None if entry is None else entry[0])
         missing = [i for i, row in enumerate(rows) if row is None]
         if missing:
             computed = network(pixels[missing]).detach().float().cpu()
             with self._lock:
                 for i, row in zip(missing, computed, strict=True):
-                    rows[i] = self._rows[digests[i]] = row
+                    rows[i] = row
+                    if self.readers > 1:
+                        self._rows[digests[i]] = [row, self.readers - 1]
                 while len(self._rows) > self.size:
                     self._rows.popitem(last=False)
         return torch.stack(rows)
