@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -86,7 +88,7 @@ class ConseImages:
         # one memo per classifier that computes alike (its runtime and precision), whoever embeds with it
         self.memo = shared_model(f"logits-memo:{self.classifier.runtime}:{self.classifier.precision}",
                                  str(self.device), LogitsMemo)
-        self.memo.register()
+        self.memo.register(self)
 
     @property
     def precision(self) -> str:
@@ -96,64 +98,127 @@ class ConseImages:
     def batch_size(self) -> int:
         return self.classifier.max_batch_size
 
-    def prepare(self, item: Any) -> tuple[torch.Tensor, bytes]:
-        """The classifier's pixels and their digest, on the pipeline's CPU workers (the model thread only looks up)."""
+    def prepare(self, item: Any) -> tuple[torch.Tensor, bytes | None]:
+        """The classifier's pixels and their digest, on the pipeline's CPU workers (the model thread only looks
+        up); no digest while this is the process's one ConSE encoder, which has no sibling to share with."""
         pixels = self.classifier.prepare("image", item)
-        return pixels, LogitsMemo.digest(pixels)
+        return pixels, LogitsMemo.digest(pixels) if self.memo.readers > 1 else None
 
-    def preprocess(self, items: Sequence[tuple[torch.Tensor, bytes]]) -> tuple[torch.Tensor, list[bytes]]:
+    def preprocess(self, items: Sequence[tuple[torch.Tensor, bytes | None]]) -> tuple[torch.Tensor, list]:
         return self.classifier.preprocess("image", [pixels for pixels, _ in items]), [digest for _, digest in items]
 
-    def forward(self, batch: tuple[torch.Tensor, list[bytes]]) -> torch.Tensor:
+    def forward(self, batch: tuple[torch.Tensor, list[bytes | None]]) -> torch.Tensor:
         pixels, digests = batch
-        logits = self.memo.logits(pixels, digests, lambda rows: self.classifier.forward("image", rows))
+        if None in digests:  # prepared before a sibling registered, or alone in the process
+            logits = self.classifier.forward("image", pixels)
+        else:
+            logits = self.memo.logits(pixels, digests, lambda rows: self.classifier.forward("image", rows), self)
         return conse(logits.to(self.device), self.prototypes_cd, self.topk)
 
 
 class LogitsMemo:
-    """The classifier's logits by the digest of the pixels, handed from the encoder that classified a photo to
-    the others that embed it too: in a space whose starter and e5 (`conse_images`) both embed photos, the
-    network runs once per photo. Each encoder using the memo registers; a row is kept until every other one
-    has read it once (or `size` newer rows push it out), so it shares one photo's work between sibling
-    encoders, never caches a photo for later requests, and a process with one such encoder stores nothing
-    (encoders register for the process's life: one built and dropped leaves rows to the size bound).
-    Logits are a pure function of the pixels, so a hit is the row the network would give; two threads that
-    miss alike only compute it twice. At most 1,024 rows of 1,000 float32 logits: 4 MB."""
+    """The classifier's logits by the digest of the pixels, handed from the encoder that classifies a photo to
+    a sibling that embeds it too: in a space whose starter and e5 (`conse_images`) both embed photos, the
+    network runs once per photo. A row is read once, by an encoder other than the one that computed it, and
+    is gone; an encoder never reads its own rows, and rows nobody read go after `ttl_s` (or when `size` newer
+    ones push them out). So the memo shares one request's work between sibling encoders and never caches a
+    photo for later requests (a benchmark that repeats photos measures the network). Encoders register while
+    they live; with one registered nothing is digested or stored.
 
-    def __init__(self, size: int = 1024):
-        self.size = size
+    A served space runs its encoders' batches side by side, so the sibling usually asks while the row is
+    still being computed: a photo being classified is marked, and the sibling waits for it (after computing
+    its own unmarked photos, so two encoders never wait on each other) instead of classifying it again. If the
+    classifying call fails or does not answer within `wait_s`, the sibling classifies the photo itself.
+    Logits are a pure function of the pixels, so a row read is the row the network would give. At most 1,024
+    rows of 1,000 float32 logits: 4 MB."""
+
+    def __init__(self, size: int = 1024, ttl_s: float = 5.0, wait_s: float = 60.0):
+        self.size, self.ttl_s, self.wait_s = size, ttl_s, wait_s
         self.readers = 0
-        self._rows: OrderedDict[bytes, list] = OrderedDict()  # digest -> [logits, reads left]
+        self._rows: OrderedDict[bytes, _Row] = OrderedDict()
         self._lock = threading.Lock()
 
-    def register(self) -> None:
+    def register(self, encoder: object) -> None:
+        """Count `encoder` as a reader while it lives."""
         with self._lock:
             self.readers += 1
+        weakref.finalize(encoder, self._unregister)
+
+    def _unregister(self) -> None:
+        with self._lock:
+            self.readers -= 1
 
     @staticmethod
     def digest(pixels: torch.Tensor) -> bytes:
         return hashlib.blake2b(pixels.contiguous().numpy().tobytes(), digest_size=16).digest()
 
     def logits(self, pixels: torch.Tensor, digests: Sequence[bytes],
-               network: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """`(n, 1000)` logits on the CPU: rows another encoder left, the network run on the rest only."""
-        rows: list[torch.Tensor | None] = []
+               network: Callable[[torch.Tensor], torch.Tensor], owner: object = None) -> torch.Tensor:
+        """`(n, 1000)` logits on the CPU for `owner` (the calling encoder): rows a sibling computed or is
+        computing, the network run on the rest."""
+        me = id(owner)
+        rows: list[torch.Tensor | None] = [None] * len(digests)
+        mine: dict[bytes, list[int]] = {}  # digest -> positions this call computes
+        theirs: dict[int, _Row] = {}  # position -> a row a sibling is computing
+        now = time.monotonic()
         with self._lock:
-            for d in digests:
-                entry = self._rows.get(d)
-                if entry is not None:
-                    entry[1] -= 1
-                    if entry[1] <= 0:
-                        del self._rows[d]
-                rows.append(None if entry is None else entry[0])
-        missing = [i for i, row in enumerate(rows) if row is None]
-        if missing:
-            computed = network(pixels[missing]).detach().float().cpu()
-            with self._lock:
-                for i, row in zip(missing, computed, strict=True):
-                    rows[i] = row
-                    if self.readers > 1:
-                        self._rows[digests[i]] = [row, self.readers - 1]
-                while len(self._rows) > self.size:
-                    self._rows.popitem(last=False)
+            while self._rows and next(iter(self._rows.values())).born < now - self.ttl_s:
+                self._rows.popitem(last=False)[1].ready.set()
+            for i, d in enumerate(digests):
+                if d in mine:
+                    mine[d].append(i)
+                    continue
+                row = self._rows.get(d)
+                if row is None or row.owner == me:
+                    mine[d] = [i]
+                    self._rows[d] = _Row(me, now)
+                    self._rows.move_to_end(d)
+                elif row.logits is None:
+                    theirs[i] = row
+                else:
+                    del self._rows[d]  # read once
+                    rows[i] = row.logits
+        if mine:
+            self._compute(pixels, mine, rows, network, me)
+        for i, row in theirs.items():
+            if row.ready.wait(self.wait_s) and row.logits is not None:
+                with self._lock:
+                    if self._rows.get(digests[i]) is row:
+                        del self._rows[digests[i]]
+                rows[i] = row.logits
+            else:  # the classifying call failed or hangs: classify it here
+                rows[i] = network(pixels[i : i + 1]).detach().float().cpu()[0]
         return torch.stack(rows)
+
+    def _compute(self, pixels, mine: dict[bytes, list[int]], rows: list, network, me: int) -> None:
+        firsts = [positions[0] for positions in mine.values()]
+        try:
+            computed = network(pixels[firsts]).detach().float().cpu()
+        except BaseException:
+            with self._lock:
+                for d in mine:
+                    row = self._rows.get(d)
+                    if row is not None and row.owner == me and row.logits is None:
+                        del self._rows[d]
+                        row.ready.set()  # waiters see no logits and classify themselves
+            raise
+        with self._lock:
+            for (d, positions), logits in zip(mine.items(), computed, strict=True):
+                for i in positions:
+                    rows[i] = logits
+                row = self._rows.get(d)
+                if row is not None and row.owner == me and row.logits is None:
+                    row.logits = logits
+                    row.ready.set()
+            while len(self._rows) > self.size:
+                self._rows.popitem(last=False)[1].ready.set()  # a waiter on a row pushed out classifies itself
+
+
+class _Row:
+    """A photo's logits in the memo, by the encoder computing them: None while it runs (`ready` is set when
+    they are in, or the row is gone)."""
+
+    def __init__(self, owner: int, born: float):
+        self.owner, self.born = owner, born
+        self.logits: torch.Tensor | None = None
+        self.ready = threading.Event()

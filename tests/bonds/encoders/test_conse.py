@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from bonds.encoders.conse import LogitsMemo  # noqa: E402
+
+
+class _Encoder:
+    """A reader of the memo (the memo counts it while it lives)."""
 
 
 def _network(calls: list[int]):
@@ -17,39 +23,100 @@ def _network(calls: list[int]):
     return run
 
 
-def _memo(readers: int, size: int = 8) -> LogitsMemo:
-    memo = LogitsMemo(size=size)
-    for _ in range(readers):
-        memo.register()
-    return memo
+def _photos(n: int):
+    photos = torch.rand(n, 3, 4, 4)
+    return photos, [LogitsMemo.digest(p) for p in photos]
 
 
-def test_a_photo_one_encoder_classified_is_read_once_by_its_sibling_in_any_order():
-    memo, calls = _memo(readers=2), []
-    photos = torch.rand(5, 3, 4, 4)
-    digests = [LogitsMemo.digest(p) for p in photos]
-    first = memo.logits(photos[:3], digests[:3], _network(calls))
-    # the sibling: three it reads (in another order) and two new ones, which it computes and leaves in turn
-    second = memo.logits(photos[[4, 1, 0, 2, 3]], [digests[i] for i in (4, 1, 0, 2, 3)], _network(calls))
-    assert calls == [3, 2]
+def test_a_photo_one_encoder_classified_is_read_once_by_a_sibling_never_by_itself():
+    memo, starter, e5 = LogitsMemo(), _Encoder(), _Encoder()
+    memo.register(starter)
+    memo.register(e5)
+    photos, digests = _photos(5)
+    calls, sibling_calls = [], []
+    first = memo.logits(photos[:3], digests[:3], _network(calls), starter)
+    # the sibling reads three (in another order) and computes two new ones, which it leaves in turn
+    second = memo.logits(photos[[4, 1, 0, 2, 3]], [digests[i] for i in (4, 1, 0, 2, 3)], _network(sibling_calls), e5)
+    assert calls == [3] and sibling_calls == [2]
     reference = _network([])(photos)
     torch.testing.assert_close(first, reference[:3])
     torch.testing.assert_close(second, reference[[4, 1, 0, 2, 3]])
-    assert set(memo._rows) == {digests[3], digests[4]}  # read rows are gone: nothing is cached for later requests
-    memo.logits(photos[3:], digests[3:], _network(calls))
+    assert set(memo._rows) == {digests[3], digests[4]}  # read rows are gone
+    memo.logits(photos[3:], digests[3:], _network(calls), e5)  # its own rows: e5 classifies them again
+    assert calls == [3, 2]
+    memo.logits(photos[3:], digests[3:], _network(calls), starter)  # ... and its sibling reads them once
     assert calls == [3, 2] and not memo._rows
-    memo.logits(photos[:1], digests[:1], _network(calls))  # a photo seen before is classified anew
-    assert calls == [3, 2, 1]
     assert LogitsMemo.digest(photos[0] + 1e-6) != digests[0] and LogitsMemo.digest(photos[0].clone()) == digests[0]
 
 
-def test_one_encoder_alone_stores_nothing_and_the_memo_is_bounded():
-    alone, calls = _memo(readers=1), []
-    photos = torch.rand(3, 3, 4, 4)
-    digests = [LogitsMemo.digest(p) for p in photos]
-    alone.logits(photos, digests, _network(calls))
-    alone.logits(photos, digests, _network(calls))
-    assert calls == [3, 3] and not alone._rows
-    bounded = _memo(readers=2, size=2)
-    bounded.logits(photos, digests, _network(calls))  # the oldest row is pushed out
-    assert list(bounded._rows) == digests[1:]
+def test_readers_count_while_they_live_and_rows_are_bounded_in_number_and_age(monkeypatch):
+    import gc
+
+    clock = [100.0]
+    monkeypatch.setattr("bonds.encoders.conse.time.monotonic", lambda: clock[0])
+    memo = LogitsMemo(size=2, ttl_s=5.0)
+    encoders = [_Encoder(), _Encoder()]
+    memo.register(encoders[0])
+    memo.register(encoders[1])
+    assert memo.readers == 2
+    encoders.pop()
+    gc.collect()
+    assert memo.readers == 1
+    photos, digests = _photos(3)
+    memo.logits(photos, digests, _network([]), encoders[0])  # the oldest row is pushed out
+    assert list(memo._rows) == digests[1:]
+    clock[0] += 6  # rows nobody read are gone after ttl_s
+    memo.logits(photos[:1], digests[:1], _network([]), encoders[0])
+    assert list(memo._rows) == digests[:1]
+
+
+def test_a_sibling_waits_for_a_photo_being_classified_instead_of_classifying_it_again():
+    memo, starter, e5 = LogitsMemo(), _Encoder(), _Encoder()
+    photos, digests = _photos(2)
+    started, release = threading.Event(), threading.Event()
+    calls, sibling_calls = [], []
+
+    def slow(pixels):
+        started.set()
+        release.wait(5)
+        return _network(calls)(pixels)
+
+    first = {}
+    worker = threading.Thread(target=lambda: first.update(rows=memo.logits(photos, digests, slow, starter)))
+    worker.start()
+    assert started.wait(5)
+    threading.Timer(0.2, release.set).start()  # the first call finishes while the sibling already waits
+    second = memo.logits(photos[[1, 0]], [digests[1], digests[0]], _network(sibling_calls), e5)
+    worker.join(5)
+    assert calls == [2] and sibling_calls == []
+    torch.testing.assert_close(second, first["rows"][[1, 0]])
+    assert not memo._rows
+
+
+def test_when_the_classifying_call_fails_the_sibling_classifies_itself():
+    memo, starter, e5 = LogitsMemo(), _Encoder(), _Encoder()
+    photos, digests = _photos(1)
+    started, release = threading.Event(), threading.Event()
+
+    def broken(pixels):
+        started.set()
+        release.wait(5)
+        raise RuntimeError("the device went away")
+
+    failures = []
+
+    def first():
+        try:
+            memo.logits(photos, digests, broken, starter)
+        except RuntimeError as exc:
+            failures.append(str(exc))
+
+    worker = threading.Thread(target=first)
+    worker.start()
+    assert started.wait(5)
+    threading.Timer(0.2, release.set).start()
+    calls: list[int] = []
+    rows = memo.logits(photos, digests, _network(calls), e5)
+    worker.join(5)
+    assert failures == ["the device went away"] and calls == [1]
+    torch.testing.assert_close(rows, _network([])(photos))

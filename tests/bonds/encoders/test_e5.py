@@ -146,14 +146,16 @@ def test_conse_images_are_the_classifiers_top_classes_over_its_own_class_name_ve
     encoder.images.classifier.forward = lambda modality, batch: rows.append(len(batch)) or network(modality, batch)
     starter = create_encoder("starter")
     starter.images.classifier.forward = encoder.images.classifier.forward
-    memo = LogitsMemo()  # the process's own memo counts every encoder other tests built: a fresh one for two
-    memo.register()
-    memo.register()
+    memo = LogitsMemo()  # the process's own memo holds other tests' encoders: a fresh one for these two
+    memo.register(encoder.images)
+    memo.register(starter.images)
     encoder.images.memo = starter.images.memo = memo
     starter.encode("image", photos)
     np.testing.assert_allclose(encoder.encode("image", photos).vectors, expected, atol=1e-5)
     assert rows == [2]  # the starter classified them; e5 read its rows
     encoder.encode("image", photos)  # each row is read once: a later request classifies anew
+    assert rows == [2, 2]
+    starter.encode("image", photos)  # ... and leaves it to its sibling
     assert rows == [2, 2]
     with pytest.raises(ValueError, match="conse_images must be true or false"):
         create_encoder("e5", weights=tiny, conse_images="yes")
