@@ -4,7 +4,8 @@
 #   starter_into_e5  displacement, starter -> e5
 # Both are trained on the same real, unpaired pools, embedded once in each space, then scored on held-out
 # data (shipped_eval.yaml) and on 1,000 ImageNet classes in five languages beside ConSE built in e5, the
-# ceiling (eval-1k). From scratch on a 2-core CPU (2026-12-06): ~27 min, 3 of them embedding, ~22 fitting.
+# ceiling (eval-1k). From scratch on a 2-core CPU (2026-12-06): ~27 min, 3 of them embedding, ~22 fitting;
+# 2,504 s on a slower AMD EPYC (20:52, 6 min embedding, 31 fitting, 4 scoring).
 #
 #   WORK   work folder (default artifacts/bonds; everything there is resumable and can be deleted)
 #   DATA   the shared data (default ../shared/data)
