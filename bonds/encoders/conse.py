@@ -159,7 +159,7 @@ class LogitsMemo:
         me = id(owner)
         rows: list[torch.Tensor | None] = [None] * len(digests)
         mine: dict[bytes, list[int]] = {}  # digest -> positions this call computes
-        theirs: dict[int, _Row] = {}  # position -> a row a sibling is computing
+        theirs: dict[int, _Row] = {}  # position -> a row being computed elsewhere
         now = time.monotonic()
         with self._lock:
             while self._rows and next(iter(self._rows.values())).born < now - self.ttl_s:
@@ -169,12 +169,14 @@ class LogitsMemo:
                     mine[d].append(i)
                     continue
                 row = self._rows.get(d)
-                if row is None or row.owner == me:
+                if row is not None and row.logits is None:
+                    # being classified: by a sibling, or by this encoder on another thread (an in-process caller
+                    # may embed from several); replacing the mark would leave its waiters waiting
+                    theirs[i] = row
+                elif row is None or row.owner == me:
                     mine[d] = [i]
                     self._rows[d] = _Row(me, now)
                     self._rows.move_to_end(d)
-                elif row.logits is None:
-                    theirs[i] = row
                 else:
                     del self._rows[d]  # read once
                     rows[i] = row.logits
@@ -183,8 +185,8 @@ class LogitsMemo:
         for i, row in theirs.items():
             if row.ready.wait(self.wait_s) and row.logits is not None:
                 with self._lock:
-                    if self._rows.get(digests[i]) is row:
-                        del self._rows[digests[i]]
+                    if row.owner != me and self._rows.get(digests[i]) is row:
+                        del self._rows[digests[i]]  # a sibling's row: read once (its own stays for the sibling)
                 rows[i] = row.logits
             else:  # the classifying call failed or hangs: classify it here
                 rows[i] = network(pixels[i : i + 1]).detach().float().cpu()[0]

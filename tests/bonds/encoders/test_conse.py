@@ -120,3 +120,26 @@ def test_when_the_classifying_call_fails_the_sibling_classifies_itself():
     worker.join(5)
     assert failures == ["the device went away"] and calls == [1]
     torch.testing.assert_close(rows, _network([])(photos))
+
+
+def test_one_encoder_on_two_threads_waits_for_its_own_photo_and_leaves_the_row_to_its_sibling():
+    memo, starter, e5 = LogitsMemo(), _Encoder(), _Encoder()
+    photos, digests = _photos(1)
+    started, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def slow(pixels):
+        started.set()
+        release.wait(5)
+        return _network(calls)(pixels)
+
+    worker = threading.Thread(target=lambda: memo.logits(photos, digests, slow, starter))
+    worker.start()
+    assert started.wait(5)
+    threading.Timer(0.2, release.set).start()
+    again = memo.logits(photos, digests, _network(calls), starter)  # the same encoder, another thread
+    worker.join(5)
+    assert calls == [1]
+    sibling_calls: list[int] = []
+    torch.testing.assert_close(memo.logits(photos, digests, _network(sibling_calls), e5), again)
+    assert sibling_calls == [] and not memo._rows
