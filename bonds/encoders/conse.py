@@ -89,6 +89,8 @@ class ConseImages:
         self.memo = shared_model(f"logits-memo:{self.classifier.runtime}:{self.classifier.precision}",
                                  str(self.device), LogitsMemo)
         self.memo.register(self)
+        # every ConseImages prepares pixels alike (the classifier's size and scaling), whatever it runs on
+        self.pixels = shared_model(f"pixels-memo:{self.classifier.resize}", "cpu", PixelsMemo)
 
     @property
     def precision(self) -> str:
@@ -100,9 +102,15 @@ class ConseImages:
 
     def prepare(self, item: Any) -> tuple[torch.Tensor, bytes | None]:
         """The classifier's pixels and their digest, on the pipeline's CPU workers (the model thread only looks
-        up); no digest while this is the process's one ConSE encoder, which has no sibling to share with."""
+        up); prepared once for sibling encoders embedding the same photo object (`PixelsMemo`); no digest while
+        this is the process's one ConSE encoder, which has no sibling to share with."""
+        if self.memo.readers <= 1:
+            return self.classifier.prepare("image", item), None
+        return self.pixels.prepared(item, self, self._digested)
+
+    def _digested(self, item: Any) -> tuple[torch.Tensor, bytes]:
         pixels = self.classifier.prepare("image", item)
-        return pixels, LogitsMemo.digest(pixels) if self.memo.readers > 1 else None
+        return pixels, LogitsMemo.digest(pixels)
 
     def preprocess(self, items: Sequence[tuple[torch.Tensor, bytes | None]]) -> tuple[torch.Tensor, list]:
         return self.classifier.preprocess("image", [pixels for pixels, _ in items]), [digest for _, digest in items]
@@ -223,4 +231,69 @@ class _Row:
     def __init__(self, owner: int, born: float):
         self.owner, self.born = owner, born
         self.logits: torch.Tensor | None = None
+        self.ready = threading.Event()
+
+
+class PixelsMemo:
+    """A photo's prepared pixels (resized, cropped, scaled, digested: ~5 ms of CPU), handed from the sibling
+    encoder that prepared the photo object to the other: a served space gives its encoders the same decoded
+    photo, and both prepare it on the pipeline's workers at about the same time. Like `LogitsMemo`, an entry
+    is read once, by an encoder other than the one that made it, and gone; unread entries go after `ttl_s` or
+    when `size` newer ones push them out (at most 64 x 0.6 MB), so nothing is kept for later requests.
+    Entries are keyed by the photo object, held by a weak reference: a new object at a dead one's address is
+    not taken for it. A sibling asking while the photo is being prepared waits for it (the preparing thread is
+    running it, so the wait is that one photo's work, at most `wait_s`); if that fails it prepares the photo
+    itself, and meets the same error on a bad one."""
+
+    def __init__(self, size: int = 64, ttl_s: float = 5.0, wait_s: float = 60.0):
+        self.size, self.ttl_s, self.wait_s = size, ttl_s, wait_s
+        self._entries: OrderedDict[int, _Prepared] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def prepared(self, item: Any, owner: object, prepare: Callable[[Any], Any]) -> Any:
+        """`prepare(item)` for `owner`, or what a sibling prepared from this very object."""
+        try:
+            ref = weakref.ref(item)
+        except TypeError:  # not a photo object the engine hands to several encoders
+            return prepare(item)
+        key, me, now = id(item), id(owner), time.monotonic()
+        with self._lock:
+            while self._entries and next(iter(self._entries.values())).born < now - self.ttl_s:
+                self._entries.popitem(last=False)
+            entry = self._entries.get(key)
+            if entry is not None and entry.ref() is item and entry.owner != me:
+                del self._entries[key]  # read once
+                mine = None
+            else:  # new, or its own (the same photo twice in one call), or a dead object's: prepared here
+                entry = mine = self._entries[key] = _Prepared(ref, me, now)
+                self._entries.move_to_end(key)
+                while len(self._entries) > self.size:
+                    self._entries.popitem(last=False)
+        if mine is not None:
+            return self._prepare(mine, item, prepare)
+        if entry.ready.wait(self.wait_s) and entry.ok:
+            return entry.value
+        return prepare(item)
+
+    def _prepare(self, entry: _Prepared, item: Any, prepare: Callable[[Any], Any]) -> Any:
+        try:
+            entry.value = prepare(item)
+            entry.ok = True
+            return entry.value
+        except BaseException:
+            with self._lock:
+                if self._entries.get(id(item)) is entry:
+                    del self._entries[id(item)]
+            raise
+        finally:
+            entry.ready.set()
+
+
+class _Prepared:
+    """A photo object's prepared pixels in the memo: `ready` is set once they are in (`ok`) or failed."""
+
+    def __init__(self, ref: weakref.ref, owner: int, born: float):
+        self.ref, self.owner, self.born = ref, owner, born
+        self.value: Any = None
+        self.ok = False
         self.ready = threading.Event()

@@ -1,4 +1,5 @@
-"""The classifier's logits memo that lets two ConSE encoders of one space classify a photo once."""
+"""The memos that let two ConSE encoders of one space prepare and classify a photo once: pixels by the photo
+object, logits by the pixels' digest."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from bonds.encoders.conse import LogitsMemo  # noqa: E402
+from bonds.encoders.conse import LogitsMemo, PixelsMemo  # noqa: E402
 
 
 class _Encoder:
@@ -143,3 +144,83 @@ def test_one_encoder_on_two_threads_waits_for_its_own_photo_and_leaves_the_row_t
     sibling_calls: list[int] = []
     torch.testing.assert_close(memo.logits(photos, digests, _network(sibling_calls), e5), again)
     assert sibling_calls == [] and not memo._rows
+
+
+class _Photo:
+    """A photo object as the engine hands it to each encoder (weakly referable, unhashable like a PIL image)."""
+
+    __hash__ = None
+
+    def __init__(self, value: float):
+        self.value = value
+
+
+def _preparer(calls: list[float]):
+    def prepare(photo):
+        calls.append(photo.value)
+        return torch.full((3, 2, 2), photo.value), b"digest"
+    return prepare
+
+
+def test_pixels_are_prepared_once_for_a_sibling_that_embeds_the_same_photo_object():
+    memo, starter, e5 = PixelsMemo(), _Encoder(), _Encoder()
+    photo, twin = _Photo(1.0), _Photo(1.0)  # equal, but another object: the engine decoded it again
+    calls, sibling_calls = [], []
+    mine = memo.prepared(photo, starter, _preparer(calls))
+    assert memo.prepared(photo, e5, _preparer(sibling_calls)) is mine  # read once...
+    assert not memo._entries and calls == [1.0] and sibling_calls == []
+    memo.prepared(photo, e5, _preparer(sibling_calls))  # ... so a later call prepares anew
+    memo.prepared(photo, e5, _preparer(sibling_calls))  # its own entry: never read by itself
+    memo.prepared(twin, starter, _preparer(calls))
+    assert sibling_calls == [1.0, 1.0] and calls == [1.0, 1.0]
+    assert memo.prepared(b"raw bytes", e5, lambda item: ("as is", item)) == ("as is", b"raw bytes")
+
+
+def test_an_entry_is_never_taken_for_a_new_object_and_is_bounded_in_number_and_age(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr("bonds.encoders.conse.time.monotonic", lambda: clock[0])
+    memo, starter, e5 = PixelsMemo(size=2, ttl_s=5.0), _Encoder(), _Encoder()
+    photos = [_Photo(float(i)) for i in range(3)]
+    for photo in photos:
+        memo.prepared(photo, starter, _preparer([]))
+    assert list(memo._entries) == [id(photos[1]), id(photos[2])]  # the oldest pushed out
+    clock[0] += 6
+    memo.prepared(photos[0], starter, _preparer([]))
+    assert list(memo._entries) == [id(photos[0])]  # unread entries are gone after ttl_s
+    # an entry whose object died is not another object's, even at the same address
+    stranger = _Photo(9.0)
+    memo._entries[id(stranger)] = memo._entries.pop(id(photos[0]))
+    calls: list[float] = []
+    assert memo.prepared(stranger, e5, _preparer(calls))[0][0, 0, 0] == 9.0 and calls == [9.0]
+
+
+def test_a_sibling_waits_for_a_photo_being_prepared_and_prepares_it_itself_when_that_fails():
+    memo, starter, e5 = PixelsMemo(), _Encoder(), _Encoder()
+    for broken in (False, True):
+        photo, started, release = _Photo(2.0), threading.Event(), threading.Event()
+        calls, sibling_calls, outcome = [], [], {}
+
+        def slow(item, broken=broken, started=started, release=release, calls=calls):
+            started.set()
+            release.wait(5)
+            if broken:
+                raise OSError("truncated photo")
+            return _preparer(calls)(item)
+
+        def first(photo=photo, slow=slow, outcome=outcome):
+            try:
+                outcome["pixels"] = memo.prepared(photo, starter, slow)
+            except OSError as exc:
+                outcome["error"] = str(exc)
+
+        worker = threading.Thread(target=first)
+        worker.start()
+        assert started.wait(5)
+        threading.Timer(0.2, release.set).start()  # it finishes while the sibling already waits
+        second = memo.prepared(photo, e5, _preparer(sibling_calls))
+        worker.join(5)
+        if broken:  # the sibling prepares the photo itself (a bad photo would fail there too)
+            assert outcome == {"error": "truncated photo"} and sibling_calls == [2.0]
+        else:
+            assert second is outcome["pixels"] and calls == [2.0] and sibling_calls == []
+        assert not memo._entries

@@ -124,7 +124,7 @@ def test_conse_images_are_the_classifiers_top_classes_over_its_own_class_name_ve
     encoder's own vectors of the 1,000 class names; without the option e5 embeds text alone."""
     from PIL import Image
 
-    from bonds.encoders.conse import LogitsMemo, imagenet_classnames
+    from bonds.encoders.conse import LogitsMemo, PixelsMemo, imagenet_classnames
     from bonds.encoders.efficientnet import EfficientNetLite0Encoder
     from bonds.errors import ModalityError
 
@@ -150,11 +150,19 @@ def test_conse_images_are_the_classifiers_top_classes_over_its_own_class_name_ve
     memo.register(encoder.images)
     memo.register(starter.images)
     encoder.images.memo = starter.images.memo = memo
+    encoder.images.pixels = starter.images.pixels = PixelsMemo()
+    prepared = {"starter": 0, "e5": 0}
+    for name, images in (("starter", starter.images), ("e5", encoder.images)):
+        def counted(modality, item, prepare=images.classifier.prepare, name=name):
+            prepared[name] += 1
+            return prepare(modality, item)
+        images.classifier.prepare = counted
     starter.encode("image", photos)
     np.testing.assert_allclose(encoder.encode("image", photos).vectors, expected, atol=1e-5)
     assert rows == [2]  # the starter classified them; e5 read its rows
+    assert prepared == {"starter": 2, "e5": 0}  # ... and their pixels, prepared once for both
     encoder.encode("image", photos)  # each row is read once: a later request classifies anew
-    assert rows == [2, 2]
+    assert rows == [2, 2] and prepared == {"starter": 2, "e5": 2}
     starter.encode("image", photos)  # ... and leaves it to its sibling
     assert rows == [2, 2]
     with pytest.raises(ValueError, match="conse_images must be true or false"):
