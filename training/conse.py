@@ -57,6 +57,16 @@ def top_weights(probs_nc: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return idx_nk.astype(np.int32), (top_nk / top_nk.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+def top_of(idx_nk: np.ndarray, w_nk: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stored top weights (best first) cut to the top `k`, renormalised: what a ConSE encoder with `topk=k`
+    mixes, since renormalising the top k of the top n keeps their ratios."""
+    if not 1 <= k <= idx_nk.shape[1]:
+        raise ValueError(f"the posteriors hold each photo's top {idx_nk.shape[1]} classes, so topk {k} cannot be "
+                         f"scored from them; classify the pool again with topk >= {k} (its posteriors' topk)")
+    w_nk = w_nk[:, :k].astype(np.float64)
+    return idx_nk[:, :k], (w_nk / w_nk.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 def conse(idx_nk: np.ndarray, w_nk: np.ndarray, bank_cd: np.ndarray) -> np.ndarray:
     """`n(sum_k w_k bank[idx_k])` per row, float32 unit rows."""
     return l2_normalize(np.einsum("nk,nkd->nd", w_nk.astype(np.float64), bank_cd[idx_nk].astype(np.float64)))
@@ -155,16 +165,19 @@ def conse_vectors(workdir: Path, space: str, spec: PoolSpec, *, topk: int = TOPK
                   progress: bool = False) -> np.ndarray:
     """An image pool's photos as an encoder with ConSE images embeds them in `space` (the e5 encoder's
     `conse_images`), from the work folder alone: the starter classifier's posteriors (classified once, then
-    cached) over `space`'s embeddings of the 1,000 class names, a pool the space embeds here if it has not."""
+    cached) cut to the encoder's `topk`, over `space`'s embeddings of the 1,000 class names, a pool the space
+    embeds here if it has not."""
     from bonds.encoders.conse import imagenet_classnames
     from training.embed import SpaceSpec, embed_pools, load_embeddings, read_space_info
     from training.evaluate import write_prompt_pool
 
-    classify_pool(workdir, spec, ViewConfig(topk=topk), device=device, progress=progress)
+    sidecar = posteriors_folder(workdir) / f"{spec.name}.json"
+    stored = json.loads(sidecar.read_text())["views"]["topk"] if sidecar.is_file() else max(topk, TOPK)
+    classify_pool(workdir, spec, ViewConfig(topk=stored), device=device, progress=progress)  # checks the pool
     names = write_prompt_pool(workdir, imagenet_classnames())
     embed_pools(workdir, SpaceSpec(**read_space_info(workdir, space)["spec"]), [names], progress=progress)
     _, idx, w = load_posteriors(workdir, spec.name)
-    return conse(idx, w, load_embeddings(workdir, space, names.name)[1])
+    return conse(*top_of(idx, w, topk), load_embeddings(workdir, space, names.name)[1])
 
 
 def conse_pairs(workdir: Path, name: str, classes_s: np.ndarray,

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from bonds.vectors import l2_normalize
-from training.conse import ViewConfig, classify_pool, conse, load_posteriors, one_hot
+from training.conse import ViewConfig, classify_pool, conse, load_posteriors, one_hot, top_of
 from training.embed import SpaceSpec, embed_pools, load_embeddings, read_space_info
 from training.evaluate import DEFAULT_FACTORS, Leaves, write_prompt_pool
 from training.pools import PoolSpec, list_pool, parse_pool
@@ -123,11 +123,16 @@ class Sides:
         idx, w = self.weights[part]
         if which in SPACES:
             return conse(idx, w, self.banks[which])
+        through = self.leaves.through
+        if through is not None:  # the serving space's photos, as its default preset embeds them, each encoder
+            # mixing its own `topk` classes (an expert with ConSE images, e5's `conse_images`, as the reference
+            # does); a sure photo (`names`) is one class under any topk
+            photos = {}
+            for side, space in self.spaces.items():
+                k = idx.shape[1] if part == "names" else through.conse_topk(space) or idx.shape[1]
+                photos[space] = conse(*top_of(idx, w, k), self.banks[side])
+            return through.vectors("image", photos.__getitem__)
         base = conse(idx, w, self.banks["base"])
-        if self.leaves.through is not None:  # the serving space's photos, as its default preset embeds them
-            # (an expert encoder with ConSE images, e5's `conse_images`, embeds them as the reference does)
-            photos = {self.spaces["base"]: base, self.spaces["reference"]: conse(idx, w, self.banks["reference"])}
-            return self.leaves.through.vectors("image", photos.__getitem__)
         if self.leaves.kind == "combination":
             return base  # the base space keeps its photos
         return l2_normalize(self.leaves.projector.project(base, normalize=False))

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from bonds.reference import combine, displace, normalize
-from training.conse import conse_vectors
+from training.conse import TOPK, conse_vectors
 from training.embed import SpaceSpec, embed_pools, load_embeddings, read_space_info
 from training.pools import PoolSpec, list_pool, parse_pool
 
@@ -229,7 +229,7 @@ class Leaves:
             # images (training.space_side.Embedded), which the work folder's posteriors and names stand in for
             key = (space, pool.to_string())
             if key not in self._conse:
-                self._conse[key] = conse_vectors(self.workdir, space, pool)
+                self._conse[key] = conse_vectors(self.workdir, space, pool, topk=self.through.conse_topk(space) or TOPK)
             return self._conse[key]
         return load_embeddings(self.workdir, space, pool.name)[1]
 

@@ -20,6 +20,7 @@ from bonds.encoders.base import Encoded, Encoder
 from bonds.plan import encoder_leaves
 from bonds.projector import ProjectorMixture
 from bonds.space import Space
+from training.conse import TOPK
 from training.embed import read_space_info
 
 
@@ -37,6 +38,13 @@ class SpaceSide:
                              f"(its bonds: {names}); give the description whose checkpoint is the one evaluated")
         self.bond = serving[0].bond_name
         self.controls = space.controls()[self.bond]
+
+    def conse_topk(self, space: str) -> int | None:
+        """How many classes the description's encoder standing on work folder `space` mixes into a ConSE
+        photo (its `topk`); None where its photos are not ConSE, or no encoder stands there."""
+        found = [s.encoder.conse_topk for s in self.space.encoder_spaces().values()
+                 if isinstance(s.encoder, Embedded) and s.encoder.space == space]
+        return found[0] if found else None
 
     def summary(self) -> dict:
         """What a report records of the space it was scored in."""
@@ -91,11 +99,15 @@ class Embedded(Encoder):
     """A work folder space standing in for a description's encoder: its name, dim and modalities, never run
     (the vectors are the work folder's)."""
 
-    def __init__(self, workdir: Path, name: str, space: str | None = None, conse_images: bool = False):
+    def __init__(self, workdir: Path, name: str, space: str | None = None, conse_images: bool = False,
+                 conse_topk: int | None = None):
         """`conse_images`: the encoder embeds photos as ConSE (the e5 encoder's option of that name), which a
-        work folder space of text alone stands in for from its posteriors (training.conse.conse_vectors)."""
-        info = read_space_info(workdir, space or name)
+        work folder space of text alone stands in for from its posteriors (training.conse.conse_vectors);
+        `conse_topk`: how many classes the encoder's ConSE photos mix (its `topk`), None if not ConSE."""
+        self.space = space or name
+        info = read_space_info(workdir, self.space)
         self.name, self.dim, self.modalities = name, int(info["dim"]), tuple(info["modalities"])
+        self.conse_topk = conse_topk
         if conse_images and "image" not in self.modalities:
             self.modalities = (*self.modalities, "image")
 
@@ -120,9 +132,20 @@ def load_side(path: Path | str, projector: ProjectorMixture, workdir: Path, avai
         if missing:
             raise ValueError(f"{path}: encoder(s) {', '.join(missing)} are not spaces of the work folder (it has "
                              f"{', '.join(sorted(available))}); the description must name its encoders alike")
-        conse_images = {name: bool(((spec or {}).get("options") or {}).get("conse_images"))
-                        for name, spec in encoders.items()}
-        space = load_space(path, encoders={name: Embedded(workdir, name, space, conse_images[name])
+        options = {name: (spec or {}).get("options") or {} for name, spec in encoders.items()}
+        conse_images = {name: bool(options[name].get("conse_images")) for name in encoders}
+        # photos made from posteriors stand in for ConSE encoders' (the starter's, e5's with conse_images)
+        topk = {name: int(options[name].get("topk", TOPK))
+                if conse_images[name] or (spec or {}).get("kind") == "starter" else None
+                for name, spec in encoders.items()}
+        for name, space in names.items():  # the starter's photos in the work folder were embedded at its topk
+            spec = read_space_info(workdir, space)["spec"]
+            held = int((spec.get("options") or {}).get("topk", TOPK))
+            if spec.get("encoder") == "starter" and topk[name] not in (None, held):
+                raise ValueError(f"{path}: encoder {name!r} serves photos with topk {topk[name]}, but the work "
+                                 f"folder's space {space!r} embedded them with topk {held}; embed them again with "
+                                 f"--encoder-option topk={topk[name]}, or give the description topk {held}")
+        space = load_space(path, encoders={name: Embedded(workdir, name, space, conse_images[name], topk[name])
                                            for name, space in names.items()})
     except FreeBindError as exc:
         raise ValueError(str(exc)) from None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.conse import ViewConfig, classify_pool, conse, load_posteriors, one_hot, top_weights, views_of
+from training.conse import ViewConfig, classify_pool, conse, load_posteriors, one_hot, top_of, top_weights, views_of
 from training.embed import SpaceSpec, embed_pools, load_embeddings
 from training.pairs import PairsConfig, build_pairs, load_pairs
 from training.pools import list_pool, parse_pool
@@ -17,6 +17,19 @@ def test_top_weights_keep_the_k_best_classes_renormalised():
     idx, w = top_weights(probs, 2)
     assert idx.tolist() == [[1, 3], [0, 2]]
     np.testing.assert_allclose(w, [[0.5 / 0.85, 0.35 / 0.85], [0.7 / 0.85, 0.15 / 0.85]], rtol=1e-6)
+
+
+def test_the_stored_top_weights_cut_to_fewer_classes_are_that_topk_classified_afresh():
+    """An encoder with `topk` 3 scored from posteriors stored at 10 mixes what classifying at 3 gives."""
+    probs = np.random.default_rng(0).dirichlet(np.full(50, 0.3), size=6)
+    stored = top_weights(probs, 10)
+    for k in (1, 3, 10):
+        idx, w = top_of(*stored, k)
+        fresh = top_weights(probs, k)
+        assert idx.tolist() == fresh[0].tolist()
+        np.testing.assert_allclose(w, fresh[1], rtol=1e-6)
+    with pytest.raises(ValueError, match="top 10 classes, so topk 11 cannot be scored"):
+        top_of(*stored, 11)
 
 
 def test_conse_is_the_normalised_weighted_sum_of_bank_rows():

@@ -98,7 +98,9 @@ def test_a_displacement_behind_a_combination_is_both_formulas_in_sequence(work):
 def test_an_expert_with_conse_images_mixes_photos_at_their_own_factor(work):
     """An expert encoder that embeds photos as ConSE (e5's `conse_images`) stands in from the work folder's
     posteriors and class names: the combination mixes photos at the image factor, which the text sweep leaves."""
-    from training.conse import conse_vectors
+    from bonds.encoders.conse import imagenet_classnames
+    from training.conse import conse, conse_vectors, load_posteriors, top_of
+    from training.evaluate import write_prompt_pool
 
     folder, projectors, pools = work
     expert = json.dumps({**EXPERT["options"], "conse_images": True})
@@ -116,6 +118,21 @@ def test_an_expert_with_conse_images_mixes_photos_at_their_own_factor(work):
     alone = Leaves(folder, "e", "s", projectors["comb"], "combination")  # the bond alone: e has no photos here
     np.testing.assert_array_equal(alone.side("bonded", pools["farm"], 0.5), load_embeddings(folder, "s", "farm")[1])
     text = (folder / "photos.yaml").read_text()
+    # the encoder's own topk: its photos mix that many classes (cut from the 10 the posteriors hold)
+    (folder / "few.yaml").write_text(text.replace('"conse_images": true', '"conse_images": true, "topk": 3'))
+    few = Leaves(folder, "e", "s", projectors["comb"], "combination",
+                 load_side(folder / "few.yaml", projectors["comb"], folder, ("s", "e")))
+    _, idx, w = load_posteriors(folder, "farm")
+    names = load_embeddings(folder, "e", write_prompt_pool(folder, imagenet_classnames()).name)[1]
+    photos_3 = normalize(conse(*top_of(idx, w, 3), names))
+    assert not np.allclose(photos_3, photos_e, atol=1e-3)
+    np.testing.assert_allclose(few.side("bonded", pools["farm"], 0.5), combine(
+        load_embeddings(folder, "s", "farm")[1], projectors["comb"].project(photos_3, normalize=False), 0.4), atol=2e-6)
+    (folder / "many.yaml").write_text(text.replace('"conse_images": true', '"conse_images": true, "topk": 20'))
+    many = Leaves(folder, "e", "s", projectors["comb"], "combination",
+                  load_side(folder / "many.yaml", projectors["comb"], folder, ("s", "e")))
+    with pytest.raises(ValueError, match="topk 20 cannot be scored from them"):
+        many.side("bonded", pools["farm"], 0.5)
     (folder / "image_preset.yaml").write_text(text + "presets:\n  more: {c: {text: 0.8, image: 0.9}}\n")
     with pytest.raises(ValueError, match="preset 'more' changes more than 'c''s text factor"):
         load_side(folder / "image_preset.yaml", projectors["comb"], folder, ("s", "e")).preset_factors()
@@ -134,6 +151,17 @@ def test_descriptions_that_cannot_stand_in_are_refused(work):
         load_side(folder / "moved.yaml", projectors["disp"], folder, ("s", "e")).preset_factors()
     with pytest.raises(ValueError, match="missing.yaml"):
         load_side(folder / "missing.yaml", projectors["disp"], folder, ("s", "e"))
+    # a starter whose photos the work folder embedded at another topk than the description serves
+    info = json.loads((folder / "embeddings/s/space.json").read_text())
+    (folder / "embeddings/st").mkdir()
+    info["spec"]["encoder"] = "starter"
+    (folder / "embeddings/st/space.json").write_text(json.dumps(info))
+    starter = (folder / "alone.yaml").read_text().replace(f"kind: tiny, options: {json.dumps(BASE['options'])}",
+                                                          "kind: starter, options: {topk: 3}")
+    (folder / "starter.yaml").write_text(starter)
+    with pytest.raises(ValueError, match=r"'s' serves photos with topk 3, but the work folder's space 'st' embedded "
+                                         r"them with topk 10; embed them again with --encoder-option topk=3"):
+        load_side(folder / "starter.yaml", projectors["disp"], folder, ("st", "e"), spaces={"s": "st"})
 
 
 def test_eval_1k_through_a_space_prints_its_presets(work, cli, shared_data, monkeypatch):
