@@ -134,20 +134,25 @@ def fit_command(
                                            "re-normalised): a smoother map for inputs unlike the pairs; 0 off"),
     stop_after: int = typer.Option(None, "--stop-after", envvar="FREEBIND_TRAIN_STOP_AFTER",
                                    help="stop this run after N epochs (the next run resumes)"),
+    method: str = typer.Option("infonce", "--method", envvar="FREEBIND_TRAIN_FIT_METHOD",
+                               help="infonce (FreeBind's trained heads) or procrustes (each head the orthogonal map "
+                                    "of its mode's pairs, solved in closed form; needs --hidden >= 2 x the target's "
+                                    "dimension)"),
     workdir: Path = WORKDIR, device: str = DEVICE, no_progress: bool = NO_PROGRESS,
 ) -> None:
-    """Train one projector head per data mode with symmetric InfoNCE (resumes from the newest epoch)."""
+    """Train one projector head per data mode with symmetric InfoNCE (resumes from the newest epoch), or solve
+    each as an orthogonal map (`--method procrustes`)."""
     from training.fit import FitConfig, fit
 
     if kind not in ("displacement", "combination"):
         fail(f"--kind must be displacement or combination, got {kind!r}")
-    config = FitConfig(kind, epochs, lr, batch_size, temperature, hidden, seed, list(mode), input_noise)
+    config = FitConfig(kind, epochs, lr, batch_size, temperature, hidden, seed, list(mode), input_noise, method)
     try:
         fit(workdir, config, progress=not no_progress, stop_after=stop_after, device=device or "cpu")
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     report = json.loads((workdir / "fit" / "fit.json").read_text())
-    typer.echo(json.dumps({k: report[k] for k in ("epochs_done", "finished", "samples_per_second_this_run")}))
+    typer.echo(json.dumps({k: report.get(k) for k in ("epochs_done", "finished", "samples_per_second_this_run")}))
 
 
 @app.command("eval")

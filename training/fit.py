@@ -33,6 +33,7 @@ from training.state import flatten_optimizer, latest_state, load_state, save_sta
 log = logging.getLogger(__name__)
 
 DEFAULT_EPOCHS = {"displacement": 5, "combination": 20}
+METHODS = ("infonce", "procrustes")
 
 
 @dataclass
@@ -49,6 +50,9 @@ class FitConfig:
     # step: a smoother map, so inputs unlike the training text (e5's vectors of other languages, which sit
     # off the English ones it learnt) land nearer to where their English neighbours go. 0: off.
     input_noise: float = 0.0
+    # infonce: FreeBind's heads, trained; procrustes: each head the orthogonal map of its mode's pairs, solved in
+    # closed form (training.procrustes; epochs, lr, temperature and noise do not apply)
+    method: str = "infonce"
 
     def resolved_epochs(self) -> int:
         if self.epochs is not None:
@@ -58,10 +62,15 @@ class FitConfig:
         return DEFAULT_EPOCHS[self.kind]
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "epochs": self.resolved_epochs()}
+        data = {**asdict(self), "epochs": self.resolved_epochs()}
+        if self.method == "infonce":  # as before the option: earlier fits' stamps (and resumes) stay valid
+            del data["method"]
+        return data
 
     def validate(self) -> None:
         """A ValueError naming the first setting out of range (the CLI prints it as `error: ...`)."""
+        if self.method not in METHODS:
+            raise ValueError(f"unknown fit method {self.method!r}; valid: {', '.join(METHODS)}")
         if self.resolved_epochs() < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 2:
@@ -126,6 +135,8 @@ def fit(workdir: Path, config: FitConfig, *, progress: bool = True, stop_after: 
     epochs = config.resolved_epochs()
     root = workdir / "fit"
     stamp = {"config": config.to_dict(), "pairs": summary["centres"]}
+    if config.method == "procrustes":
+        return _fit_procrustes(root, stamp, config, source, target, modes)
 
     with deterministic():
         torch.manual_seed(config.seed)
@@ -157,6 +168,27 @@ def fit(workdir: Path, config: FitConfig, *, progress: bool = True, stop_after: 
               "source_dim": int(source.shape[1]), "target_dim": int(target.shape[1])}
     _write_outputs(root, model, report)
     log.info("fit: %d pair-steps in %.1f s (%.0f samples/s)", seen, seconds, report["samples_per_second_this_run"])
+    return model
+
+
+def _fit_procrustes(root: Path, stamp: dict, config: FitConfig, source: torch.Tensor, target: torch.Tensor,
+                    modes: dict[str, torch.Tensor]) -> ProjectorMixture:
+    """Each mode's head the orthogonal map of its pairs (training.procrustes), written as a trained fit is."""
+    from training.procrustes import linear_head, orthogonal_map
+
+    started = time.perf_counter()
+    model = ProjectorMixture(ProjectorConfig(source.shape[1], target.shape[1], config.hidden, tuple(modes)))
+    for mode, idx in modes.items():
+        model.heads[mode] = linear_head(orthogonal_map(source[idx].numpy(), target[idx].numpy()), config.hidden)
+    model.eval()
+    root.mkdir(parents=True, exist_ok=True)
+    _drop_stale_outputs(root, stamp)
+    seconds = time.perf_counter() - started
+    report = {**stamp, "epochs_done": 0, "finished": True, "history": [], "seconds": round(seconds, 3),
+              "modes": {m: len(i) for m, i in modes.items()},
+              "source_dim": int(source.shape[1]), "target_dim": int(target.shape[1])}
+    _write_outputs(root, model, report)
+    log.info("fit: %s solved by Procrustes in %.2f s", ", ".join(modes), seconds)
     return model
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bonds.checkpoint import load_bond_checkpoint
@@ -27,7 +28,7 @@ def test_make_bonds_dry_run(tmp_path, shared_data):
            "STARTER_ENCODER": "tiny", "STARTER_OPTIONS": "--encoder-option dim=32",
            "E5_ENCODER": "tiny", "E5_OPTIONS": '--encoder-option dim=24 --encoder-option modalities=["text"]',
            "N_M30K": "400", "N_FOREIGN": "50", "WORDNET_STEP": "400", "N_SPEECH": "6", "FSDD_STEP": "50",
-           "CIFAR_STEP": "30", "HIDDEN": "32", "EPOCHS_C": "2", "EPOCHS_D": "1"}
+           "CIFAR_STEP": "30", "HIDDEN": "32", "HIDDEN_D": "48", "EPOCHS_C": "2"}
     subprocess.run(["bash", str(REPO / "scripts" / "make_bonds.sh")], env=env, check=True, cwd=REPO,
                    capture_output=True, timeout=1200)
     combination, manifest = load_bond_checkpoint(tmp_path / "ckpt" / "e5_into_starter", kind="combination", d_in=24,
@@ -38,7 +39,14 @@ def test_make_bonds_dry_run(tmp_path, shared_data):
     # the foreign captions, embedded in e5 only and paired through the bank, train the combination alone
     assert {text_pools["e5_into_starter"][f"m30k_{lang}"] for lang in ("de", "fr", "cs")} == {50}
     assert "m30k_de" not in text_pools["starter_into_e5"]
-    load_bond_checkpoint(tmp_path / "ckpt" / "starter_into_e5", kind="displacement", d_in=32, d_out=24)
+    # the displacement is one head solved by Procrustes: its first layer holds Q^T and -Q^T, Q an orthogonal map
+    # of the starter's 32 dimensions onto e5's 24 (orthonormal columns)
+    displacement, _ = load_bond_checkpoint(tmp_path / "ckpt" / "starter_into_e5", kind="displacement", d_in=32,
+                                           d_out=24)
+    assert list(displacement.heads) == ["T"]
+    first = displacement.heads["T"].mlps[0].weight.detach().float().numpy()
+    np.testing.assert_array_equal(first[:24], -first[24:48])
+    np.testing.assert_allclose(first[:24] @ first[:24].T, np.eye(24), atol=2e-3)
     report = json.loads((tmp_path / "eval" / "e5_into_starter.json").read_text())
     assert {"m30k_de_en", "cifar10_ar", "fsdd_de"} <= set(report["tasks"]) and "suggested_presets" in report
     report_1k = json.loads((tmp_path / "eval" / "starter_into_e5-1k.json").read_text())
