@@ -5,8 +5,9 @@
 # Both are trained on the same real, unpaired pools, embedded once in each space, then scored on held-out
 # data (shipped_eval.yaml) and on 1,000 ImageNet classes in five languages beside ConSE built in e5, the
 # ceiling (eval-1k). The displacement is solved in closed form (orthogonal Procrustes, `fit --method procrustes`:
-# seconds); the combination is trained. From scratch on a 2-core CPU: ~27 min on 2026-12-06 with the displacement
-# trained too (2,504 s on a slower AMD EPYC, 1,162 s of it fitting the displacement).
+# seconds); the combination is trained. From scratch on a 2-core AMD EPYC (2026-12-06 23:00): 1,584 s, 10 min of
+# it embedding, 11.5 fitting the combination, 4 seconds the displacement, 4.5 scoring (the test suite shared the
+# cores for its first 7 min); with the displacement trained it took 2,504 s there (1,162 s fitting it).
 #
 #   WORK   work folder (default artifacts/bonds; everything there is resumable and can be deleted)
 #   DATA   the shared data (default ../shared/data)
