@@ -69,6 +69,7 @@ class StarterEncoder(Encoder):
         exact = self.text if self.text.precision == "float32" else MiniLMEncoder(device, runtime=self.text.runtime)
         self.images = ConseImages(self.text, "minilm", device=self.device, topk=topk, recipe=prototypes,
                                   runtime=runtime, exact=exact)
+        # the classifier, its topk and prototypes as attributes of their own, as before ConseImages held them
         self.topk, self.image, self.prototypes_cd = self.images.topk, self.images.classifier, self.images.prototypes_cd
         self.whisper = Transcriber(self.device, self.vad)
         self.whisper_workers = self.whisper.workers
@@ -80,14 +81,14 @@ class StarterEncoder(Encoder):
         if modality == "text":
             return self.text.max_batch_size  # as MiniLM alone
         if modality == "image":
-            return self.image.max_batch_size  # as EfficientNet alone
+            return self.images.batch_size  # as EfficientNet alone
         # one clip per Whisper worker: more gain nothing (each worker takes its clips one by one), and a
         # batcher serving modalities in turn makes the texts and images waiting meanwhile wait a whole batch
         return self.whisper_workers
 
     def precision_of(self, modality: str) -> str:
         if modality == "image":
-            return self.image.precision
+            return self.images.precision
         if modality == "audio":  # CTranslate2's own compute type (see _load_whisper); its transcript goes to MiniLM
             return "float16" if self.device.type == "cuda" else "int8"
         return self.text.precision
